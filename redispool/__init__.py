@@ -1,0 +1,39 @@
+"""redispool: a worker pool that many hosts share through Redis.
+
+Check a worker out for exclusive use, run jobs on it, check it in. Leases
+expire when their holder dies, and every lease carries a fencing token that
+the worker itself checks.
+"""
+
+from .errors import (
+    CheckoutTimeout,
+    LeaseLost,
+    PoolCorrupted,
+    PoolError,
+    PoolFull,
+    PoolUnavailable,
+    WorkerLost,
+)
+from .lease import Lease
+from .pool import DEFAULT_LEASE_TTL, STRATEGIES, Pool
+from .reaper import Reaper
+from .status import LeaseInfo, PoolSettings, PoolStatus, WorkerInfo
+
+__all__ = [
+    "DEFAULT_LEASE_TTL",
+    "STRATEGIES",
+    "CheckoutTimeout",
+    "Lease",
+    "LeaseInfo",
+    "LeaseLost",
+    "Pool",
+    "PoolCorrupted",
+    "PoolError",
+    "PoolFull",
+    "PoolSettings",
+    "PoolStatus",
+    "PoolUnavailable",
+    "Reaper",
+    "WorkerInfo",
+    "WorkerLost",
+]

@@ -1,0 +1,102 @@
+"""Exceptions, and the one table that turns a script's result code into one.
+
+Every Lua script answers with a status code as the first element of its reply.
+``raise_for`` is the only place that maps a code to an exception; the
+exception names the pool, the worker and the operation that failed.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OK",
+    "CODES",
+    "CheckoutTimeout",
+    "LeaseLost",
+    "PoolCorrupted",
+    "PoolError",
+    "PoolFull",
+    "PoolUnavailable",
+    "WorkerLost",
+    "raise_for",
+]
+
+
+class PoolError(Exception):
+    """Base class of every redispool error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pool: str | None = None,
+        worker_id: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.pool = pool
+        self.worker_id = worker_id
+        self.operation = operation
+
+
+class PoolFull(PoolError):
+    """No worker is idle (poolboy's ``:full``)."""
+
+
+class CheckoutTimeout(PoolFull, TimeoutError):
+    """A blocking checkout waited its whole timeout and got no worker."""
+
+
+class LeaseLost(PoolError):
+    """The lease has ended (expired, reclaimed, or the worker went to another holder)."""
+
+
+class WorkerLost(LeaseLost):
+    """The lease ended because its worker process died."""
+
+
+class PoolUnavailable(PoolError):
+    """Redis could not be reached or did not answer in time."""
+
+
+class PoolCorrupted(PoolError):
+    """A key of the pool holds something redispool did not write."""
+
+
+# Result codes of the Lua scripts (first element of every reply).
+OK = 0
+FULL = 1
+QUEUED = 2
+NOT_HELD = 3
+UNKNOWN_WORKER = 4
+WORKER_DEAD = 5
+
+CODES: dict[int, tuple[type[PoolError] | None, str]] = {
+    OK: (None, "ok"),
+    FULL: (PoolFull, "no worker is idle"),
+    QUEUED: (None, "queued as a waiter"),
+    NOT_HELD: (LeaseLost, "the lease has ended"),
+    UNKNOWN_WORKER: (PoolError, "no such worker in the pool"),
+    WORKER_DEAD: (WorkerLost, "the worker process died"),
+}
+
+
+def raise_for(code: int, *, pool: str, operation: str, worker_id: str | None = None) -> None:
+    """Raise the exception for a script result ``code``; return for a success code."""
+    try:
+        exc_type, text = CODES[code]
+    except KeyError:
+        raise PoolCorrupted(
+            f"pool {pool!r}: {operation} got unknown result code {code!r}",
+            pool=pool,
+            operation=operation,
+            worker_id=worker_id,
+        ) from None
+    if exc_type is None:
+        return
+    about = f" (worker {worker_id!r})" if worker_id else ""
+    raise exc_type(
+        f"pool {pool!r}: {operation}{about}: {text}",
+        pool=pool,
+        worker_id=worker_id,
+        operation=operation,
+    )

@@ -1,0 +1,114 @@
+"""Every Redis key of a pool, built in one place.
+
+All keys of pool ``P`` are ``redispool:{P}:<part>``. The braces are a Redis
+Cluster hash tag: one pool lives in one slot, so every script of a pool runs
+unchanged on a cluster. Scripts never build key names from strings except by
+appending a worker id or a waiter ticket to the prefix they were given in KEYS.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["PoolKeys", "validate_pool_name", "validate_worker_id", "pool_name_from_key"]
+
+NAMESPACE = "redispool"
+
+_POOL_NAME = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+_WORKER_ID = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def validate_pool_name(name: object) -> str:
+    """Return ``name`` if it is a valid pool name, else raise ``ValueError``."""
+    if not isinstance(name, str) or not _POOL_NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid pool name {name!r}: use 1 to 100 characters of letters, digits and ._:-"
+        )
+    return name
+
+
+def validate_worker_id(worker_id: object) -> str:
+    """Return ``worker_id`` if it is valid, else raise ``ValueError``."""
+    if not isinstance(worker_id, str) or not _WORKER_ID.fullmatch(worker_id):
+        raise ValueError(
+            f"invalid worker id {worker_id!r}: use 1 to 200 printable ASCII characters, "
+            "no whitespace"
+        )
+    return worker_id
+
+
+def pool_name_from_key(key: str) -> str | None:
+    """The pool a key belongs to, or None when it is not a redispool key."""
+    head = NAMESPACE + ":{"
+    if not key.startswith(head):
+        return None
+    end = key.find("}:", len(head))
+    if end < 0:
+        return None
+    return key[len(head) : end]
+
+
+@dataclass(frozen=True)
+class PoolKeys:
+    """The key names of one pool."""
+
+    pool: str
+
+    @property
+    def prefix(self) -> str:
+        """``redispool:{pool}:``; scripts append ``lease:<id>`` or ``wake:<ticket>``."""
+        return f"{NAMESPACE}:{{{self.pool}}}:"
+
+    @property
+    def config(self) -> str:
+        """Hash: the pool's settings (``lease_ttl_ms``, ``strategy``)."""
+        return self.prefix + "config"
+
+    @property
+    def workers(self) -> str:
+        """Hash: worker id -> ``host|pid`` (empty when unknown). Every registered worker."""
+        return self.prefix + "workers"
+
+    @property
+    def idle(self) -> str:
+        """List: idle worker ids; checkout pops from the head."""
+        return self.prefix + "idle"
+
+    @property
+    def deadlines(self) -> str:
+        """Sorted set: leased worker id -> lease deadline (server ms)."""
+        return self.prefix + "deadlines"
+
+    @property
+    def draining(self) -> str:
+        """Set: leased workers that leave the pool when their lease ends."""
+        return self.prefix + "draining"
+
+    @property
+    def token(self) -> str:
+        """String: the last fencing token issued."""
+        return self.prefix + "token"
+
+    @property
+    def waitq(self) -> str:
+        """List: waiter tickets, oldest first."""
+        return self.prefix + "waitq"
+
+    @property
+    def waiters(self) -> str:
+        """Hash: ticket -> ``alive_until_ms|lease_ttl_ms|holder``."""
+        return self.prefix + "waiters"
+
+    def lease(self, worker_id: str) -> str:
+        """String with a TTL: ``token|holder`` while ``worker_id`` is leased."""
+        return self.prefix + "lease:" + worker_id
+
+    def wake(self, ticket: str) -> str:
+        """List: where a checkin hands a worker to the waiter ``ticket``."""
+        return self.prefix + "wake:" + ticket
+
+    def lease_worker(self, key: str) -> str | None:
+        """The worker id of a lease key of this pool, else None."""
+        head = self.prefix + "lease:"
+        return key[len(head) :] if key.startswith(head) else None

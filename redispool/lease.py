@@ -1,0 +1,95 @@
+"""A lease: the exclusive use of one worker, proven by a fencing token."""
+
+from __future__ import annotations
+
+import threading
+import time as mod_time
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+__all__ = ["Lease"]
+
+
+class Lease:
+    """The right to use ``worker_id`` until the lease ends.
+
+    A lease ends when it is checked in, or at its deadline if nobody renewed
+    it in time, whether or not anything has reclaimed the worker yet. Whatever
+    finds it ended (the background renewer, :meth:`renew`, :meth:`checkin`,
+    a job) sets :attr:`lost`.
+
+    ``token`` is the lease's fencing token: strictly increasing within a pool,
+    even across a loss of Redis data. Workers refuse jobs that carry a token
+    other than their current lease's.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        worker_id: str,
+        token: int,
+        ttl: float,
+        *,
+        auto_renew: bool,
+        deadline: float,
+    ) -> None:
+        self.pool = pool
+        self.worker_id = worker_id
+        self.token = token
+        self.ttl = ttl
+        self.auto_renew = auto_renew
+        self.lost = threading.Event()
+        #: Latest local ``time.monotonic()`` by which the lease surely holds.
+        self.deadline = deadline
+        self.renewed_at = mod_time.monotonic()
+        self._closed = False
+
+    @property
+    def active(self) -> bool:
+        """True until the lease is checked in or found lost."""
+        return not self._closed and not self.lost.is_set()
+
+    def remaining(self) -> float:
+        """Seconds this lease surely still holds without another renewal (>= 0)."""
+        return max(0.0, self.deadline - mod_time.monotonic())
+
+    def renew(self) -> None:
+        """Extend the lease by its TTL from now.
+
+        Raises :class:`~redispool.LeaseLost` (and sets :attr:`lost`) if the
+        lease has already ended.
+        """
+        self.pool.renew(self)
+
+    def checkin(self) -> bool:
+        """Return the worker. True if this call returned it; False if the
+        lease had already ended (then :attr:`lost` is set, unless this lease
+        was checked in before)."""
+        return self.pool.checkin(self)
+
+    def _mark_closed(self) -> bool:
+        """Mark checked in; False if it already was."""
+        was_open = not self._closed
+        self._closed = True
+        return was_open
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.checkin()
+
+    def __repr__(self) -> str:
+        state = "lost" if self.lost.is_set() else "closed" if self._closed else "active"
+        return (
+            f"<Lease pool={self.pool.name!r} worker={self.worker_id!r} "
+            f"token={self.token} {state}>"
+        )

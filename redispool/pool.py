@@ -1,0 +1,397 @@
+"""The Pool: check workers out and in, fairly, across every host.
+
+Every state change is one Lua script (see ``scripts/``), so a worker is at
+every moment idle, leased to exactly one token, or being handed to one
+waiter; two round trips can never interleave into a lost or doubled worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import socket
+import time as mod_time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import redis
+
+from . import errors, scripts
+from .errors import CheckoutTimeout, LeaseLost, PoolError, PoolFull, raise_for
+from .keys import PoolKeys, validate_pool_name, validate_worker_id
+from .lease import Lease
+from .renewer import Renewer
+from .status import LeaseInfo, PoolSettings, PoolStatus, WorkerInfo
+from .wire import Wire, text
+
+__all__ = ["DEFAULT_LEASE_TTL", "STRATEGIES", "Pool"]
+
+log = logging.getLogger("redispool.pool")
+
+DEFAULT_LEASE_TTL = 10.0
+STRATEGIES = ("lifo", "fifo")
+MIN_TTL, MAX_TTL = 0.01, 7 * 24 * 3600.0
+SWEEP_BATCH = 1000
+#: Grace after a waiter's own timeout during which a handoff is still taken.
+HANDOFF_GRACE_MS = 100
+
+
+def _ttl_ms(value: float, what: str = "lease_ttl") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a number of seconds, got {value!r}")
+    if not MIN_TTL <= value <= MAX_TTL:
+        raise ValueError(f"{what} must be between {MIN_TTL} and {MAX_TTL:.0f} seconds, got {value}")
+    return round(value * 1000)
+
+
+def holder_id() -> str:
+    """``host:pid`` of this process, recorded with each lease for operators."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Pool:
+    """A pool of workers shared through Redis by any number of hosts.
+
+    ``lease_ttl`` is this client's lease TTL in seconds; None uses the pool's
+    setting in Redis. Give either ``url`` or a ``redis`` client (the Pool
+    closes only a client it made itself).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str | None = None,
+        *,
+        redis: redis.Redis | None = None,
+        lease_ttl: float | None = None,
+    ) -> None:
+        self.name = validate_pool_name(name)
+        self.keys = PoolKeys(self.name)
+        self._ttl_ms = 0 if lease_ttl is None else _ttl_ms(lease_ttl)
+        if (url is None) == (redis is None):
+            raise ValueError("give exactly one of url= or redis=")
+        self._owns_client = redis is None
+        self.client: redis.Redis = redis if redis is not None else _client_from_url(url or "")
+        self._wire = Wire(self.client)
+        self._renewer = Renewer(self)
+        k = self.keys
+        self._common = (
+            k.prefix, k.config, k.workers, k.idle, k.deadlines, k.token, k.draining, k.waitq,
+            k.waiters,
+        )
+
+    # -- running scripts ------------------------------------------------------
+
+    def _run(
+        self,
+        script: str,
+        args: Sequence[Any] = (),
+        *,
+        extra_keys: Sequence[str] = (),
+        keys: Sequence[str] | None = None,
+        worker_id: str | None = None,
+    ) -> list[Any]:
+        all_keys = (*self._common, *extra_keys) if keys is None else keys
+        try:
+            reply: list[Any] = scripts.load(script)(self._wire, all_keys, args)
+        except redis.ResponseError as exc:
+            raise errors.PoolCorrupted(
+                f"pool {self.name!r}: {script} failed; a key of the pool holds data "
+                f"redispool did not write: {exc}",
+                pool=self.name, operation=script, worker_id=worker_id,
+            ) from exc
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise errors.PoolUnavailable(
+                f"pool {self.name!r}: {script}: Redis unreachable: {exc}",
+                pool=self.name, operation=script, worker_id=worker_id,
+            ) from exc
+        return reply
+
+    # -- workers ----------------------------------------------------------------
+
+    def add_worker(self, worker_id: str, host: str | None = None, pid: int | None = None) -> bool:
+        """Register ``worker_id``, idle (or straight to the oldest waiter).
+
+        Idempotent: a known worker gets its host/pid updated and any pending
+        removal cancelled. Returns True if the worker is new.
+        """
+        validate_worker_id(worker_id)
+        meta = _worker_meta(host, pid)
+        default = self._ttl_ms or round(DEFAULT_LEASE_TTL * 1000)
+        reply = self._run("add_worker", (worker_id, meta, default, STRATEGIES[0]), worker_id=worker_id)
+        return bool(reply[1])
+
+    def remove_worker(self, worker_id: str) -> bool:
+        """Deregister ``worker_id``. An idle worker leaves now; a busy one
+        counts as busy until its lease ends, then leaves. False if unknown."""
+        validate_worker_id(worker_id)
+        reply = self._run("remove_worker", (worker_id,), worker_id=worker_id)
+        return int(reply[0]) == errors.OK
+
+    # -- checkout -------------------------------------------------------------
+
+    def checkout(
+        self, block: bool = True, timeout: float | None = None, *, auto_renew: bool = True
+    ) -> Lease:
+        """Check out a worker for exclusive use.
+
+        ``block=False`` raises :class:`PoolFull` at once when nothing is idle.
+        Otherwise waits first come, first served across every host: without
+        limit (``timeout=None``), or at most ``timeout`` seconds, then raises
+        :class:`CheckoutTimeout`. With ``auto_renew`` the lease is renewed in
+        the background until checked in; without it, it ends after its TTL.
+        """
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
+            if not timeout >= 0:
+                raise ValueError(f"timeout must not be negative, got {timeout}")
+        holder = holder_id()
+        waiting = block and (timeout is None or timeout > 0)
+        ticket = uuid.uuid4().hex if waiting else ""
+        alive_ms = self._alive_ms(timeout)
+        sent = mod_time.monotonic()
+        reply = self._run("checkout", (self._ttl_ms, holder, ticket, alive_ms))
+        code = int(reply[0])
+        if code == errors.OK:
+            return self._lease(reply, auto_renew, sent)
+        if not block:
+            raise PoolFull(f"pool {self.name!r}: no worker is idle", pool=self.name, operation="checkout")
+        if not waiting:
+            raise self._timeout(0.0)
+        deadline = None if timeout is None else sent + timeout
+        return self._wait(ticket, deadline, reply, sent, holder, auto_renew)
+
+    def _alive_ms(self, timeout: float | None, keepalive_ms: int | None = None) -> int:
+        keepalive = keepalive_ms or self._ttl_ms or round(DEFAULT_LEASE_TTL * 1000)
+        if timeout is None:
+            return keepalive
+        return min(keepalive, round(timeout * 1000) + HANDOFF_GRACE_MS)
+
+    def _lease(self, reply: list[Any], auto_renew: bool, sent: float) -> Lease:
+        """A Lease from an ``{OK, worker_id, token, deadline_ms, ttl_ms}`` reply."""
+        ttl = int(reply[4]) / 1000
+        lease = Lease(self, text(reply[1]), int(reply[2]), ttl, auto_renew=auto_renew, deadline=sent + ttl)
+        lease.renewed_at = sent
+        if auto_renew:
+            self._renewer.add(lease)
+        return lease
+
+    def _handed(self, handoff: Any, auto_renew: bool, clock: tuple[float, int]) -> Lease:
+        """A Lease from a handoff ``token|deadline_ms|ttl_ms|worker_id``."""
+        token, deadline_ms, ttl_ms, worker_id = text(handoff).split("|", 3)
+        sent, server_now = clock
+        local_deadline = sent + (int(deadline_ms) - server_now) / 1000
+        ttl = int(ttl_ms) / 1000
+        lease = Lease(self, worker_id, int(token), ttl, auto_renew=auto_renew, deadline=local_deadline)
+        lease.renewed_at = local_deadline - ttl
+        if auto_renew:
+            self._renewer.add(lease)
+        return lease
+
+    def _wait(
+        self,
+        ticket: str,
+        deadline: float | None,
+        reply: list[Any],
+        sent: float,
+        holder: str,
+        auto_renew: bool,
+    ) -> Lease:
+        """Wait as waiter ``ticket`` until handed a worker or ``deadline`` passes."""
+        wake = self.keys.wake(ticket)
+        ttl_ms = int(reply[3])
+        clock = (sent, int(reply[2]))  # local send time, server ms at that reply
+        next_deadline = int(reply[1])
+        keepalive = ttl_ms / 1000 / 3
+        try:
+            while True:
+                now = mod_time.monotonic()
+                wake_at = now + keepalive
+                if next_deadline >= 0:
+                    lease_end = clock[0] + (next_deadline - clock[1]) / 1000 + 0.002
+                    wake_at = min(wake_at, max(lease_end, now + 0.001))
+                if deadline is not None:
+                    wake_at = min(wake_at, deadline)
+                handoff = self._wire.pop_wait(wake, max(0.0, wake_at - now))
+                if handoff is not None:
+                    return self._handed(handoff, auto_renew, clock)
+                if deadline is not None and mod_time.monotonic() >= deadline:
+                    break
+                sent = mod_time.monotonic()
+                remaining = None if deadline is None else deadline - sent
+                alive_ms = self._alive_ms(remaining, ttl_ms)
+                tick = self._run("wait_tick", (ticket, ttl_ms, holder, alive_ms), extra_keys=(wake,))
+                if int(tick[0]) == errors.OK:
+                    if len(tick) == 2:
+                        return self._handed(tick[1], auto_renew, clock)
+                    return self._lease(tick, auto_renew, sent)
+                next_deadline, clock = int(tick[1]), (sent, int(tick[2]))
+        except BaseException:
+            self._abandon_wait(ticket, wake, clock)
+            raise
+        cancel = self._run("cancel_wait", (ticket,), extra_keys=(wake,))
+        if int(cancel[0]) == errors.OK:  # handed a worker just as we gave up
+            return self._handed(cancel[1], auto_renew, clock)
+        waited = mod_time.monotonic() - (deadline or 0.0)
+        raise self._timeout(waited)
+
+    def _abandon_wait(self, ticket: str, wake: str, clock: tuple[float, int]) -> None:
+        """Leave the queue after an error; check in anything handed meanwhile."""
+        try:
+            cancel = self._run("cancel_wait", (ticket,), extra_keys=(wake,))
+            if int(cancel[0]) == errors.OK:
+                self._handed(cancel[1], False, clock).checkin()
+        except PoolError as exc:
+            log.warning("pool %s: could not leave the wait queue: %s", self.name, exc)
+
+    def _timeout(self, late: float) -> CheckoutTimeout:
+        del late
+        return CheckoutTimeout(
+            f"pool {self.name!r}: no worker became free in time", pool=self.name, operation="checkout"
+        )
+
+    @contextlib.contextmanager
+    def lease(self, timeout: float | None = None, *, block: bool = True) -> Iterator[Lease]:
+        """Check out (auto-renewed) for the ``with`` block; check in on exit, also on error."""
+        lease = self.checkout(block=block, timeout=timeout)
+        try:
+            yield lease
+        finally:
+            self.checkin(lease)
+
+    # -- checkin and renewal -----------------------------------------------------
+
+    def _check_own(self, lease: Lease) -> None:
+        if not isinstance(lease, Lease):
+            raise ValueError(f"expected a Lease, got {lease!r}")
+        if lease.pool is not self and lease.pool.name != self.name:
+            raise ValueError(f"lease of pool {lease.pool.name!r} given to pool {self.name!r}")
+
+    def checkin(self, lease: Lease) -> bool:
+        """Return ``lease``'s worker. True if this call returned it; False if
+        the lease had already ended (it sets ``lease.lost``) or was checked in."""
+        self._check_own(lease)
+        self._renewer.discard(lease)
+        if not lease._mark_closed():
+            return False
+        reply = self._run(
+            "checkin", (lease.worker_id, lease.token),
+            extra_keys=(self.keys.lease(lease.worker_id),), worker_id=lease.worker_id,
+        )
+        if int(reply[0]) == errors.OK:
+            return True
+        lease.lost.set()
+        return False
+
+    def renew(self, lease: Lease) -> None:
+        """Extend ``lease`` by its TTL; raise :class:`LeaseLost` if it has ended."""
+        self._check_own(lease)
+        if lease.active and not self._renew_many([lease]):
+            return
+        self._renewer.discard(lease)
+        lease.lost.set()
+        raise LeaseLost(
+            f"pool {self.name!r}: lease of worker {lease.worker_id!r} (token {lease.token}) has ended",
+            pool=self.name, worker_id=lease.worker_id, operation="renew",
+        )
+
+    def _renew_many(self, leases: Sequence[Lease]) -> list[Lease]:
+        """Renew ``leases`` in one round trip; return those that had ended."""
+        keys = [self.keys.deadlines, *(self.keys.lease(lease.worker_id) for lease in leases)]
+        args: list[Any] = []
+        for lease in leases:
+            args += (lease.worker_id, lease.token, round(lease.ttl * 1000))
+        sent = mod_time.monotonic()
+        reply = self._run("renew", args, keys=keys)
+        ended = []
+        for lease, held in zip(leases, reply[1:]):
+            if int(held):
+                lease.deadline, lease.renewed_at = sent + lease.ttl, sent
+            else:
+                ended.append(lease)
+        return ended
+
+    # -- sweeping ---------------------------------------------------------------
+
+    def reclaim_expired(self) -> int:
+        """Return the workers of every lease past its deadline; how many it returned."""
+        total = 0
+        while True:
+            reply = self._run("reclaim", (SWEEP_BATCH,))
+            total += int(reply[1])
+            if int(reply[1]) < SWEEP_BATCH:
+                return total
+
+    # -- reading -----------------------------------------------------------------
+
+    def status(self) -> PoolStatus:
+        """The pool's numbers, read atomically."""
+        r = [int(x) for x in self._run("status")[1:7]]
+        return PoolStatus(size=r[0], idle=r[1], busy=r[2], waiting=r[3], draining=r[4], expired=r[5])
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every registered worker with its state, host and pid, sorted by id."""
+        from .status import read_workers
+
+        return read_workers(self)
+
+    def leases(self) -> list[LeaseInfo]:
+        """Every live lease with its token, holder and seconds left."""
+        from .status import read_leases
+
+        return read_leases(self)
+
+    def configure(self, *, lease_ttl: float | None = None, strategy: str | None = None) -> PoolSettings:
+        """Create or change the pool's settings in Redis (every host reads them)."""
+        ttl = "" if lease_ttl is None else str(_ttl_ms(lease_ttl))
+        if strategy is not None and strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        default = self._ttl_ms or round(DEFAULT_LEASE_TTL * 1000)
+        reply = self._run("configure", (ttl, strategy or "", default, STRATEGIES[0]))
+        return PoolSettings(lease_ttl=int(reply[1]) / 1000, strategy=text(reply[2]))
+
+    def settings(self) -> PoolSettings:
+        """The pool's settings as stored in Redis (defaults where none are)."""
+        raw = self.client.hgetall(self.keys.config)
+        values = {text(k): text(v) for k, v in raw.items()}
+        ttl_ms = values.get("lease_ttl_ms", "")
+        return PoolSettings(
+            lease_ttl=int(ttl_ms) / 1000 if ttl_ms.isdigit() else DEFAULT_LEASE_TTL,
+            strategy=values.get("strategy", STRATEGIES[0]),
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop renewing (held leases then end after their TTL) and disconnect."""
+        self._renewer.stop()
+        self._wire.close()
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.name!r}>"
+
+
+def _worker_meta(host: str | None, pid: int | None) -> str:
+    if host is not None and (not isinstance(host, str) or "|" in host or not host.isprintable()):
+        raise ValueError(f"host must be printable text without '|', got {host!r}")
+    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0):
+        raise ValueError(f"pid must be a positive integer, got {pid!r}")
+    return f"{host or ''}|{pid or ''}"
+
+
+def _client_from_url(url: str) -> redis.Redis:
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(f"url must look like redis://host:port/db, got {url!r}")
+    return redis.Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=10.0)

@@ -1,0 +1,173 @@
+"""The Reaper returns the workers of leases that expired.
+
+It listens for keyspace ``expired`` events on lease keys and runs the pool's
+sweep at once, and it sweeps on a timer as well: Redis publishes events
+fire-and-forget and only when it deletes the key, so a lost event only delays
+a return until the next sweep. Any number of Reapers may run at once (every
+worker host runs one); each sweep is one atomic script.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time as mod_time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from .errors import PoolError
+from .keys import NAMESPACE, pool_name_from_key, validate_pool_name
+from .pool import Pool
+from .wire import text
+
+__all__ = ["Reaper", "enable_expiry_events"]
+
+log = logging.getLogger("redispool.reaper")
+
+RECONNECT_DELAY = 0.5
+
+
+def enable_expiry_events(client: redis.Redis) -> bool:
+    """Turn on ``notify-keyspace-events`` for expired events, merging with the
+    flags already set. False (with a warning) where ``CONFIG`` is forbidden."""
+    try:
+        raw = client.config_get("notify-keyspace-events")
+        flags = text(next(iter(raw.values()), "")) if raw else ""
+        wanted = flags
+        if "E" not in wanted:
+            wanted += "E"
+        if "x" not in wanted and "A" not in wanted:
+            wanted += "x"
+        if wanted != flags:
+            client.config_set("notify-keyspace-events", wanted)
+        return True
+    except redis.ResponseError as exc:
+        log.warning(
+            "cannot turn on expired keyspace events (%s); expired leases are returned "
+            "by the sweep only", exc
+        )
+        return False
+
+
+class Reaper:
+    """Returns expired leases of ``pools`` (None: every pool in this database).
+
+    ``run()`` works in the foreground until :meth:`stop`; ``start()`` runs it
+    in a daemon thread. Counts what it returned in ``by_event`` and
+    ``by_sweep``.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        pools: Iterable[str] | None = None,
+        *,
+        sweep_interval: float = 1.0,
+    ) -> None:
+        if not sweep_interval > 0:
+            raise ValueError(f"sweep_interval must be positive, got {sweep_interval!r}")
+        self.client = client
+        self._names = None if pools is None else {validate_pool_name(p) for p in pools}
+        self._pools: dict[str, Pool] = {}
+        self.sweep_interval = sweep_interval
+        self.by_event = 0
+        self.by_sweep = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.listening = threading.Event()
+
+    def _pool(self, name: str) -> Pool:
+        pool = self._pools.get(name)
+        if pool is None:
+            pool = self._pools[name] = Pool(name, redis=self.client)
+        return pool
+
+    def _known_pools(self) -> list[str]:
+        if self._names is not None:
+            return sorted(self._names)
+        found = set()
+        for key in self.client.scan_iter(match=f"{NAMESPACE}:{{*}}:workers", count=1000):
+            name = pool_name_from_key(text(key))
+            if name is not None:
+                found.add(name)
+        return sorted(found)
+
+    def sweep(self) -> int:
+        """Sweep every pool now; how many workers it returned."""
+        total = 0
+        for name in self._known_pools():
+            try:
+                total += self._pool(name).reclaim_expired()
+            except (ValueError, PoolError) as exc:
+                log.warning("sweep of pool %s failed: %s", name, exc)
+        if total:
+            log.info("sweep returned %d workers", total)
+        self.by_sweep += total
+        return total
+
+    def _on_event(self, key: str) -> None:
+        name = pool_name_from_key(key)
+        if name is None or (self._names is not None and name not in self._names):
+            return
+        pool = self._pool(name)
+        worker = pool.keys.lease_worker(key)
+        if worker is None:
+            return
+        returned = pool.reclaim_expired()
+        if returned:
+            log.info("lease of worker %s in pool %s expired; returned %d", worker, name, returned)
+        self.by_event += returned
+
+    def run(self) -> None:
+        """Listen and sweep until :meth:`stop` is called."""
+        enable_expiry_events(self.client)
+        db = self.client.connection_pool.connection_kwargs.get("db", 0)
+        channel = f"__keyevent@{db}__:expired"
+        while not self._stop.is_set():
+            try:
+                self._listen(channel)
+            except (redis.ConnectionError, redis.TimeoutError, PoolError) as exc:
+                self.listening.clear()
+                log.warning("reaper lost its connection (%s); reconnecting", exc)
+                self._stop.wait(RECONNECT_DELAY)
+
+    def _listen(self, channel: str) -> None:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(channel)
+            self.sweep()  # events published before we subscribed are lost
+            self.listening.set()
+            next_sweep = mod_time.monotonic() + self.sweep_interval
+            while not self._stop.is_set():
+                wait = max(0.0, min(0.5, next_sweep - mod_time.monotonic()))
+                message: Any = pubsub.get_message(timeout=wait)
+                if message and message.get("type") == "message":
+                    self._on_event(text(message["data"]))
+                if mod_time.monotonic() >= next_sweep:
+                    self.sweep()
+                    next_sweep = mod_time.monotonic() + self.sweep_interval
+        finally:
+            pubsub.close()
+
+    def start(self) -> Reaper:
+        """Run in a daemon thread; returns self once it listens."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="redispool-reaper", daemon=True)
+        self._thread.start()
+        self.listening.wait(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        """Stop and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Reaper:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,97 @@
+"""One background thread per Pool that keeps its leases alive.
+
+All live leases of a Pool are renewed in one round trip per interval (a third
+of the shortest TTL), so thousands of leases cost one thread and one script
+call per interval. A lease the server no longer holds is marked lost and
+dropped; a lease whose local deadline passes while Redis is unreachable is
+marked lost too, since it has ended whatever the server says later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time as mod_time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .lease import Lease
+    from .pool import Pool
+
+__all__ = ["Renewer"]
+
+log = logging.getLogger("redispool.renewer")
+
+RETRY_DELAY = 0.2  # seconds between attempts while Redis is unreachable
+
+
+class Renewer:
+    """Renews the registered leases of one pool until they end."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._leases: dict[int, Lease] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def add(self, lease: Lease) -> None:
+        with self._cond:
+            self._leases[lease.token] = lease
+            if self._thread is None or not self._thread.is_alive():
+                self._stopping = False
+                self._thread = threading.Thread(
+                    target=self._run, name=f"redispool-renewer-{self._pool.name}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def discard(self, lease: Lease) -> None:
+        with self._cond:
+            self._leases.pop(lease.token, None)
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _next_due(self) -> float | None:
+        if not self._leases:
+            return None
+        return min(lease.renewed_at + lease.ttl / 3 for lease in self._leases.values())
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping:
+                        return
+                    due = self._next_due()
+                    wait = None if due is None else due - mod_time.monotonic()
+                    if wait is not None and wait <= 0:
+                        break
+                    self._cond.wait(timeout=wait)
+                leases = list(self._leases.values())
+            self._renew(leases)
+
+    def _renew(self, leases: list[Lease]) -> None:
+        try:
+            ended = self._pool._renew_many(leases)
+        except Exception as exc:  # Redis unreachable or failing: retry soon
+            log.warning("renewal of %d leases in pool %s failed: %s", len(leases), self._pool.name, exc)
+            now = mod_time.monotonic()
+            ended = [lease for lease in leases if lease.deadline <= now]
+            for lease in leases:
+                lease.renewed_at = min(lease.renewed_at, now + RETRY_DELAY - lease.ttl / 3)
+        for lease in ended:
+            log.warning(
+                "lease lost in pool %s: worker %s token %s", self._pool.name, lease.worker_id, lease.token
+            )
+            lease.lost.set()
+            self.discard(lease)

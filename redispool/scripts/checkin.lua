@@ -1,0 +1,33 @@
+--[[
+  checkin: end a lease and return its worker.
+
+  Only the current holder can check in: the lease key must exist (its
+  deadline has not passed) and carry this token. The worker goes to the
+  oldest live waiter, else back to the idle list (or leaves, if draining).
+  Expired leases found on the way are returned too.
+
+  KEYS[1..9]  the pool's common keys (see includes/pool.lua)
+  KEYS[10]    lease      string 'token|holder' with a TTL
+  ARGV[1]     worker_id
+  ARGV[2]     token      decimal fencing token of the caller's lease
+
+  Returns
+    {OK}         the worker was returned
+    {NOT_HELD}   the lease had already ended; nothing changed for it
+]]
+-- @include pool
+
+local lease = KEYS[10]
+local wid = ARGV[1]
+local token = ARGV[2]
+
+local now, now_us = server_time()
+local value = rcall('GET', lease)
+if not value or token_of(value) ~= token then
+  sweep(now, now_us, 16)
+  return {NOT_HELD}
+end
+rcall('DEL', lease)
+rcall('ZREM', K.deadlines, wid)
+release(wid, now, now_us)
+return {OK}

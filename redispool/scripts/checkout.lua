@@ -1,0 +1,39 @@
+--[[
+  checkout: lease an idle worker, or queue the caller as a waiter.
+
+  Returns first the workers of expired leases (to the oldest waiters first),
+  then pops the idle list. A stray id in the idle list is dropped, never
+  leased twice.
+
+  KEYS[1..9]  the pool's common keys (see includes/pool.lua)
+  ARGV[1]     ttl_ms     integer ms; 0 means the pool's lease_ttl_ms
+  ARGV[2]     holder     'host:pid' of the caller, for operators
+  ARGV[3]     ticket     waiter ticket; '' means do not queue
+  ARGV[4]     alive_ms   integer ms the waiter counts as alive without a tick
+
+  Returns
+    {OK, worker_id, token, deadline_ms, ttl_ms}
+    {QUEUED, next_deadline_ms, now_ms, ttl_ms}   queued as waiter `ticket`
+    {FULL, next_deadline_ms, now_ms, ttl_ms}     nothing idle, not queued
+  next_deadline_ms is the earliest lease deadline, -1 when none.
+]]
+-- @include pool
+
+local ttl = tonumber(ARGV[1])
+local holder = ARGV[2]
+local ticket = ARGV[3]
+local alive_ms = tonumber(ARGV[4])
+
+local now, now_us = server_time()
+if ttl <= 0 then ttl = pool_ttl_ms() end
+
+sweep(now, now_us, 16)
+local leased = take_idle(ttl, holder, now, now_us)
+if leased then return leased end
+
+if ticket ~= '' then
+  rcall('RPUSH', K.waitq, ticket)
+  rcall('HSET', K.waiters, ticket, fmt(now + alive_ms) .. '|' .. fmt(ttl) .. '|' .. holder)
+  return {QUEUED, next_deadline(), now, ttl}
+end
+return {FULL, next_deadline(), now, ttl}

@@ -1,0 +1,26 @@
+--[[
+  remove_worker: deregister a worker.
+
+  An idle worker leaves at once. A leased one is marked draining: it counts
+  as busy until its lease ends, then it leaves instead of going idle.
+
+  KEYS[1..9]  the pool's common keys (see includes/pool.lua)
+  ARGV[1]     worker_id
+
+  Returns
+    {OK, 1}              removed now
+    {OK, 2}              leased: leaves when its lease ends
+    {UNKNOWN_WORKER}     no such worker
+]]
+-- @include pool
+
+local wid = ARGV[1]
+
+if rcall('HEXISTS', K.workers, wid) == 0 then return {UNKNOWN_WORKER} end
+if rcall('ZSCORE', K.deadlines, wid) then
+  rcall('SADD', K.draining, wid)
+  return {OK, 2}
+end
+rcall('LREM', K.idle, 0, wid)
+rcall('HDEL', K.workers, wid)
+return {OK, 1}

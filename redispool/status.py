@@ -1,0 +1,114 @@
+"""What a pool reports about itself: numbers, workers, leases, settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .wire import text
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+__all__ = ["LeaseInfo", "PoolSettings", "PoolStatus", "WorkerInfo", "read_leases", "read_workers"]
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """The pool's numbers at one instant.
+
+    ``size`` counts registered workers (a removed worker that is still leased
+    counts until it comes back); ``busy`` counts leased workers, including
+    ``expired`` leases that no sweep has returned yet.
+    """
+
+    size: int
+    idle: int
+    busy: int
+    waiting: int
+    draining: int = 0
+    expired: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One registered worker."""
+
+    id: str
+    state: str  # "idle" | "busy"
+    host: str | None
+    pid: int | None
+    token: int | None = None
+    draining: bool = False
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """One live lease."""
+
+    worker_id: str
+    token: int
+    holder: str
+    ttl_left: float  # seconds
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """A pool's settings as stored in Redis."""
+
+    lease_ttl: float
+    strategy: str
+
+
+def _parse_meta(meta: str) -> tuple[str | None, int | None]:
+    host, _, pid = meta.partition("|")
+    return host or None, int(pid) if pid.isdigit() else None
+
+
+def _parse_lease(value: str) -> tuple[int | None, str]:
+    token, _, holder = value.partition("|")
+    return (int(token) if token.isdigit() else None), holder
+
+
+def read_workers(pool: Pool) -> list[WorkerInfo]:
+    k = pool.keys
+    with pool.client.pipeline(transaction=True) as pipe:
+        pipe.hgetall(k.workers)
+        pipe.zrange(k.deadlines, 0, -1)
+        pipe.smembers(k.draining)
+        meta, leased, draining = pipe.execute()
+    busy = {text(w) for w in leased}
+    gone = {text(w) for w in draining}
+    ids = sorted(text(w) for w in meta)
+    tokens: dict[str, int | None] = {}
+    if busy:
+        order = sorted(busy)
+        values = pool.client.mget([k.lease(w) for w in order])
+        tokens = {w: _parse_lease(text(v))[0] if v is not None else None for w, v in zip(order, values)}
+    result = []
+    for wid in ids:
+        host, pid = _parse_meta(text(meta.get(wid.encode(), meta.get(wid, b""))))
+        state = "busy" if wid in busy else "idle"
+        result.append(WorkerInfo(wid, state, host, pid, tokens.get(wid), wid in gone))
+    return result
+
+
+def read_leases(pool: Pool) -> list[LeaseInfo]:
+    k = pool.keys
+    leased = [text(w) for w in pool.client.zrange(k.deadlines, 0, -1)]
+    if not leased:
+        return []
+    with pool.client.pipeline(transaction=True) as pipe:
+        for wid in leased:
+            pipe.get(k.lease(wid))
+            pipe.pttl(k.lease(wid))
+        replies = pipe.execute()
+    result = []
+    for i, wid in enumerate(leased):
+        value, pttl = replies[2 * i], replies[2 * i + 1]
+        if value is None or pttl is None or int(pttl) < 0:
+            continue
+        token, holder = _parse_lease(text(value))
+        if token is not None:
+            result.append(LeaseInfo(wid, token, holder, int(pttl) / 1000))
+    return result

@@ -1,0 +1,116 @@
+"""The hot path to Redis: commands sent on redis-py connections directly.
+
+redis-py's per-command layer costs more than a whole checkout script does on
+the server (../shared/FACTS.md measured it), so the pool keeps its own list of
+free :class:`redis.connection.Connection` objects, made by the client's
+connection pool with all its settings (URL, auth, TLS, RESP version), and
+talks to them with ``send_command``/``read_response``.
+
+A blocking wait (``BLPOP``) is timed by the client, not by Redis: Redis fires
+blocking timeouts only on its timer tick, up to ~100 ms late. The waiting
+connection is woken with ``CLIENT UNBLOCK`` from another connection, and the
+blocked command's reply is still read, so a value pushed at that instant is
+never lost.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import redis
+from redis.connection import AbstractConnection
+
+__all__ = ["Wire", "text"]
+
+
+def text(value: Any) -> str:
+    """A reply value as ``str``."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+class Wire:
+    """Commands over a private list of connections of one redis-py client.
+
+    Thread-safe: each call takes a connection for itself. Safe across
+    ``fork``: a child never reuses its parent's sockets.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._free: list[AbstractConnection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _acquire(self) -> AbstractConnection:
+        if self._pid != os.getpid():
+            with self._lock:
+                self._free = []
+                self._pid = os.getpid()
+        try:
+            return self._free.pop()
+        except IndexError:
+            return self.client.connection_pool.make_connection()  # type: ignore[return-value]
+
+    def _release(self, conn: AbstractConnection) -> None:
+        if self._pid == os.getpid():
+            self._free.append(conn)
+
+    def call(self, *args: Any) -> Any:
+        """Send one command and return its reply; Redis errors are raised."""
+        conn = self._acquire()
+        try:
+            conn.send_command(*args)
+            reply = conn.read_response()
+        except redis.ResponseError:
+            self._release(conn)
+            raise
+        except BaseException:
+            conn.disconnect()
+            raise
+        self._release(conn)
+        return reply
+
+    def pop_wait(self, key: str, timeout: float) -> Any:
+        """``BLPOP key`` for at most ``timeout`` seconds by the client's clock.
+
+        Returns the popped value, or None when nothing came in time.
+        """
+        conn = self._acquire()
+        try:
+            value = self._pop_wait(conn, key, timeout)
+        except BaseException:
+            conn.disconnect()
+            raise
+        self._release(conn)
+        return value
+
+    def _pop_wait(self, conn: AbstractConnection, key: str, timeout: float) -> Any:
+        client_id = getattr(conn, "_redispool_id", None)
+        if client_id is None or not conn._sock:  # type: ignore[attr-defined]
+            conn.send_command("CLIENT", "ID")
+            client_id = conn.read_response()
+            conn._redispool_id = client_id  # type: ignore[attr-defined]
+        conn.send_command("BLPOP", key, 0)
+        try:
+            ready = conn.can_read(timeout=timeout)
+        except BaseException:
+            self._unblock(client_id)
+            raise
+        if not ready:
+            self._unblock(client_id)
+        reply = conn.read_response()
+        return None if reply is None else reply[1]
+
+    def _unblock(self, client_id: int) -> None:
+        self.call("CLIENT", "UNBLOCK", client_id)
+
+    def close(self) -> None:
+        """Disconnect every free connection."""
+        with self._lock:
+            free, self._free = self._free, []
+        for conn in free:
+            conn.disconnect()

@@ -8,8 +8,8 @@ exception names the pool, the worker and the operation that failed.
 from __future__ import annotations
 
 __all__ = [
-    "OK",
     "CODES",
+    "OK",
     "CheckoutTimeout",
     "LeaseLost",
     "PoolCorrupted",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["PoolKeys", "validate_pool_name", "validate_worker_id", "pool_name_from_key"]
+__all__ = ["PoolKeys", "pool_name_from_key", "validate_pool_name", "validate_worker_id"]
 
 NAMESPACE = "redispool"
 

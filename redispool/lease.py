@@ -90,6 +90,5 @@ class Lease:
     def __repr__(self) -> str:
         state = "lost" if self.lost.is_set() else "closed" if self._closed else "active"
         return (
-            f"<Lease pool={self.pool.name!r} worker={self.worker_id!r} "
-            f"token={self.token} {state}>"
+            f"<Lease pool={self.pool.name!r} worker={self.worker_id!r} token={self.token} {state}>"
         )

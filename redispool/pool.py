@@ -18,9 +18,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis
+from redis import Redis
 
 from . import errors, scripts
-from .errors import CheckoutTimeout, LeaseLost, PoolError, PoolFull, raise_for
+from .errors import CheckoutTimeout, LeaseLost, PoolError, PoolFull
 from .keys import PoolKeys, validate_pool_name, validate_worker_id
 from .lease import Lease
 from .renewer import Renewer
@@ -65,7 +66,7 @@ class Pool:
         name: str,
         url: str | None = None,
         *,
-        redis: redis.Redis | None = None,
+        redis: Redis | None = None,
         lease_ttl: float | None = None,
     ) -> None:
         self.name = validate_pool_name(name)
@@ -74,12 +75,19 @@ class Pool:
         if (url is None) == (redis is None):
             raise ValueError("give exactly one of url= or redis=")
         self._owns_client = redis is None
-        self.client: redis.Redis = redis if redis is not None else _client_from_url(url or "")
+        self.client: Redis = redis if redis is not None else _client_from_url(url or "")
         self._wire = Wire(self.client)
         self._renewer = Renewer(self)
         k = self.keys
         self._common = (
-            k.prefix, k.config, k.workers, k.idle, k.deadlines, k.token, k.draining, k.waitq,
+            k.prefix,
+            k.config,
+            k.workers,
+            k.idle,
+            k.deadlines,
+            k.token,
+            k.draining,
+            k.waitq,
             k.waiters,
         )
 
@@ -101,12 +109,16 @@ class Pool:
             raise errors.PoolCorrupted(
                 f"pool {self.name!r}: {script} failed; a key of the pool holds data "
                 f"redispool did not write: {exc}",
-                pool=self.name, operation=script, worker_id=worker_id,
+                pool=self.name,
+                operation=script,
+                worker_id=worker_id,
             ) from exc
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise errors.PoolUnavailable(
                 f"pool {self.name!r}: {script}: Redis unreachable: {exc}",
-                pool=self.name, operation=script, worker_id=worker_id,
+                pool=self.name,
+                operation=script,
+                worker_id=worker_id,
             ) from exc
         return reply
 
@@ -121,7 +133,9 @@ class Pool:
         validate_worker_id(worker_id)
         meta = _worker_meta(host, pid)
         default = self._ttl_ms or round(DEFAULT_LEASE_TTL * 1000)
-        reply = self._run("add_worker", (worker_id, meta, default, STRATEGIES[0]), worker_id=worker_id)
+        reply = self._run(
+            "add_worker", (worker_id, meta, default, STRATEGIES[0]), worker_id=worker_id
+        )
         return bool(reply[1])
 
     def remove_worker(self, worker_id: str) -> bool:
@@ -159,9 +173,11 @@ class Pool:
         if code == errors.OK:
             return self._lease(reply, auto_renew, sent)
         if not block:
-            raise PoolFull(f"pool {self.name!r}: no worker is idle", pool=self.name, operation="checkout")
+            raise PoolFull(
+                f"pool {self.name!r}: no worker is idle", pool=self.name, operation="checkout"
+            )
         if not waiting:
-            raise self._timeout(0.0)
+            raise self._timeout()
         deadline = None if timeout is None else sent + timeout
         return self._wait(ticket, deadline, reply, sent, holder, auto_renew)
 
@@ -174,7 +190,9 @@ class Pool:
     def _lease(self, reply: list[Any], auto_renew: bool, sent: float) -> Lease:
         """A Lease from an ``{OK, worker_id, token, deadline_ms, ttl_ms}`` reply."""
         ttl = int(reply[4]) / 1000
-        lease = Lease(self, text(reply[1]), int(reply[2]), ttl, auto_renew=auto_renew, deadline=sent + ttl)
+        lease = Lease(
+            self, text(reply[1]), int(reply[2]), ttl, auto_renew=auto_renew, deadline=sent + ttl
+        )
         lease.renewed_at = sent
         if auto_renew:
             self._renewer.add(lease)
@@ -186,7 +204,9 @@ class Pool:
         sent, server_now = clock
         local_deadline = sent + (int(deadline_ms) - server_now) / 1000
         ttl = int(ttl_ms) / 1000
-        lease = Lease(self, worker_id, int(token), ttl, auto_renew=auto_renew, deadline=local_deadline)
+        lease = Lease(
+            self, worker_id, int(token), ttl, auto_renew=auto_renew, deadline=local_deadline
+        )
         lease.renewed_at = local_deadline - ttl
         if auto_renew:
             self._renewer.add(lease)
@@ -224,7 +244,9 @@ class Pool:
                 sent = mod_time.monotonic()
                 remaining = None if deadline is None else deadline - sent
                 alive_ms = self._alive_ms(remaining, ttl_ms)
-                tick = self._run("wait_tick", (ticket, ttl_ms, holder, alive_ms), extra_keys=(wake,))
+                tick = self._run(
+                    "wait_tick", (ticket, ttl_ms, holder, alive_ms), extra_keys=(wake,)
+                )
                 if int(tick[0]) == errors.OK:
                     if len(tick) == 2:
                         return self._handed(tick[1], auto_renew, clock)
@@ -236,8 +258,7 @@ class Pool:
         cancel = self._run("cancel_wait", (ticket,), extra_keys=(wake,))
         if int(cancel[0]) == errors.OK:  # handed a worker just as we gave up
             return self._handed(cancel[1], auto_renew, clock)
-        waited = mod_time.monotonic() - (deadline or 0.0)
-        raise self._timeout(waited)
+        raise self._timeout()
 
     def _abandon_wait(self, ticket: str, wake: str, clock: tuple[float, int]) -> None:
         """Leave the queue after an error; check in anything handed meanwhile."""
@@ -248,10 +269,11 @@ class Pool:
         except PoolError as exc:
             log.warning("pool %s: could not leave the wait queue: %s", self.name, exc)
 
-    def _timeout(self, late: float) -> CheckoutTimeout:
-        del late
+    def _timeout(self) -> CheckoutTimeout:
         return CheckoutTimeout(
-            f"pool {self.name!r}: no worker became free in time", pool=self.name, operation="checkout"
+            f"pool {self.name!r}: no worker became free in time",
+            pool=self.name,
+            operation="checkout",
         )
 
     @contextlib.contextmanager
@@ -279,8 +301,10 @@ class Pool:
         if not lease._mark_closed():
             return False
         reply = self._run(
-            "checkin", (lease.worker_id, lease.token),
-            extra_keys=(self.keys.lease(lease.worker_id),), worker_id=lease.worker_id,
+            "checkin",
+            (lease.worker_id, lease.token),
+            extra_keys=(self.keys.lease(lease.worker_id),),
+            worker_id=lease.worker_id,
         )
         if int(reply[0]) == errors.OK:
             return True
@@ -295,8 +319,11 @@ class Pool:
         self._renewer.discard(lease)
         lease.lost.set()
         raise LeaseLost(
-            f"pool {self.name!r}: lease of worker {lease.worker_id!r} (token {lease.token}) has ended",
-            pool=self.name, worker_id=lease.worker_id, operation="renew",
+            f"pool {self.name!r}: lease of worker {lease.worker_id!r} "
+            f"(token {lease.token}) has ended",
+            pool=self.name,
+            worker_id=lease.worker_id,
+            operation="renew",
         )
 
     def _renew_many(self, leases: Sequence[Lease]) -> list[Lease]:
@@ -308,7 +335,7 @@ class Pool:
         sent = mod_time.monotonic()
         reply = self._run("renew", args, keys=keys)
         ended = []
-        for lease, held in zip(leases, reply[1:]):
+        for lease, held in zip(leases, reply[1:], strict=True):
             if int(held):
                 lease.deadline, lease.renewed_at = sent + lease.ttl, sent
             else:
@@ -331,7 +358,9 @@ class Pool:
     def status(self) -> PoolStatus:
         """The pool's numbers, read atomically."""
         r = [int(x) for x in self._run("status")[1:7]]
-        return PoolStatus(size=r[0], idle=r[1], busy=r[2], waiting=r[3], draining=r[4], expired=r[5])
+        return PoolStatus(
+            size=r[0], idle=r[1], busy=r[2], waiting=r[3], draining=r[4], expired=r[5]
+        )
 
     def workers(self) -> list[WorkerInfo]:
         """Every registered worker with its state, host and pid, sorted by id."""
@@ -345,7 +374,9 @@ class Pool:
 
         return read_leases(self)
 
-    def configure(self, *, lease_ttl: float | None = None, strategy: str | None = None) -> PoolSettings:
+    def configure(
+        self, *, lease_ttl: float | None = None, strategy: str | None = None
+    ) -> PoolSettings:
         """Create or change the pool's settings in Redis (every host reads them)."""
         ttl = "" if lease_ttl is None else str(_ttl_ms(lease_ttl))
         if strategy is not None and strategy not in STRATEGIES:
@@ -391,7 +422,7 @@ def _worker_meta(host: str | None, pid: int | None) -> str:
     return f"{host or ''}|{pid or ''}"
 
 
-def _client_from_url(url: str) -> redis.Redis:
+def _client_from_url(url: str) -> Redis:
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(f"url must look like redis://host:port/db, got {url!r}")
-    return redis.Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=10.0)
+    return Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=10.0)

@@ -46,7 +46,8 @@ def enable_expiry_events(client: redis.Redis) -> bool:
     except redis.ResponseError as exc:
         log.warning(
             "cannot turn on expired keyspace events (%s); expired leases are returned "
-            "by the sweep only", exc
+            "by the sweep only",
+            exc,
         )
         return False
 

@@ -84,14 +84,19 @@ class Renewer:
         try:
             ended = self._pool._renew_many(leases)
         except Exception as exc:  # Redis unreachable or failing: retry soon
-            log.warning("renewal of %d leases in pool %s failed: %s", len(leases), self._pool.name, exc)
+            log.warning(
+                "renewal of %d leases in pool %s failed: %s", len(leases), self._pool.name, exc
+            )
             now = mod_time.monotonic()
             ended = [lease for lease in leases if lease.deadline <= now]
             for lease in leases:
                 lease.renewed_at = min(lease.renewed_at, now + RETRY_DELAY - lease.ttl / 3)
         for lease in ended:
             log.warning(
-                "lease lost in pool %s: worker %s token %s", self._pool.name, lease.worker_id, lease.token
+                "lease lost in pool %s: worker %s token %s",
+                self._pool.name,
+                lease.worker_id,
+                lease.token,
             )
             lease.lost.set()
             self.discard(lease)

@@ -21,7 +21,7 @@ from redis.exceptions import NoScriptError
 if TYPE_CHECKING:
     from .wire import Wire
 
-__all__ = ["Script", "SCRIPT_NAMES", "load", "source_of"]
+__all__ = ["SCRIPT_NAMES", "Script", "load", "source_of"]
 
 SCRIPT_NAMES = (
     "add_worker",
@@ -40,7 +40,7 @@ _INCLUDE = re.compile(r"^-- @include (\w+)$", re.MULTILINE)
 
 
 def _read(relative: str) -> str:
-    return resources.files(__package__).joinpath("scripts", relative).read_text("utf-8")
+    return resources.files(__package__).joinpath("scripts").joinpath(relative).read_text("utf-8")
 
 
 def source_of(name: str) -> str:

@@ -79,15 +79,16 @@ def read_workers(pool: Pool) -> list[WorkerInfo]:
         meta, leased, draining = pipe.execute()
     busy = {text(w) for w in leased}
     gone = {text(w) for w in draining}
-    ids = sorted(text(w) for w in meta)
+    metas = {text(w): text(m) for w, m in meta.items()}
     tokens: dict[str, int | None] = {}
     if busy:
         order = sorted(busy)
         values = pool.client.mget([k.lease(w) for w in order])
-        tokens = {w: _parse_lease(text(v))[0] if v is not None else None for w, v in zip(order, values)}
+        for wid, value in zip(order, values, strict=True):
+            tokens[wid] = None if value is None else _parse_lease(text(value))[0]
     result = []
-    for wid in ids:
-        host, pid = _parse_meta(text(meta.get(wid.encode(), meta.get(wid, b""))))
+    for wid in sorted(metas):
+        host, pid = _parse_meta(metas[wid])
         state = "busy" if wid in busy else "idle"
         result.append(WorkerInfo(wid, state, host, pid, tokens.get(wid), wid in gone))
     return result

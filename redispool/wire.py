@@ -90,7 +90,7 @@ class Wire:
 
     def _pop_wait(self, conn: AbstractConnection, key: str, timeout: float) -> Any:
         client_id = getattr(conn, "_redispool_id", None)
-        if client_id is None or not conn._sock:  # type: ignore[attr-defined]
+        if client_id is None or not conn._sock:
             conn.send_command("CLIENT", "ID")
             client_id = conn.read_response()
             conn._redispool_id = client_id  # type: ignore[attr-defined]

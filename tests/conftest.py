@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 import redis
@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))  # tests import helpers as `from h
 
 from helpers import StartServer
 
+from redispool import Pool
 from redispool.server import KINDS, EmbeddedServer, server_binaries
 
 
@@ -87,3 +88,25 @@ def fresh_server(server_kind: str) -> Iterator[StartServer]:
     finally:
         for srv in started:
             srv.stop()
+
+
+@pytest.fixture
+def make_pool(redis_url: str) -> Iterator[Callable[..., Pool]]:
+    """Factory: `make_pool(name="p", workers=0, lease_ttl=None)` on the emptied session server.
+
+    Registers `workers` worker ids w1..wN. Every pool it made is closed after the test.
+    """
+    made: list[Pool] = []
+
+    def make(name: str = "p", workers: int = 0, lease_ttl: float | None = None) -> Pool:
+        pool = Pool(name, url=redis_url, lease_ttl=lease_ttl)
+        made.append(pool)
+        for i in range(1, workers + 1):
+            pool.add_worker(f"w{i}")
+        return pool
+
+    try:
+        yield make
+    finally:
+        for pool in made:
+            pool.close()

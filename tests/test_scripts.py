@@ -1,0 +1,180 @@
+"""The Lua scripts: headers that match their callers, and their logic on fakeredis.
+
+fakeredis runs the scripts' logic quickly; expiry, events and blocking are tested
+on real servers elsewhere (fakeredis never publishes `expired` and does not block
+BLMOVE: ../shared/FACTS.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import fakeredis
+import pytest
+
+from redispool import Pool, PoolFull, errors, scripts
+
+HEADER = re.compile(r"--\[\[(.*?)\]\]", re.DOTALL)
+
+
+def header_of(name: str) -> str:
+    text = scripts.source_of(name) if name == "__include__" else _raw(name)
+    match = HEADER.search(text)
+    assert match, f"{name}.lua has no --[[ header ]]"
+    return match.group(1)
+
+
+def _raw(name: str) -> str:
+    from importlib import resources
+
+    return resources.files("redispool").joinpath("scripts").joinpath(f"{name}.lua").read_text()
+
+
+def declared(header: str, what: str) -> tuple[int, bool]:
+    """(count, variadic) of KEYS or ARGV entries the header documents."""
+    count, variadic = 0, False
+    for first, last in re.findall(rf"{what}\[(\d+)(?:\.\.(\w+))?\]", header):
+        if last and not last.isdigit():
+            variadic = True
+        count = max(count, int(last) if last.isdigit() else int(first))
+    if re.search(rf"{what}\[\d+i", header):
+        variadic = True
+    return count, variadic
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, set[tuple[int, int]]]]:
+    calls: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    real = scripts.Script.__call__
+
+    def record(self: scripts.Script, wire: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        calls[self.name].add((len(keys), len(args)))
+        return real(self, wire, keys, args)
+
+    monkeypatch.setattr(scripts.Script, "__call__", record)
+    yield calls
+
+
+@pytest.fixture
+def fake_pool() -> Iterator[Pool]:
+    pool = Pool("unit", redis=fakeredis.FakeRedis(), lease_ttl=5)
+    yield pool
+    pool.close()
+
+
+def exercise_every_script(pool: Pool) -> None:
+    """Call each script the way the library does."""
+    pool.configure(strategy="lifo")
+    pool.add_worker("w1", host="h", pid=1)
+    pool.add_worker("w2")
+    lease = pool.checkout(block=False)
+    pool.renew(lease)
+    pool.status()
+    pool.reclaim_expired()
+    pool.add_worker("gone")
+    pool.remove_worker("gone")
+    other = pool.checkout(block=False, auto_renew=False)
+    del other
+    with pytest.raises(PoolFull):
+        pool.checkout(block=False)
+    wake = pool.keys.wake("t1")
+    queued = pool._run("checkout", (0, "h:1", "t1", 1000))
+    assert int(queued[0]) == errors.QUEUED
+    tick = pool._run("wait_tick", ("t1", 5000, "h:1", 1000), extra_keys=(wake,))
+    assert int(tick[0]) == errors.QUEUED
+    assert lease.checkin() is True  # handed to waiter t1
+    cancel = pool._run("cancel_wait", ("t1",), extra_keys=(wake,))
+    assert int(cancel[0]) == errors.OK
+
+
+def test_every_script_is_called_as_its_header_says(
+    fake_pool: Pool, recorded: dict[str, set[tuple[int, int]]]
+) -> None:
+    exercise_every_script(fake_pool)
+    assert set(recorded) == set(scripts.SCRIPT_NAMES), "a script is never exercised here"
+    for name, shapes in recorded.items():
+        header = header_of(name)
+        nkeys, keys_variadic = declared(header, "KEYS")
+        nargs, args_variadic = declared(header, "ARGV")
+        for got_keys, got_args in shapes:
+            if keys_variadic:
+                assert got_keys >= nkeys - 1, (name, got_keys)
+            else:
+                assert got_keys == nkeys, (
+                    f"{name}: header says {nkeys} KEYS, called with {got_keys}"
+                )
+            if not args_variadic:
+                assert got_args == nargs, (
+                    f"{name}: header says {nargs} ARGV, called with {got_args}"
+                )
+
+
+def test_lua_result_codes_match_the_python_table() -> None:
+    include = scripts.source_of("checkout")
+    match = re.search(r"local ([A-Z_, ]+) = ([\d, ]+)\n", include)
+    assert match, "the result codes line is missing from includes/pool.lua"
+    names = [n.strip() for n in match.group(1).split(",")]
+    values = [int(v) for v in match.group(2).split(",")]
+    for name, value in zip(names, values, strict=True):
+        assert getattr(errors, name) == value, name
+        assert value in errors.CODES
+
+
+def test_every_script_has_a_header_naming_its_returns() -> None:
+    for name in scripts.SCRIPT_NAMES:
+        header = header_of(name)
+        assert header.strip().startswith(f"{name}:"), f"{name}.lua header must open with its name"
+        assert "Returns" in header, f"{name}.lua header does not say what it returns"
+
+
+def test_scripts_touch_only_keys_from_keys_or_the_pool_prefix() -> None:
+    for name in scripts.SCRIPT_NAMES:
+        body = HEADER.sub("", scripts.source_of(name))
+        assert "'KEYS'" not in body and "SCAN" not in body, name
+        for literal in re.findall(r"'(redispool[^']*)'", body):
+            pytest.fail(f"{name}.lua builds key {literal!r} from a string")
+
+
+def test_checkout_skips_a_worker_already_leased(fake_pool: Pool) -> None:
+    fake_pool.add_worker("w1")
+    lease = fake_pool.checkout(block=False)
+    fake_pool.client.rpush(fake_pool.keys.idle, "w1")
+    with pytest.raises(PoolFull):
+        fake_pool.checkout(block=False)
+    assert fake_pool.client.llen(fake_pool.keys.idle) == 0
+    assert lease.checkin() is True
+
+
+def test_checkin_with_a_wrong_token_changes_nothing(fake_pool: Pool) -> None:
+    fake_pool.add_worker("w1")
+    lease = fake_pool.checkout(block=False)
+    reply = fake_pool._run(
+        "checkin", ("w1", lease.token + 1), extra_keys=(fake_pool.keys.lease("w1"),)
+    )
+    assert int(reply[0]) == errors.NOT_HELD
+    assert fake_pool.status().busy == 1
+    assert lease.checkin() is True
+
+
+def test_dead_waiters_are_skipped_at_handoff(fake_pool: Pool) -> None:
+    fake_pool.add_worker("w1")
+    lease = fake_pool.checkout(block=False)
+    r = fake_pool.client
+    r.rpush(fake_pool.keys.waitq, "stale", "missing")
+    r.hset(fake_pool.keys.waiters, "stale", "1|5000|ghost:1")  # alive until 1 ms after epoch
+    assert lease.checkin() is True
+    assert fake_pool.status().idle == 1
+    assert r.llen(fake_pool.keys.waitq) == 0
+
+
+def test_fifo_pushes_returned_workers_to_the_back(fake_pool: Pool) -> None:
+    fake_pool.configure(strategy="fifo")
+    for wid in ("a", "b", "c"):
+        fake_pool.add_worker(wid)
+    first = fake_pool.checkout(block=False)
+    first.checkin()
+    order = [w.decode() for w in fake_pool.client.lrange(fake_pool.keys.idle, 0, -1)]
+    assert order[-1] == first.worker_id

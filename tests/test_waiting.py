@@ -1,0 +1,174 @@
+"""Blocking checkout: waiters are served first come, first served, and never leak a worker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+from helpers import wait_for
+
+from redispool import CheckoutTimeout, Lease, Pool
+from redispool.keys import PoolKeys
+
+MakePool = Callable[..., Pool]
+
+
+def _in_thread(fn: Callable[[], Lease], results: list[object]) -> threading.Thread:
+    def run() -> None:
+        try:
+            results.append(fn())
+        except Exception as exc:  # collected and asserted by the test
+            results.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_checkin_hands_the_worker_straight_to_a_waiter(make_pool: MakePool) -> None:
+    pool = make_pool(workers=1)
+    held = pool.checkout()
+    got: list[object] = []
+    thread = _in_thread(lambda: pool.checkout(timeout=5), got)
+    wait_for(lambda: pool.status().waiting == 1, message="the waiter to queue")
+    held.checkin()
+    thread.join(5)
+    (lease,) = got
+    assert isinstance(lease, Lease) and lease.worker_id == held.worker_id
+    assert lease.token > held.token
+    assert pool.status().idle == 0 and pool.status().waiting == 0
+    lease.checkin()
+
+
+def test_waiters_are_served_in_arrival_order(make_pool: MakePool) -> None:
+    pool = make_pool(workers=1)
+    held = pool.checkout()
+    order: list[int] = []
+    threads = []
+    for n in range(5):
+
+        def wait(n: int = n) -> Lease:
+            lease = pool.checkout(timeout=10)
+            order.append(n)
+            lease.checkin()
+            return lease
+
+        threads.append(_in_thread(wait, []))
+        wait_for(lambda n=n: pool.status().waiting == n + 1, message=f"waiter {n} queued")
+    held.checkin()
+    for thread in threads:
+        thread.join(10)
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_a_waiter_that_times_out_leaves_nothing_behind(make_pool: MakePool, r: redis.Redis) -> None:
+    pool = make_pool(workers=1)
+    held = pool.checkout()
+    started = time.monotonic()
+    with pytest.raises(CheckoutTimeout):
+        pool.checkout(timeout=0.3)
+    assert 0.3 <= time.monotonic() - started < 1.0
+    keys = PoolKeys("p")
+    assert r.llen(keys.waitq) == 0 and r.hlen(keys.waiters) == 0
+    assert not r.keys(keys.prefix + "wake:*")
+    held.checkin()
+    assert pool.status().idle == 1
+
+
+def test_many_short_timeouts_never_leak_a_worker(make_pool: MakePool) -> None:
+    """poolboy#64: a worker handed to a caller that had just given up stayed out forever."""
+    pool = make_pool(workers=2)
+    stop = time.monotonic() + 3
+    holders: dict[str, int] = {}
+    overlaps: list[str] = []
+    lock = threading.Lock()
+    cycles = [0]
+
+    def churn() -> None:
+        while time.monotonic() < stop:
+            try:
+                lease = pool.checkout(timeout=0.005)
+            except CheckoutTimeout:
+                continue
+            with lock:
+                if lease.worker_id in holders:
+                    overlaps.append(lease.worker_id)
+                holders[lease.worker_id] = lease.token
+                cycles[0] += 1
+            with lock:
+                del holders[lease.worker_id]
+            lease.checkin()
+
+    threads = [threading.Thread(target=churn) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert overlaps == []
+    assert cycles[0] > 50
+    status = pool.status()
+    assert (status.idle, status.busy, status.waiting) == (2, 0, 0)
+
+
+def test_a_blocked_client_gets_a_dead_holders_worker_without_any_reaper(
+    make_pool: MakePool,
+) -> None:
+    pool = make_pool(workers=1)
+    dead = make_pool(lease_ttl=0.5)  # a holder that never renews nor checks in
+    abandoned = dead.checkout(auto_renew=False)
+    started = time.monotonic()
+    lease = pool.checkout(timeout=5)
+    waited = time.monotonic() - started
+    assert lease.worker_id == abandoned.worker_id
+    assert 0.3 < waited < 2.0  # about the TTL; the benchmark measures how close
+    lease.checkin()
+
+
+def test_interrupted_waiter_leaves_the_queue(make_pool: MakePool, r: redis.Redis) -> None:
+    pool = make_pool(workers=1)
+    held = pool.checkout()
+    keys = PoolKeys("p")
+    failing = make_pool()
+    real_pop = failing._wire.pop_wait
+
+    def interrupted(key: str, timeout: float) -> object:
+        real_pop(key, min(timeout, 0.05))
+        raise KeyboardInterrupt
+
+    failing._wire.pop_wait = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        failing.checkout(timeout=5)
+    assert r.llen(keys.waitq) == 0 and r.hlen(keys.waiters) == 0
+    held.checkin()
+    assert pool.status().idle == 1
+
+
+def test_a_worker_handed_to_a_dead_waiter_comes_back_within_one_ttl(
+    make_pool: MakePool, r: redis.Redis
+) -> None:
+    pool = make_pool(workers=1, lease_ttl=0.4)
+    held = pool.checkout()
+    keys = PoolKeys("p")
+    # A waiter that queued and then died: its ticket is in the queue, alive for a while.
+    r.rpush(keys.waitq, "deadbeef")
+    server_ms = int(r.time()[0]) * 1000
+    r.hset(keys.waiters, "deadbeef", f"{server_ms + 60_000}|400|ghost:1")
+    held.checkin()  # handed to the dead waiter
+    assert pool.status().busy == 1
+    lease = pool.checkout(timeout=3)
+    assert lease.worker_id == held.worker_id
+    lease.checkin()
+
+
+def test_new_worker_goes_to_the_oldest_waiter(make_pool: MakePool) -> None:
+    pool = make_pool()
+    got: list[object] = []
+    thread = _in_thread(lambda: pool.checkout(timeout=5), got)
+    wait_for(lambda: pool.status().waiting == 1, message="the waiter to queue")
+    pool.add_worker("late")
+    thread.join(5)
+    (lease,) = got
+    assert isinstance(lease, Lease) and lease.worker_id == "late"

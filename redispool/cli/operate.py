@@ -1,0 +1,194 @@
+"""Commands that change a pool: init, checkout, checkin, drain, reaper."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time as mod_time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from ..keys import validate_pool_name, validate_worker_id
+from ..lease import Lease
+from ..pool import STRATEGIES
+from ..reaper import Reaper
+from .app import EXIT_REFUSED, CliError, Connection, cli, emit_json
+
+__all__ = ["checkin", "checkout", "drain", "init", "reaper", "sigterm_interrupts"]
+
+seconds_type = click.FloatRange(min=0)
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM acts like Ctrl-C (KeyboardInterrupt) on the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def setup_logging() -> None:
+    """Log lines of the redispool loggers to stderr, for the long-running commands."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+
+
+@cli.command()
+@click.argument("pool")
+@click.option("--lease-ttl", type=float, default=None, metavar="S",
+              help="Lease TTL in seconds for clients that give none.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+              help="Which idle worker checkout takes: lifo (the most recently returned) or fifo.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"pool", "lease_ttl", "strategy"}.')
+@click.pass_obj
+def init(
+    conn: Connection, pool: str, lease_ttl: float | None, strategy: str | None, as_json: bool
+) -> None:
+    """Create POOL, or change its settings (every host reads them from Redis)."""
+    settings = conn.pool(pool, must_exist=False).configure(lease_ttl=lease_ttl, strategy=strategy)
+    if as_json:
+        emit_json({"pool": pool, "lease_ttl": settings.lease_ttl, "strategy": settings.strategy})
+    else:
+        click.echo(f"pool {pool}: lease_ttl {settings.lease_ttl:g}s, strategy {settings.strategy}")
+
+
+def _lease_line(lease: Lease, as_json: bool) -> str:
+    if as_json:
+        import json
+
+        return json.dumps({"pool": lease.pool.name, "worker": lease.worker_id,
+                           "token": lease.token, "ttl": lease.ttl})
+    return f"worker {lease.worker_id} token {lease.token} ttl {lease.ttl:g}s"
+
+
+@cli.command()
+@click.argument("pool")
+@click.option("--timeout", "-t", type=seconds_type, default=None, metavar="S",
+              help="Wait up to S seconds for a worker (default: answer at once).")
+@click.option("--hold", type=seconds_type, default=None, metavar="S",
+              help="Keep the lease renewed for S seconds (or until Ctrl-C), then check it in.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"pool", "worker", "token", "ttl"}.')
+@click.pass_obj
+def checkout(
+    conn: Connection, pool: str, timeout: float | None, hold: float | None, as_json: bool
+) -> None:
+    """Check out a worker of POOL and print it with its fencing token.
+
+    Without --hold nothing renews the lease: it lasts its TTL unless
+    'redispool checkin POOL WORKER TOKEN' returns it first. A full pool (or
+    no worker within --timeout) exits 1.
+    """
+    handle = conn.pool(pool)
+    waits = timeout is not None and timeout > 0
+    lease = handle.checkout(block=waits, timeout=timeout, auto_renew=hold is not None)
+    click.echo(_lease_line(lease, as_json))
+    if hold is None:
+        return
+    started = mod_time.monotonic()
+    try:
+        with sigterm_interrupts():
+            lease.lost.wait(hold)
+    except KeyboardInterrupt:
+        pass
+    if not handle.checkin(lease):
+        raise CliError(
+            f"pool {pool!r}: lease of worker {lease.worker_id!r} (token {lease.token}) "
+            "was lost while held", EXIT_REFUSED,
+        )
+    if not as_json:
+        held = mod_time.monotonic() - started
+        click.echo(f"checked in worker {lease.worker_id} after {held:.1f}s")
+
+
+@cli.command()
+@click.argument("pool")
+@click.argument("worker")
+@click.argument("token", type=click.IntRange(min=0))
+@click.pass_obj
+def checkin(conn: Connection, pool: str, worker: str, token: int) -> None:
+    """Return WORKER of POOL, leased under TOKEN. Exits 1 if that lease has ended."""
+    handle = conn.pool(pool)
+    validate_worker_id(worker)
+    lease = Lease(handle, worker, token, handle.settings().lease_ttl, auto_renew=False,
+                  deadline=mod_time.monotonic())
+    if not handle.checkin(lease):
+        raise CliError(
+            f"pool {pool!r}: no live lease of worker {worker!r} with token {token} "
+            "(it expired, was reclaimed or was checked in already)", EXIT_REFUSED,
+        )
+    click.echo(f"checked in worker {worker} (token {token})")
+
+
+@cli.command()
+@click.argument("pool")
+@click.argument("worker")
+@click.pass_obj
+def drain(conn: Connection, pool: str, worker: str) -> None:
+    """Take WORKER of POOL out of service: now if idle, else when its lease ends."""
+    handle = conn.pool(pool)
+    if not handle.remove_worker(validate_worker_id(worker)):
+        raise CliError(f"pool {pool!r} has no worker {worker!r} ('redispool workers {pool}')")
+    if conn.client.hexists(handle.keys.workers, worker):
+        click.echo(f"worker {worker} leaves pool {pool} when its current lease ends")
+    else:
+        click.echo(f"worker {worker} left pool {pool}")
+
+
+@cli.command()
+@click.argument("pools", nargs=-1, metavar="[POOL]...")
+@click.option("--sweep-interval", type=click.FloatRange(min=0.01), default=1.0,
+              show_default=True, metavar="S", help="Seconds between sweeps.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+              help="Serve Prometheus metrics on this port.")
+@click.option("--metrics-addr", default="0.0.0.0", show_default=True, metavar="ADDR",
+              help="Address the metrics server binds.")
+@click.pass_obj
+def reaper(
+    conn: Connection,
+    pools: tuple[str, ...],
+    sweep_interval: float,
+    metrics_port: int | None,
+    metrics_addr: str,
+) -> None:
+    """Return the workers of expired leases of POOLs (default: every pool), until Ctrl-C."""
+    for name in pools:
+        validate_pool_name(name)
+    conn.client.ping()  # fail fast (exit 2) if Redis is unreachable
+    setup_logging()
+    worker = Reaper(conn.client, pools or None, sweep_interval=sweep_interval)
+    metrics = None
+    if metrics_port is not None:
+        from ..metrics import start_metrics
+
+        metrics = start_metrics(metrics_port, *pools, client=conn.client, reaper=worker,
+                                addr=metrics_addr)
+        click.echo(f"metrics on http://{metrics_addr}:{metrics.port}/metrics", err=True)
+    click.echo(f"reaper watching {', '.join(pools) or 'every pool'}; Ctrl-C stops", err=True)
+    try:
+        with sigterm_interrupts():
+            worker.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.stop()
+        if metrics is not None:
+            metrics.stop()
+    click.echo(
+        f"reaper stopped: returned {worker.by_event} by event, {worker.by_sweep} by sweep",
+        err=True,
+    )

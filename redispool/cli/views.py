@@ -1,0 +1,179 @@
+"""Read-only commands: pools, status, workers, leases, watch.
+
+Each has ``--json``; the shapes below are stable (new keys may be added,
+none removed or renamed):
+
+* ``pools --json``: a list of ``{"pool", "size", "idle", "busy", "waiting"}``.
+* ``status --json``: one flat object ``{"pool", "size", "idle", "busy",
+  "waiting", "draining", "expired", "lease_ttl", "strategy"}`` plus any
+  number the pool reports beyond those; seconds are floats.
+* ``workers --json``: a list of ``{"id", "state", "host", "pid", "token",
+  "draining", "jobs"}``; ``null`` where unknown.
+* ``leases --json``: a list of ``{"worker", "token", "holder", "host",
+  "pid", "ttl_left"}``.
+* ``watch --json``: one ``status`` object per line, with ``"workers"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time as mod_time
+from typing import Any
+
+import click
+
+from .. import tables
+from ..pool import Pool
+from ..status import LeaseInfo, WorkerInfo
+from .app import Connection, cli, emit_json, list_pools
+
+__all__ = ["leases", "pools", "status", "watch", "workers"]
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (shape in --help).")
+pool_argument = click.argument("pool")
+
+
+def status_record(pool: Pool) -> dict[str, Any]:
+    """The ``status --json`` object of ``pool``."""
+    record: dict[str, Any] = {"pool": pool.name}
+    record.update(dataclasses.asdict(pool.status()))
+    settings = pool.settings()
+    record["lease_ttl"] = settings.lease_ttl
+    record["strategy"] = settings.strategy
+    return record
+
+
+def worker_record(info: WorkerInfo) -> dict[str, Any]:
+    """One element of ``workers --json``."""
+    record = dataclasses.asdict(info)
+    record.setdefault("jobs", None)
+    return record
+
+
+def _split_holder(holder: str) -> tuple[str | None, int | None]:
+    host, sep, pid = holder.rpartition(":")
+    if not sep:
+        return holder or None, None
+    return host or None, int(pid) if pid.isdigit() else None
+
+
+def lease_record(info: LeaseInfo) -> dict[str, Any]:
+    """One element of ``leases --json``."""
+    host, pid = _split_holder(info.holder)
+    return {
+        "worker": info.worker_id,
+        "token": info.token,
+        "holder": info.holder,
+        "host": host,
+        "pid": pid,
+        "ttl_left": info.ttl_left,
+    }
+
+
+def workers_table(rows: list[dict[str, Any]]) -> str:
+    headers = ["WORKER", "STATE", "HOST", "PID", "TOKEN", "JOBS", "DRAINING"]
+    keys = ["id", "state", "host", "pid", "token", "jobs", "draining"]
+    return tables.render(headers, [[row[k] for k in keys] for row in rows])
+
+
+def status_table(record: dict[str, Any]) -> str:
+    numbers = [k for k, v in record.items() if isinstance(v, int) and not isinstance(v, bool)]
+    headers = ["POOL", *(k.upper() for k in numbers), "LEASE_TTL", "STRATEGY"]
+    row = [record["pool"], *(record[k] for k in numbers), tables.seconds(record["lease_ttl"])]
+    return tables.render(headers, [[*row, record["strategy"]]])
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def pools(conn: Connection, as_json: bool) -> None:
+    """Every pool in this Redis database with its numbers."""
+    records = []
+    for name in list_pools(conn.client):
+        numbers = conn.pool(name, must_exist=False).status()
+        records.append(
+            {"pool": name, "size": numbers.size, "idle": numbers.idle,
+             "busy": numbers.busy, "waiting": numbers.waiting}
+        )
+    if as_json:
+        emit_json(records)
+        return
+    headers = ["POOL", "SIZE", "IDLE", "BUSY", "WAITING"]
+    keys = ["pool", "size", "idle", "busy", "waiting"]
+    click.echo(tables.render(headers, [[r[k] for k in keys] for r in records]))
+
+
+@cli.command()
+@pool_argument
+@json_option
+@click.pass_obj
+def status(conn: Connection, pool: str, as_json: bool) -> None:
+    """The numbers of POOL: size, idle, busy, waiting, draining, expired."""
+    record = status_record(conn.pool(pool))
+    if as_json:
+        emit_json(record)
+    else:
+        click.echo(status_table(record))
+
+
+@cli.command()
+@pool_argument
+@json_option
+@click.pass_obj
+def workers(conn: Connection, pool: str, as_json: bool) -> None:
+    """Each worker of POOL with its state, host, pid, lease token and jobs run."""
+    rows = [worker_record(w) for w in conn.pool(pool).workers()]
+    if as_json:
+        emit_json(rows)
+    else:
+        click.echo(workers_table(rows))
+
+
+@cli.command()
+@pool_argument
+@json_option
+@click.pass_obj
+def leases(conn: Connection, pool: str, as_json: bool) -> None:
+    """Each live lease of POOL: worker, token, holder (host:pid) and time left."""
+    rows = [lease_record(info) for info in conn.pool(pool).leases()]
+    if as_json:
+        emit_json(rows)
+        return
+    headers = ["WORKER", "TOKEN", "HOST", "PID", "TTL_LEFT"]
+    table = [[r["worker"], r["token"], r["host"], r["pid"], tables.seconds(r["ttl_left"])]
+             for r in rows]
+    click.echo(tables.render(headers, table))
+
+
+@cli.command()
+@pool_argument
+@click.option("--interval", "-n", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--count", "-c", type=click.IntRange(min=1), default=None,
+              help="Stop after this many refreshes (default: until Ctrl-C).")
+@json_option
+@click.pass_obj
+def watch(conn: Connection, pool: str, interval: float, count: int | None, as_json: bool) -> None:
+    """A live view of POOL, refreshed until Ctrl-C (what top is to processes)."""
+    handle = conn.pool(pool)
+    clear = not as_json and sys.stdout.isatty()
+    shown = 0
+    try:
+        while count is None or shown < count:
+            started = mod_time.monotonic()
+            record = status_record(handle)
+            rows = [worker_record(w) for w in handle.workers()]
+            if as_json:
+                emit_json({**record, "workers": rows})
+            else:
+                if clear:
+                    click.clear()
+                stamp = mod_time.strftime("%H:%M:%S")
+                click.echo(f"{stamp}  pool {pool}  (every {interval:g}s, Ctrl-C to stop)")
+                click.echo(status_table(record) + "\n\n" + workers_table(rows) + "\n")
+            shown += 1
+            if count is None or shown < count:
+                mod_time.sleep(max(0.0, interval - (mod_time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return

@@ -236,7 +236,7 @@ class Pool:
                     wake_at = min(wake_at, max(lease_end, now + 0.001))
                 if deadline is not None:
                     wake_at = min(wake_at, deadline)
-                handoff = self._wire.pop_wait(wake, max(0.0, wake_at - now))
+                handoff = self._pop(wake, max(0.0, wake_at - now))
                 if handoff is not None:
                     return self._handed(handoff, auto_renew, clock)
                 if deadline is not None and mod_time.monotonic() >= deadline:
@@ -259,6 +259,16 @@ class Pool:
         if int(cancel[0]) == errors.OK:  # handed a worker just as we gave up
             return self._handed(cancel[1], auto_renew, clock)
         raise self._timeout()
+
+    def _pop(self, wake: str, timeout: float) -> Any:
+        try:
+            return self._wire.pop_wait(wake, timeout)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise errors.PoolUnavailable(
+                f"pool {self.name!r}: checkout: Redis unreachable while waiting: {exc}",
+                pool=self.name,
+                operation="checkout",
+            ) from exc
 
     def _abandon_wait(self, ticket: str, wake: str, clock: tuple[float, int]) -> None:
         """Leave the queue after an error; check in anything handed meanwhile."""
@@ -303,11 +313,12 @@ class Pool:
         reply = self._run(
             "checkin",
             (lease.worker_id, lease.token),
-            extra_keys=(self.keys.lease(lease.worker_id),),
+            extra_keys=(self.keys.lease(lease.worker_id), self.keys.dead_leases),
             worker_id=lease.worker_id,
         )
         if int(reply[0]) == errors.OK:
             return True
+        lease.worker_died = lease.worker_died or int(reply[0]) == errors.WORKER_DEAD
         lease.lost.set()
         return False
 
@@ -318,6 +329,15 @@ class Pool:
             return
         self._renewer.discard(lease)
         lease.lost.set()
+        if lease.worker_died or self.client.zscore(self.keys.dead_leases, lease.token) is not None:
+            lease.worker_died = True
+            raise errors.WorkerLost(
+                f"pool {self.name!r}: lease of worker {lease.worker_id!r} "
+                f"(token {lease.token}) ended: its worker process died",
+                pool=self.name,
+                worker_id=lease.worker_id,
+                operation="renew",
+            )
         raise LeaseLost(
             f"pool {self.name!r}: lease of worker {lease.worker_id!r} "
             f"(token {lease.token}) has ended",
@@ -357,9 +377,11 @@ class Pool:
 
     def status(self) -> PoolStatus:
         """The pool's numbers, read atomically."""
-        r = [int(x) for x in self._run("status")[1:7]]
+        reply = self._run("status", extra_keys=(self.keys.heartbeats, self.keys.overflow))
+        r = [int(x) for x in reply[1:7]]
         return PoolStatus(
-            size=r[0], idle=r[1], busy=r[2], waiting=r[3], draining=r[4], expired=r[5]
+            size=r[0], idle=r[1], busy=r[2], waiting=r[3], draining=r[4], expired=r[5],
+            dead=int(reply[8]), overflow=int(reply[9]),
         )
 
     def workers(self) -> list[WorkerInfo]:

@@ -45,43 +45,66 @@ class Wire:
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
-    def _acquire(self) -> AbstractConnection:
+    def _acquire(self) -> tuple[AbstractConnection, bool]:
+        """A connection for this caller alone, and whether it was used before."""
         if self._pid != os.getpid():
             with self._lock:
                 self._free = []
                 self._pid = os.getpid()
         try:
-            return self._free.pop()
+            return self._free.pop(), True
         except IndexError:
-            return self.client.connection_pool.make_connection()  # type: ignore[return-value]
+            return self.client.connection_pool.make_connection(), False  # type: ignore[return-value]
 
     def _release(self, conn: AbstractConnection) -> None:
         if self._pid == os.getpid():
             self._free.append(conn)
 
     def call(self, *args: Any) -> Any:
-        """Send one command and return its reply; Redis errors are raised."""
-        conn = self._acquire()
+        """Send one command and return its reply; Redis errors are raised.
+
+        A connection that sat in the free list may have been closed by the
+        server meanwhile (a restart, a failover, an idle timeout): if it fails
+        with a connection error, the command is sent once more on a new
+        connection. A new connection that fails raises at once.
+        """
+        conn, reused = self._acquire()
+        try:
+            reply = self._roundtrip(conn, args)
+        except redis.ConnectionError:
+            if not reused:
+                raise
+            self.close()  # the others sat as long: drop them all
+            conn = self.client.connection_pool.make_connection()  # type: ignore[assignment]
+            reply = self._roundtrip(conn, args)
+        self._release(conn)
+        return reply
+
+    def _roundtrip(self, conn: AbstractConnection, args: tuple[Any, ...]) -> Any:
         try:
             conn.send_command(*args)
-            reply = conn.read_response()
+            return conn.read_response()
         except redis.ResponseError:
             self._release(conn)
             raise
         except BaseException:
             conn.disconnect()
             raise
-        self._release(conn)
-        return reply
 
     def pop_wait(self, key: str, timeout: float) -> Any:
         """``BLPOP key`` for at most ``timeout`` seconds by the client's clock.
 
         Returns the popped value, or None when nothing came in time.
         """
-        conn = self._acquire()
+        conn, reused = self._acquire()
         try:
             value = self._pop_wait(conn, key, timeout)
+        except redis.ConnectionError:
+            conn.disconnect()
+            if not reused:
+                raise
+            self.close()  # that connection was stale, and so are the others
+            return self.pop_wait(key, timeout)
         except BaseException:
             conn.disconnect()
             raise

@@ -46,10 +46,10 @@ def test_sweep_returns_workers_when_events_are_off(
     make_pool: MakePool, r: redis.Redis, reaper_factory: Callable[..., Reaper]
 ) -> None:
     pool = make_pool(workers=2, lease_ttl=0.1)
-    pool.checkout(auto_renew=False)
-    pool.checkout(auto_renew=False)
     reaper = reaper_factory(None, sweep_interval=0.2)
     r.config_set("notify-keyspace-events", "")  # events lost from now on
+    pool.checkout(auto_renew=False)
+    pool.checkout(auto_renew=False)
     wait_for(lambda: pool.status().idle == 2, timeout=3, message="the sweep")
     assert reaper.by_sweep == 2
 

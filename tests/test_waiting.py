@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from helpers import wait_for
+from helpers import StartServer, wait_for
 
-from redispool import CheckoutTimeout, Lease, Pool
+from redispool import CheckoutTimeout, Lease, Pool, PoolUnavailable
 from redispool.keys import PoolKeys
 
 MakePool = Callable[..., Pool]
@@ -172,3 +172,33 @@ def test_new_worker_goes_to_the_oldest_waiter(make_pool: MakePool) -> None:
     thread.join(5)
     (lease,) = got
     assert isinstance(lease, Lease) and lease.worker_id == "late"
+
+
+def test_a_waiter_gets_a_clear_error_when_redis_dies(fresh_server: StartServer) -> None:
+    srv = fresh_server()
+    pool = Pool("p", url=srv.url)
+    pool.add_worker("w1")
+    held = pool.checkout(auto_renew=False)
+    got: list[object] = []
+    thread = _in_thread(lambda: pool.checkout(timeout=30), got)
+    wait_for(lambda: pool.status().waiting == 1, message="the waiter to queue")
+    srv.kill()
+    killed = time.monotonic()
+    thread.join(10)
+    assert not thread.is_alive(), "the waiter hung after Redis died"
+    assert time.monotonic() - killed < 10
+    (error,) = got
+    assert isinstance(error, PoolUnavailable)
+    del held
+    pool.close()
+
+
+def test_scripts_are_loaded_again_after_a_restart(fresh_server: StartServer) -> None:
+    srv = fresh_server()
+    pool = Pool("p", url=srv.url)
+    pool.add_worker("w1")
+    pool.checkout(block=False).checkin()
+    srv.restart()  # no persistence: the scripts and the pool are gone
+    pool.add_worker("w1")
+    assert pool.checkout(block=False).worker_id == "w1"
+    pool.close()

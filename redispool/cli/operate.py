@@ -95,16 +95,18 @@ def checkout(
     """
     handle = conn.pool(pool)
     waits = timeout is not None and timeout > 0
-    lease = handle.checkout(block=waits, timeout=timeout, auto_renew=hold is not None)
-    click.echo(_lease_line(lease, as_json))
     if hold is None:
+        lease = handle.checkout(block=waits, timeout=timeout, auto_renew=False)
+        click.echo(_lease_line(lease, as_json))
         return
-    started = mod_time.monotonic()
-    try:
-        with sigterm_interrupts():
+    with sigterm_interrupts():  # from before the checkout: no signal may strand the lease
+        lease = handle.checkout(block=waits, timeout=timeout, auto_renew=True)
+        started = mod_time.monotonic()
+        try:
+            click.echo(_lease_line(lease, as_json))
             lease.lost.wait(hold)
-    except KeyboardInterrupt:
-        pass
+        except KeyboardInterrupt:
+            pass
     if not handle.checkin(lease):
         raise CliError(
             f"pool {pool!r}: lease of worker {lease.worker_id!r} (token {lease.token}) "

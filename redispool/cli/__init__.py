@@ -9,12 +9,12 @@ shapes are documented in :mod:`redispool.cli.views`.
 
 from __future__ import annotations
 
-from . import operate, story, views
+from . import demo, operate, views
 from .app import EXIT_CODES, cli
 
 __all__ = ["EXIT_CODES", "cli", "main"]
 
-del operate, story, views  # imported for the commands they register
+del demo, operate, views  # imported for the commands they register
 
 
 def main() -> None:

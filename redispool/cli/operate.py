@@ -18,7 +18,7 @@ from ..pool import STRATEGIES
 from ..reaper import Reaper
 from .app import EXIT_REFUSED, CliError, Connection, cli, emit_json
 
-__all__ = ["checkin", "checkout", "drain", "init", "reaper", "sigterm_interrupts"]
+__all__ = ["checkin", "checkout", "double", "drain", "init", "reaper", "sigterm_interrupts"]
 
 seconds_type = click.FloatRange(min=0)
 
@@ -194,3 +194,29 @@ def reaper(
         f"reaper stopped: returned {worker.by_event} by event, {worker.by_sweep} by sweep",
         err=True,
     )
+
+
+def _number(ctx: click.Context, param: click.Parameter, value: str) -> int | float:
+    """An int, or a float when it has a point or an exponent."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    raise click.BadParameter(f"{value!r} is not a number", ctx, param)
+
+
+@cli.command()
+@click.argument("pool")
+@click.argument("n", callback=_number)
+@click.option("--timeout", "-t", type=seconds_type, default=5.0, show_default=True, metavar="S",
+              help="Seconds to wait for a worker.")
+@click.option("--job-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              metavar="S", help="Seconds the job may take.")
+@click.pass_obj
+def double(conn: Connection, pool: str, n: int | float, timeout: float, job_timeout: float) -> None:
+    """Double N on a worker of POOL (the worker logs 'Doubling N') and print the answer."""
+    from ..doubler import compute
+
+    with conn.pool(pool).lease(timeout=timeout) as lease:
+        click.echo(compute(lease, n, timeout=job_timeout))

@@ -39,7 +39,8 @@ def test_expiry_event_returns_the_worker_with_no_client_activity(
     pool.checkout(auto_renew=False)
     assert pool.status().idle == 0
     wait_for(lambda: pool.status().idle == 1, timeout=3, message="the event-driven return")
-    assert reaper.by_event == 1 and reaper.by_sweep == 0
+    wait_for(lambda: reaper.by_event == 1, timeout=1, message="the reaper to count it")
+    assert reaper.by_sweep == 0
 
 
 def test_sweep_returns_workers_when_events_are_off(
@@ -51,7 +52,7 @@ def test_sweep_returns_workers_when_events_are_off(
     pool.checkout(auto_renew=False)
     pool.checkout(auto_renew=False)
     wait_for(lambda: pool.status().idle == 2, timeout=3, message="the sweep")
-    assert reaper.by_sweep == 2
+    wait_for(lambda: reaper.by_sweep == 2, timeout=1, message="the reaper to count them")
 
 
 def test_reclaim_expired_is_one_sweep_now(make_pool: MakePool) -> None:
@@ -79,7 +80,8 @@ def test_reaper_ignores_other_pools_and_other_keys(
     reaper = reaper_factory(["mine"])
     mine.checkout(auto_renew=False)
     wait_for(lambda: mine.status().idle == 1, timeout=3, message="mine returned")
-    assert other.status().idle == 1 and reaper.by_event == 1
+    wait_for(lambda: reaper.by_event == 1, timeout=1, message="the reaper to count it")
+    assert other.status().idle == 1
 
 
 def test_bad_sweep_interval_is_refused(r: redis.Redis) -> None:

@@ -5,8 +5,11 @@ expire when their holder dies, and every lease carries a fencing token that
 the worker itself checks.
 """
 
+from . import doubler
 from .errors import (
     CheckoutTimeout,
+    JobFailed,
+    JobTimeout,
     LeaseLost,
     PoolCorrupted,
     PoolError,
@@ -23,6 +26,8 @@ __all__ = [
     "DEFAULT_LEASE_TTL",
     "STRATEGIES",
     "CheckoutTimeout",
+    "JobFailed",
+    "JobTimeout",
     "Lease",
     "LeaseInfo",
     "LeaseLost",
@@ -36,4 +41,5 @@ __all__ = [
     "Reaper",
     "WorkerInfo",
     "WorkerLost",
+    "doubler",
 ]

@@ -11,11 +11,14 @@ __all__ = [
     "CODES",
     "OK",
     "CheckoutTimeout",
+    "JobFailed",
+    "JobTimeout",
     "LeaseLost",
     "PoolCorrupted",
     "PoolError",
     "PoolFull",
     "PoolUnavailable",
+    "WorkerIdTaken",
     "WorkerLost",
     "raise_for",
 ]
@@ -54,6 +57,30 @@ class WorkerLost(LeaseLost):
     """The lease ended because its worker process died."""
 
 
+class WorkerIdTaken(PoolError):
+    """A worker process tried to register an id that a live worker (or a worker
+    added by hand) holds."""
+
+
+class JobFailed(PoolError):
+    """A job sent with ``lease.run`` raised on the worker, or was refused there.
+
+    ``remote_type`` is the qualified name of the remote exception type,
+    ``remote_message`` its message.
+    """
+
+    def __init__(
+        self, message: str, *, remote_type: str = "", remote_message: str = "", **where: str | None
+    ) -> None:
+        super().__init__(message, **where)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+
+
+class JobTimeout(JobFailed, TimeoutError):
+    """A job did not finish in its timeout (on the worker, or while the client waited)."""
+
+
 class PoolUnavailable(PoolError):
     """Redis could not be reached or did not answer in time."""
 
@@ -69,6 +96,7 @@ QUEUED = 2
 NOT_HELD = 3
 UNKNOWN_WORKER = 4
 WORKER_DEAD = 5
+ID_TAKEN = 6
 
 CODES: dict[int, tuple[type[PoolError] | None, str]] = {
     OK: (None, "ok"),
@@ -77,6 +105,7 @@ CODES: dict[int, tuple[type[PoolError] | None, str]] = {
     NOT_HELD: (LeaseLost, "the lease has ended"),
     UNKNOWN_WORKER: (PoolError, "no such worker in the pool"),
     WORKER_DEAD: (WorkerLost, "the worker process died"),
+    ID_TAKEN: (WorkerIdTaken, "a live worker holds this id"),
 }
 
 

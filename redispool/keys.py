@@ -108,6 +108,45 @@ class PoolKeys:
         """List: where a checkin hands a worker to the waiter ``ticket``."""
         return self.prefix + "wake:" + ticket
 
+    @property
+    def heartbeats(self) -> str:
+        """Sorted set: id of a worker run by a process -> heartbeat deadline (server ms)."""
+        return self.prefix + "heartbeats"
+
+    @property
+    def incarnations(self) -> str:
+        """Hash: worker id -> incarnation (one per process start) that holds the id."""
+        return self.prefix + "incarnations"
+
+    @property
+    def dead_leases(self) -> str:
+        """Sorted set: token -> server ms when that lease ended because its worker died."""
+        return self.prefix + "dead_leases"
+
+    @property
+    def jobs(self) -> str:
+        """Hash: worker id -> jobs it has started."""
+        return self.prefix + "jobs"
+
+    @property
+    def overflow(self) -> str:
+        """Set: overflow workers (started on demand, leave when idle)."""
+        return self.prefix + "overflow"
+
+    def alive(self, worker_id: str) -> str:
+        """String with a TTL: the incarnation of ``worker_id`` while its process beats."""
+        return self.prefix + "alive:" + worker_id
+
+    def queue(self, worker_id: str) -> str:
+        """Name of the RQ queue of ``worker_id`` (RQ keys it ``rq:queue:<name>``;
+        the hash tag keeps it in the pool's slot)."""
+        return self.prefix + "queue:" + worker_id
+
+    def alive_worker(self, key: str) -> str | None:
+        """The worker id of an alive key of this pool, else None."""
+        head = self.prefix + "alive:"
+        return key[len(head) :] if key.startswith(head) else None
+
     def lease_worker(self, key: str) -> str | None:
         """The worker id of a lease key of this pool, else None."""
         head = self.prefix + "lease:"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time as mod_time
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -46,6 +47,8 @@ class Lease:
         self.deadline = deadline
         self.renewed_at = mod_time.monotonic()
         self._closed = False
+        #: True once the lease is known to have ended because its worker died.
+        self.worker_died = False
 
     @property
     def active(self) -> bool:
@@ -69,6 +72,14 @@ class Lease:
         lease had already ended (then :attr:`lost` is set, unless this lease
         was checked in before)."""
         return self.pool.checkin(self)
+
+    def run(self, func: Callable[..., Any] | str, *args: Any, timeout: float = 30.0) -> Any:
+        """Run the registered function ``func(*args)`` on this lease's worker and
+        return its result (JSON in, JSON out). See :func:`redispool.jobs.run`
+        for the errors it raises."""
+        from .jobs import run
+
+        return run(self, func, *args, timeout=timeout)
 
     def _mark_closed(self) -> bool:
         """Mark checked in; False if it already was."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from . import liveness
 from .errors import PoolError
 from .keys import NAMESPACE, pool_name_from_key, validate_pool_name
 from .pool import Pool
@@ -100,7 +101,8 @@ class Reaper:
         total = 0
         for name in self._known_pools():
             try:
-                total += self._pool(name).reclaim_expired()
+                pool = self._pool(name)
+                total += pool.reclaim_expired() + liveness.reap(pool)[0]
             except (ValueError, PoolError) as exc:
                 log.warning("sweep of pool %s failed: %s", name, exc)
         if total:
@@ -115,6 +117,8 @@ class Reaper:
         pool = self._pool(name)
         worker = pool.keys.lease_worker(key)
         if worker is None:
+            if pool.keys.alive_worker(key) is not None:  # a worker's heartbeat lapsed
+                self.by_event += liveness.reap(pool)[0]
             return
         returned = pool.reclaim_expired()
         if returned:

@@ -29,9 +29,13 @@ SCRIPT_NAMES = (
     "checkin",
     "checkout",
     "configure",
+    "leave_worker",
+    "reap_workers",
     "reclaim",
+    "register_worker",
     "remove_worker",
     "renew",
+    "start_job",
     "status",
     "wait_tick",
 )

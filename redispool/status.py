@@ -28,6 +28,8 @@ class PoolStatus:
     waiting: int
     draining: int = 0
     expired: int = 0
+    dead: int = 0
+    overflow: int = 0
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class WorkerInfo:
     pid: int | None
     token: int | None = None
     draining: bool = False
+    jobs: int = 0
+    overflow: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,13 @@ def read_workers(pool: Pool) -> list[WorkerInfo]:
         pipe.hgetall(k.workers)
         pipe.zrange(k.deadlines, 0, -1)
         pipe.smembers(k.draining)
-        meta, leased, draining = pipe.execute()
+        pipe.hgetall(k.jobs)
+        pipe.smembers(k.overflow)
+        meta, leased, draining, jobs, overflow = pipe.execute()
     busy = {text(w) for w in leased}
     gone = {text(w) for w in draining}
+    counts = {text(w): int(n) for w, n in jobs.items()}
+    surplus = {text(w) for w in overflow}
     metas = {text(w): text(m) for w, m in meta.items()}
     tokens: dict[str, int | None] = {}
     if busy:
@@ -90,7 +98,8 @@ def read_workers(pool: Pool) -> list[WorkerInfo]:
     for wid in sorted(metas):
         host, pid = _parse_meta(metas[wid])
         state = "busy" if wid in busy else "idle"
-        result.append(WorkerInfo(wid, state, host, pid, tokens.get(wid), wid in gone))
+        done, extra = counts.get(wid, 0), wid in surplus
+        result.append(WorkerInfo(wid, state, host, pid, tokens.get(wid), wid in gone, done, extra))
     return result
 
 

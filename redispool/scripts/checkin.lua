@@ -8,12 +8,14 @@
 
   KEYS[1..9]  the pool's common keys (see includes/pool.lua)
   KEYS[10]    lease      string 'token|holder' with a TTL
+  KEYS[11]    dead_leases zset  token -> ms its worker was found dead (optional)
   ARGV[1]     worker_id
   ARGV[2]     token      decimal fencing token of the caller's lease
 
   Returns
     {OK}         the worker was returned
     {NOT_HELD}   the lease had already ended; nothing changed for it
+    {WORKER_DEAD} it had ended because its worker process died
 ]]
 -- @include pool
 
@@ -25,6 +27,7 @@ local now, now_us = server_time()
 local value = rcall('GET', lease)
 if not value or token_of(value) ~= token then
   sweep(now, now_us, 16)
+  if KEYS[11] and rcall('ZSCORE', KEYS[11], token) then return {5} end  -- WORKER_DEAD
   return {NOT_HELD}
 end
 rcall('DEL', lease)

@@ -1,0 +1,67 @@
+--[[
+  Helpers of the scripts about worker processes (inlined where a script says
+  `-- @include workers`, after `-- @include pool`). After the pool's nine
+  common KEYS they expect:
+    KEYS[10] heartbeats    zset   id of a process-run worker -> heartbeat
+                                  deadline (server ms)
+    KEYS[11] incarnations  hash   worker id -> incarnation holding the id
+    KEYS[12] dead_leases   zset   token -> server ms when that lease ended
+                                  because its worker died
+    KEYS[13] jobs          hash   worker id -> jobs started
+    KEYS[14] overflow      set    overflow worker ids
+  A worker's alive key is the prefix plus 'alive:<id>' (its incarnation,
+  with a TTL).
+]]
+local WORKER_DEAD, ID_TAKEN = 5, 6
+
+-- How long the reason of a lease ended by a dead worker is remembered.
+local DEAD_LEASE_MEMORY_MS = 86400000
+
+local W = {
+  heartbeats = KEYS[10], incarnations = KEYS[11], dead = KEYS[12], jobs = KEYS[13],
+  overflow = KEYS[14],
+}
+
+local function alive_key(wid)
+  return K.prefix .. 'alive:' .. wid
+end
+
+-- Refresh the liveness of `wid` for `ttl` ms.
+local function beat(wid, incarnation, ttl, now)
+  rcall('SET', alive_key(wid), incarnation, 'PX', ttl)
+  rcall('ZADD', W.heartbeats, now + ttl, wid)
+end
+
+-- Remove `wid`, whose process died, from the pool. Its lease (if any) ends
+-- and its token is remembered as ended by a dead worker.
+local function bury(wid, now)
+  local lease = K.prefix .. 'lease:' .. wid
+  local value = rcall('GET', lease)
+  if value then
+    rcall('ZADD', W.dead, now, token_of(value))
+    rcall('DEL', lease)
+  end
+  rcall('ZREMRANGEBYSCORE', W.dead, '-inf', '(' .. fmt(now - DEAD_LEASE_MEMORY_MS))
+  rcall('ZREM', K.deadlines, wid)
+  rcall('LREM', K.idle, 0, wid)
+  rcall('HDEL', K.workers, wid)
+  rcall('SREM', K.draining, wid)
+  rcall('ZREM', W.heartbeats, wid)
+  rcall('HDEL', W.incarnations, wid)
+  rcall('HDEL', W.jobs, wid)
+  rcall('SREM', W.overflow, wid)
+  rcall('DEL', alive_key(wid))
+end
+
+-- Bury up to `limit` workers whose heartbeat lapsed. Returns how many.
+local function reap(now, limit)
+  local due = rcall('ZRANGEBYSCORE', W.heartbeats, '-inf', '(' .. fmt(now), 'LIMIT', 0, limit)
+  local count = 0
+  for _, wid in ipairs(due) do
+    if rcall('EXISTS', alive_key(wid)) == 0 then
+      bury(wid, now)
+      count = count + 1
+    end
+  end
+  return count
+end

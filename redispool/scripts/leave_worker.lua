@@ -1,0 +1,43 @@
+--[[
+  leave_worker: a worker process leaves the pool.
+
+  Acts only for the incarnation that holds the id.
+    mode 'drain'  an idle worker leaves now; a leased one is marked draining
+                  and leaves when its lease ends (checkin or expiry)
+    mode 'idle'   leaves only if idle (an overflow worker done waiting)
+    mode 'exit'   the process is exiting: everything about the worker goes;
+                  a lease still held ends as "worker dead"
+
+  KEYS[1..14] the pool's common keys and the workers keys (see
+              includes/pool.lua and includes/workers.lua)
+  ARGV[1]     worker_id
+  ARGV[2]     incarnation
+  ARGV[3]     mode        'drain' | 'idle' | 'exit'
+
+  Returns
+    {OK, 1}            the worker has left
+    {OK, 2}            leased: it leaves when the lease ends ('drain')
+    {FULL}             leased: it stays ('idle')
+    {UNKNOWN_WORKER}   this incarnation does not hold the id
+]]
+-- @include pool
+-- @include workers
+
+local wid, incarnation, mode = ARGV[1], ARGV[2], ARGV[3]
+
+if rcall('HGET', W.incarnations, wid) ~= incarnation then return {UNKNOWN_WORKER} end
+local now = server_time()
+if mode == 'exit' then
+  bury(wid, now)
+  return {OK, 1}
+end
+if rcall('HEXISTS', K.workers, wid) == 0 then return {OK, 1} end
+if rcall('ZSCORE', K.deadlines, wid) then
+  if mode == 'idle' then return {FULL} end
+  rcall('SADD', K.draining, wid)
+  return {OK, 2}
+end
+rcall('LREM', K.idle, 0, wid)
+rcall('HDEL', K.workers, wid)
+rcall('SREM', W.overflow, wid)
+return {OK, 1}

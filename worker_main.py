@@ -1,0 +1,136 @@
+"""Run this host's workers of a pool: ``python worker_main.py --url redis://... --pool doublers``.
+
+Starts a supervisor, one Reaper for the pool and ``--workers`` worker
+processes that run the jobs sent to them (the doubler by default). SIGTERM or
+Ctrl-C drains: idle workers leave at once, busy ones when their lease ends;
+then it exits 0. Every option can also come from the environment variable
+named in ``--help`` (``REDISPOOL_URL``, ``REDISPOOL_POOL``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import click
+
+from redispool.jobs import DEFAULT_FUNCTIONS, parse_functions
+from redispool.keys import validate_pool_name
+from redispool.supervisor import Supervisor, SupervisorSettings
+from redispool.worker import LOG_FORMAT
+
+
+def _pool_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return validate_pool_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _functions(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> frozenset[str]:
+    try:
+        return parse_functions(value) | DEFAULT_FUNCTIONS
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--url", "-u", envvar="REDISPOOL_URL", required=True, help="Redis URL.")
+@click.option(
+    "--pool", "-p", envvar="REDISPOOL_POOL", required=True, callback=_pool_name, help="Pool name."
+)
+@click.option(
+    "--workers",
+    "-w",
+    envvar="REDISPOOL_WORKERS",
+    default=4,
+    type=click.IntRange(0, 1000),
+    help="Worker processes on this host.",
+)
+@click.option(
+    "--max-overflow",
+    envvar="REDISPOOL_MAX_OVERFLOW",
+    default=0,
+    type=click.IntRange(0, 1000),
+    help="Extra workers started while clients wait and none is idle.",
+)
+@click.option(
+    "--overflow-idle",
+    envvar="REDISPOOL_OVERFLOW_IDLE",
+    default=10.0,
+    type=click.FloatRange(0.1, 86400),
+    help="Seconds an overflow worker stays idle.",
+)
+@click.option(
+    "--worker-id-prefix",
+    envvar="REDISPOOL_WORKER_ID_PREFIX",
+    default=None,
+    help="Worker ids are <prefix>-<n>; default <host>-<pid>.",
+)
+@click.option(
+    "--lease-ttl",
+    envvar="REDISPOOL_LEASE_TTL",
+    default=None,
+    type=click.FloatRange(0.01, 7 * 86400),
+    help="Lease TTL of a new pool, seconds.",
+)
+@click.option(
+    "--heartbeat-ttl",
+    envvar="REDISPOOL_HEARTBEAT_TTL",
+    default=5.0,
+    type=click.FloatRange(0.1, 3600),
+    help="A worker whose heartbeat is this old counts as dead, seconds.",
+)
+@click.option(
+    "--sweep-interval",
+    envvar="REDISPOOL_SWEEP_INTERVAL",
+    default=1.0,
+    type=click.FloatRange(0.01, 3600),
+    help="Reaper sweep interval, seconds.",
+)
+@click.option(
+    "--function",
+    "functions",
+    envvar="REDISPOOL_FUNCTIONS",
+    multiple=True,
+    callback=_functions,
+    help="Dotted name of a function workers may run, besides the doubler (repeat).",
+)
+@click.option(
+    "--log-level",
+    envvar="REDISPOOL_LOG_LEVEL",
+    default="INFO",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def main(
+    url: str,
+    pool: str,
+    workers: int,
+    max_overflow: int,
+    overflow_idle: float,
+    worker_id_prefix: str | None,
+    lease_ttl: float | None,
+    heartbeat_ttl: float,
+    sweep_interval: float,
+    functions: frozenset[str],
+    log_level: str,
+) -> None:
+    """Run this host's worker processes of POOL, supervised, until SIGTERM or Ctrl-C."""
+    logging.basicConfig(stream=sys.stderr, level=log_level.upper(), format=LOG_FORMAT)
+    settings = SupervisorSettings(
+        url=url, pool=pool, workers=workers, max_overflow=max_overflow,
+        overflow_idle=overflow_idle, worker_id_prefix=worker_id_prefix, lease_ttl=lease_ttl,
+        heartbeat_ttl=heartbeat_ttl, sweep_interval=sweep_interval,
+        functions=tuple(sorted(functions)),
+    )  # fmt: skip
+    supervisor = Supervisor(settings)
+    signal.signal(signal.SIGTERM, supervisor.request_drain)
+    signal.signal(signal.SIGINT, supervisor.request_drain)
+    sys.exit(supervisor.run())
+
+
+if __name__ == "__main__":
+    main()

@@ -33,7 +33,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
@@ -41,6 +40,7 @@ from redispool import CheckoutTimeout, Pool, scripts
 from redispool.server import EmbeddedServer
 
 BATCH = 20  # cycles between clock reads in a timed loop
+SLICES = 10  # slices a round of interleaved loops is cut into
 DEAD_HOLDERS = 20
 DEAD_TTL = 0.5
 CONTENDERS, CONTENDED_WORKERS = 8, 2
@@ -126,8 +126,8 @@ def fresh_name(what: str) -> str:
     return f"bench-{what}-{uuid.uuid4().hex[:8]}"
 
 
-def rate(cycle: Callable[[], object], seconds: float) -> float:
-    """Calls of ``cycle`` per second over about ``seconds``."""
+def timed(cycle: Callable[[], object], seconds: float) -> tuple[int, float]:
+    """Run ``cycle`` for about ``seconds``; (calls, seconds taken)."""
     count, start = 0, time.perf_counter()
     end = start + seconds
     while True:
@@ -136,13 +136,29 @@ def rate(cycle: Callable[[], object], seconds: float) -> float:
         count += BATCH
         now = time.perf_counter()
         if now >= end:
-            return count / (now - start)
+            return count, now - start
 
 
-def rotated(items: Sequence[Any], by: int) -> list[Any]:
-    """``items`` rotated left by ``by``: each round runs its loops in another order."""
-    by %= len(items)
-    return [*items[by:], *items[:by]]
+def compare(loops: dict[str, Callable[[], object]], cfg: Settings) -> dict[str, list[float]]:
+    """Calls/s of each loop, one figure per round.
+
+    A round interleaves the loops in short slices, in a rotating order, so a burst of
+    load from elsewhere on the machine slows every loop of the round alike and ratios
+    taken within a round stay fair.
+    """
+    for loop in loops.values():  # warm up: scripts loaded, connections made
+        timed(loop, 0.05)
+    names = list(loops)
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(cfg.rounds):
+        done = dict.fromkeys(names, (0, 0.0))
+        for i in range(SLICES):
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                count, took = timed(loops[name], cfg.cycle_seconds / SLICES)
+                done[name] = (done[name][0] + count, done[name][1] + took)
+        for name, (count, took) in done.items():
+            runs[name].append(count / took)
+    return runs
 
 
 def pool_cycle(pool: Pool, auto_renew: bool) -> Callable[[], None]:
@@ -172,12 +188,7 @@ def bench_one_client(r: redis.Redis, cfg: Settings, report: Report) -> None:
         "lock": lock_cycle,
         "ping": r.ping,
     }
-    for loop in loops.values():  # warm up: scripts loaded, connections made
-        rate(loop, 0.05)
-    runs: dict[str, list[float]] = {name: [] for name in loops}
-    for i in range(cfg.rounds):
-        for name in rotated(list(loops), i):
-            runs[name].append(rate(loops[name], cfg.cycle_seconds))
+    runs = compare(loops, cfg)
     pool.close()
     pool_vs_lock = [p / lk for p, lk in zip(runs["pool"], runs["lock"], strict=True)]
     renew_vs_lock = [p / lk for p, lk in zip(runs["pool_renew"], runs["lock"], strict=True)]
@@ -424,12 +435,7 @@ def bench_scale(r: redis.Redis, cfg: Settings, report: Report) -> None:
         raise RuntimeError(f"big pool has {status}, expected {BIG_POOL} idle workers")
     report.note(f"added {BIG_POOL:,} workers in {took:.1f} s (add_worker script, pipelined)")
     loops = {"small": pool_cycle(small, False), "big": pool_cycle(big, False)}
-    for loop in loops.values():
-        rate(loop, 0.05)
-    runs: dict[str, list[float]] = {"small": [], "big": []}
-    for i in range(cfg.rounds):
-        for name in rotated(list(loops), i):
-            runs[name].append(rate(loops[name], cfg.cycle_seconds))
+    runs = compare(loops, cfg)
     small.close(), big.close()
     report.line(f"pool of {SMALL_POOL}: checkout+checkin (no renew)", runs["small"], "cycles/s")
     report.line(f"pool of {BIG_POOL:,}: checkout+checkin (no renew)", runs["big"], "cycles/s")

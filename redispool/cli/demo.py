@@ -16,7 +16,7 @@ import sys
 import threading
 import time as mod_time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,6 +28,7 @@ from ..keys import PoolKeys
 from ..lease import Lease
 from ..pool import Pool
 from ..status import WorkerInfo
+from ..wire import text
 from .app import EXIT_REFUSED, CliError, Connection, cli, redact
 
 __all__ = ["demo"]
@@ -138,13 +139,12 @@ def step_checkouts(story: Story, pool: Pool) -> list[Lease]:
     return [again, *leases]
 
 
-def step_double(story: Story, pool: Pool, host: WorkerHost) -> None:
+def step_double(story: Story, lease: Lease, host: WorkerHost) -> None:
     """``double 21`` answers 42 while the worker logs 'Doubling 21'."""
     from ..doubler import compute
 
-    with pool.lease(timeout=5) as lease:
-        answer = compute(lease, 21, timeout=10)
-        story.say(f"Doubler.compute(w4, 21) on worker {lease.worker_id} -> {answer}")
+    answer = compute(lease, 21, timeout=10)
+    story.say(f"Doubler.compute(w4, 21) on worker {lease.worker_id} -> {answer}")
     logged = story.wait("the worker's 'Doubling 21' log line",
                         lambda: host.line_with("Doubling 21", 0.1), timeout=5)
     story.say(f"  worker log: {logged.strip()}")
@@ -162,8 +162,8 @@ def step_client_dies(story: Story, pool: Pool, url: str) -> None:
     story.say(f"  pool: {pool.status().idle} idle, {pool.status().busy} busy; "
               f"nobody renews that lease ({DEMO_LEASE_TTL:g}s TTL)")
     story.wait(f"worker {worker} back idle", lambda: _idle_workers(pool, WORKERS), timeout=10)
-    story.say(f"worker {worker} is idle again {mod_time.monotonic() - died:.2f}s later: "
-              "its lease expired and the reaper returned it")
+    story.say(f"worker {worker} is idle again {mod_time.monotonic() - died:.2f}s after the "
+              "client exited: its lease expired and the reaper returned it")
 
 
 def step_worker_killed(story: Story, pool: Pool) -> None:
@@ -184,34 +184,66 @@ def step_worker_killed(story: Story, pool: Pool) -> None:
               f"{new.id} pid {new.pid}; {len(fresh)} workers idle")
 
 
-def run_story(story: Story, url: str, pool: Pool) -> None:
+def run_story(story: Story, url: str, pool: Pool, seen: set[str]) -> None:
+    """Every step, in order; the worker ids it met are added to ``seen``."""
     host = WorkerHost(url, pool.name, WORKERS)
     try:
         story.say(f"started worker_main.py (pid {host.proc.pid}) with {WORKERS} workers")
         ready = story.wait(f"{WORKERS} workers registered",
                            lambda: _idle_workers(pool, WORKERS), timeout=15)
+        seen.update(w.id for w in ready)
         story.say("workers idle: " + ", ".join(f"{w.id} (pid {w.pid})" for w in ready))
         leases = step_checkouts(story, pool)
+        step_double(story, leases[0], host)
         for lease in leases:
             lease.checkin()
         story.say(f"checked in all {len(leases)} workers")
-        step_double(story, pool, host)
         step_client_dies(story, pool, url)
         step_worker_killed(story, pool)
     finally:
+        with contextlib.suppress(Exception):
+            seen.update(w.id for w in pool.workers())
         code = host.stop()
         story.say(f"stopped worker_main.py (pid {host.proc.pid}, exit status {code})")
 
 
-def delete_pool(client: redis.Redis, name: str) -> int:
-    """Delete every key of pool ``name``; how many there were."""
-    keys = list(client.scan_iter(match=PoolKeys(name).prefix + "*"))
+def _rq_keys(client: redis.Redis, name: str, worker_ids: Iterable[str]) -> set[str]:
+    """RQ's keys for the pool's queues (``rq:<kind>:<queue>``), the jobs in their
+    registries, and the RQ workers of ``worker_ids`` (``rq:worker:<id>.<suffix>``)."""
+    prefix = PoolKeys(name).prefix
+    registries = {text(k) for k in client.scan_iter(match=f"rq:*{prefix}*")}
+    found = set(registries)
+    for wid in worker_ids:
+        found.update(text(k) for k in client.scan_iter(match=f"rq:worker:{wid}.*"))
+    for key in registries:
+        kind = text(client.type(key))
+        if kind == "zset":  # finished, failed, started, ... : job ids
+            for job in (text(m).split(":")[0] for m in client.zrange(key, 0, -1)):
+                found.update((f"rq:job:{job}", f"rq:results:{job}"))
+        elif kind == "set" and key.startswith("rq:workers:"):
+            found.update(text(m) for m in client.smembers(key))
+    return found
+
+
+def delete_pool(client: redis.Redis, name: str, worker_ids: Iterable[str] = ()) -> int:
+    """Delete every key of pool ``name`` and RQ's keys of its queues, jobs and
+    workers; how many keys there were."""
+    keys = {text(k) for k in client.scan_iter(match=PoolKeys(name).prefix + "*")}
+    keys |= _rq_keys(client, name, worker_ids)
+    for shared in ("rq:queues", "rq:workers"):  # sets of queue and worker keys
+        prefix = PoolKeys(name).prefix
+        stale = [m for m in client.smembers(shared) if text(m) in keys or prefix in text(m)]
+        if stale:
+            client.srem(shared, *stale)
     return int(client.delete(*keys)) if keys else 0
 
 
 @contextlib.contextmanager
-def demo_redis(ctx: click.Context, story: Story) -> Iterator[tuple[str, str]]:
-    """The (url, pool name) to use: a throwaway server, or a pool of its own at the given URL."""
+def demo_redis(
+    ctx: click.Context, story: Story, seen: set[str]
+) -> Iterator[tuple[str, str]]:
+    """The (url, pool name) to use: a throwaway server, or a pool of its own at the given
+    URL, deleted at the end with the RQ keys of the workers in ``seen``."""
     conn: Connection = ctx.obj
     given = ctx.parent is not None and ctx.parent.get_parameter_source("url") not in (
         click.core.ParameterSource.DEFAULT, None)
@@ -222,7 +254,7 @@ def demo_redis(ctx: click.Context, story: Story) -> Iterator[tuple[str, str]]:
         try:
             yield conn.url, name
         finally:
-            story.say(f"deleted the {delete_pool(conn.client, name)} keys of pool {name}")
+            story.say(f"deleted the {delete_pool(conn.client, name, seen)} keys of pool {name}")
         return
     from ..server import EmbeddedServer, ServerError
 
@@ -246,12 +278,12 @@ def demo(ctx: click.Context) -> None:
 
     Without --url it starts a throwaway server; with one it uses a pool of its own there.
     """
-    story = Story()
-    with demo_redis(ctx, story) as (url, name):
+    story, seen = Story(), set[str]()
+    with demo_redis(ctx, story, seen) as (url, name):
         pool = Pool(name, url)
         try:
             pool.configure(lease_ttl=DEMO_LEASE_TTL)
-            run_story(story, url, pool)
+            run_story(story, url, pool, seen)
         finally:
             pool.close()
     story.say("done")

@@ -15,10 +15,11 @@ Two kinds of numbers:
   process's :class:`~redispool.Reaper`), ``redispool_worker_restarts_total{pool}``,
   ``redispool_jobs_total{pool,outcome=ok|failed}``.
 
-A worker host needs two lines::
+A worker host needs one line, and two more where it has the objects::
 
-    metrics = start_metrics(port, pool_name, client=client, reaper=reaper)
-    metrics.worker_restarts.labels(pool_name).inc()   # where a worker is replaced
+    metrics = start_metrics(port, pool_name, url=url)  # pool gauges, jobs per worker
+    metrics.watch_reaper(reaper)                        # leases reclaimed, by event/sweep
+    metrics.worker_restarts.labels(pool_name).inc()     # where a dead worker is replaced
 """
 
 from __future__ import annotations
@@ -77,21 +78,26 @@ class PoolCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         gauges: dict[str, GaugeMetricFamily] = {}
+        jobs = GaugeMetricFamily("redispool_worker_jobs", "Jobs each registered worker started",
+                                 labels=["pool", "worker"])
         up = 1
         try:
             for name in self.names or discover_pools(self.client):
-                numbers = dataclasses.asdict(self._pool(name).status())
-                for field, value in numbers.items():
+                pool = self._pool(name)
+                for field, value in dataclasses.asdict(pool.status()).items():
                     if field not in gauges:
                         gauges[field] = GaugeMetricFamily(
                             f"redispool_pool_{field}", f"Workers of the pool: {field}",
                             labels=["pool"],
                         )
                     gauges[field].add_metric([name], value)
+                for worker in pool.workers():
+                    jobs.add_metric([name, worker.id], getattr(worker, "jobs", 0))
         except (PoolError, redis.RedisError) as exc:
             log.warning("metrics scrape could not read the pools: %s", exc)
             up = 0
         yield from gauges.values()
+        yield jobs
         yield GaugeMetricFamily("redispool_up", "1 if the last scrape read Redis", value=up)
         if self.reaper is not None:
             reclaimed = CounterMetricFamily(
@@ -131,6 +137,10 @@ class Metrics:
         reg.register(self.collector)
         self._server: Any = None
         self.port: int | None = None
+
+    def watch_reaper(self, reaper: Reaper) -> None:
+        """Report ``reaper``'s counts as ``redispool_leases_reclaimed_total``."""
+        self.collector.reaper = reaper
 
     def checkout(self, pool: Pool, **kwargs: Any) -> Lease:
         """``pool.checkout(**kwargs)``, counted and timed."""

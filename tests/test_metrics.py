@@ -140,3 +140,35 @@ def test_reaper_command_serves_pool_numbers_and_leases_it_reclaimed(
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=5)
+
+
+def test_worker_main_serves_pool_numbers_and_jobs_per_worker(redis_url: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "worker_main.py"), "--url", redis_url, "--pool", "dbl",
+         "--workers", "2", "--metrics-port", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    pool = Pool("dbl", redis_url)
+    try:
+        assert proc.stderr is not None
+        address = re.compile(r"serving metrics on [\d.]+:(\d+)")
+        line = wait_for(lambda: address.search(proc.stderr.readline()), timeout=10,
+                        message="the metrics address in worker_main's log")
+        port = int(line.group(1))  # type: ignore[attr-defined]
+        idle = ("redispool_pool_idle", (("pool", "dbl"),))
+        wait_for(lambda: scrape(port).get(idle) == 2, timeout=15, message="2 idle workers")
+        from redispool.doubler import compute
+
+        with pool.lease(timeout=5) as lease:
+            assert compute(lease, 21) == 42
+            worker = lease.worker_id
+        jobs = scrape(port)[("redispool_worker_jobs", (("pool", "dbl"), ("worker", worker)))]
+        assert jobs == 1
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+        assert proc.returncode == 0
+    finally:
+        pool.close()
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)

@@ -17,6 +17,7 @@ import click
 
 from redispool.jobs import DEFAULT_FUNCTIONS, parse_functions
 from redispool.keys import validate_pool_name
+from redispool.metrics import start_metrics
 from redispool.supervisor import Supervisor, SupervisorSettings
 from redispool.worker import LOG_FORMAT
 
@@ -105,6 +106,13 @@ def _functions(
     default="INFO",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
+@click.option(
+    "--metrics-port",
+    envvar="REDISPOOL_METRICS_PORT",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port (0: any free port, logged).",
+)
 def main(
     url: str,
     pool: str,
@@ -117,6 +125,7 @@ def main(
     sweep_interval: float,
     functions: frozenset[str],
     log_level: str,
+    metrics_port: int | None,
 ) -> None:
     """Run this host's worker processes of POOL, supervised, until SIGTERM or Ctrl-C."""
     logging.basicConfig(stream=sys.stderr, level=log_level.upper(), format=LOG_FORMAT)
@@ -127,6 +136,8 @@ def main(
         functions=tuple(sorted(functions)),
     )  # fmt: skip
     supervisor = Supervisor(settings)
+    if metrics_port is not None:
+        start_metrics(metrics_port, pool, url=url)
     signal.signal(signal.SIGTERM, supervisor.request_drain)
     signal.signal(signal.SIGINT, supervisor.request_drain)
     sys.exit(supervisor.run())

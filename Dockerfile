@@ -6,7 +6,7 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY redispool ./redispool
-RUN pip install ".[fast]"
+RUN pip install . "hiredis>=3.0"
 COPY worker_main.py ./
 
 USER nobody

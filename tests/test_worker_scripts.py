@@ -1,0 +1,163 @@
+"""The worker-process scripts' logic on fakeredis: registration, fence, burial, leaving.
+
+Expiry is simulated by deleting the alive key and backdating the heartbeat;
+real expiry and real processes are in test_worker.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import fakeredis
+import pytest
+
+from redispool import Pool, WorkerLost, errors, liveness, scripts
+from redispool.errors import WorkerIdTaken
+from redispool.liveness import Incarnation
+from redispool.supervisor import BACKOFF_FIRST, Supervisor, SupervisorSettings, _Slot
+
+WORKER_SCRIPTS = ("leave_worker", "reap_workers", "register_worker", "start_job")
+
+
+@pytest.fixture
+def pool() -> Iterator[Pool]:
+    p = Pool("unit", redis=fakeredis.FakeRedis(), lease_ttl=5)
+    yield p
+    p.close()
+
+
+def me(worker_id: str = "w1", incarnation: str = "inc-a", overflow: bool = False) -> Incarnation:
+    return Incarnation(worker_id, incarnation, "host", 123, 1000, overflow)
+
+
+def die(pool: Pool, worker_id: str) -> None:
+    """What a lapsed heartbeat leaves behind: no alive key, a deadline in the past."""
+    pool.client.delete(pool.keys.alive(worker_id))
+    pool.client.zadd(pool.keys.heartbeats, {worker_id: 1})
+
+
+def test_each_worker_script_is_called_as_its_header_says(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shapes: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    real = scripts.Script.__call__
+
+    def record(self: scripts.Script, wire: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        shapes[self.name].add((len(keys), len(args)))
+        return real(self, wire, keys, args)
+
+    monkeypatch.setattr(scripts.Script, "__call__", record)
+    liveness.register(pool, me())
+    liveness.beat(pool, me())
+    lease = pool.checkout(block=False, auto_renew=False)
+    liveness.start_job(pool, me(), str(lease.token))
+    liveness.reap(pool, "w1", lease.token)
+    liveness.leave(pool, me(), "exit")
+    for name in WORKER_SCRIPTS:
+        assert name in scripts.SCRIPT_NAMES
+        header = re.search(r"--\[\[(.*?)\]\]", scripts.source_of(name), re.DOTALL)
+        assert header and header.group(1).strip().startswith(f"{name}:")
+        numbers = [int(n) for n in re.findall(r"KEYS\[(?:\d+\.\.)?(\d+)\]", header.group(1))]
+        nargs = max(int(n) for n in re.findall(r"ARGV\[(\d+)\]", header.group(1)))
+        assert shapes[name] == {(max(numbers), nargs)}, name
+
+
+def test_the_fence_lets_only_the_current_token_of_this_incarnation_run(pool: Pool) -> None:
+    assert liveness.register(pool, me()) is True
+    lease = pool.checkout(block=False, auto_renew=False)
+    assert liveness.start_job(pool, me(), str(lease.token)) == errors.OK
+    assert liveness.start_job(pool, me(), str(lease.token - 1)) == errors.NOT_HELD
+    assert liveness.start_job(pool, me(incarnation="inc-old"), str(lease.token)) == (
+        errors.UNKNOWN_WORKER
+    )
+    assert pool.workers()[0].jobs == 1
+    assert lease.checkin() is True
+    assert liveness.start_job(pool, me(), str(lease.token)) == errors.NOT_HELD
+
+
+def test_a_dead_worker_is_buried_and_its_lease_ends_as_worker_lost(pool: Pool) -> None:
+    liveness.register(pool, me())
+    lease = pool.checkout(block=False, auto_renew=False)
+    assert liveness.reap(pool, "w1", lease.token) == (0, errors.OK)
+    die(pool, "w1")
+    assert pool.status().dead == 1
+    assert liveness.reap(pool, "w1", lease.token) == (1, errors.WORKER_DEAD)
+    assert pool.workers() == [] and pool.status().dead == 0
+    with pytest.raises(WorkerLost):
+        lease.renew()
+    assert lease.checkin() is False and lease.worker_died
+    # A new incarnation never runs a job sent under the dead one's lease.
+    liveness.register(pool, me(incarnation="inc-b"))
+    assert liveness.start_job(pool, me(incarnation="inc-b"), str(lease.token)) == (
+        errors.WORKER_DEAD
+    )
+
+
+def test_a_live_or_hand_added_id_is_never_taken(pool: Pool) -> None:
+    liveness.register(pool, me())
+    with pytest.raises(WorkerIdTaken):
+        liveness.register(pool, me(incarnation="inc-b"))
+    pool.add_worker("manual")
+    with pytest.raises(WorkerIdTaken):
+        liveness.register(pool, me("manual"))
+    assert pool.client.zscore(pool.keys.heartbeats, "manual") is None  # no heartbeat to lapse
+    assert liveness.reap(pool) == (0, -1)
+    assert {w.id for w in pool.workers()} == {"w1", "manual"}
+
+
+def test_a_replacement_buries_the_incarnation_it_replaces_at_once(pool: Pool) -> None:
+    liveness.register(pool, me())
+    lease = pool.checkout(block=False, auto_renew=False)
+    liveness.register(pool, me(incarnation="inc-b"), replaces="inc-a")
+    assert pool.client.zscore(pool.keys.dead_leases, lease.token) is not None
+    assert pool.status().idle == 1
+
+
+def test_registration_comes_back_after_flushdb_but_not_after_leaving(pool: Pool) -> None:
+    liveness.register(pool, me())
+    assert liveness.beat(pool, me()) == "beat"
+    pool.client.flushdb()
+    assert liveness.beat(pool, me()) == "registered"
+    assert pool.status().idle == 1
+    assert liveness.leave(pool, me(), "drain") == 1
+    assert liveness.beat(pool, me(), reregister=False) == "gone"
+
+
+def test_a_leased_worker_drains_at_checkin_and_overflow_leaves_only_when_idle(
+    pool: Pool,
+) -> None:
+    extra = me("o1", "inc-o", overflow=True)
+    liveness.register(pool, me())
+    liveness.register(pool, extra)
+    assert pool.status().overflow == 1
+    first = pool.checkout(block=False, auto_renew=False)
+    second = pool.checkout(block=False, auto_renew=False)
+    busy = {first.worker_id: first, second.worker_id: second}
+    assert liveness.leave(pool, extra, "idle") == 0  # leased: stays
+    assert liveness.leave(pool, me(), "drain") == 2
+    busy["w1"].checkin()
+    assert liveness.beat(pool, me(), reregister=False) == "gone"
+    busy["o1"].checkin()
+    assert liveness.leave(pool, extra, "idle") == 1
+    assert pool.status().size == 0 and pool.status().overflow == 0
+
+
+def test_a_crashing_worker_is_restarted_with_growing_backoff() -> None:
+    supervisor = Supervisor(SupervisorSettings(url="redis://unused", pool="p"))
+    slot = _Slot("p-1", overflow=False)
+    delays = []
+    for _ in range(4):
+        slot.started, slot.proc = 100.0, _Exited()  # type: ignore[assignment]
+        supervisor._exited(slot, 1, now=100.5)
+        delays.append(round(slot.restart_at - 100.5, 3))
+    assert delays == [BACKOFF_FIRST, 2 * BACKOFF_FIRST, 4 * BACKOFF_FIRST, 8 * BACKOFF_FIRST]
+    slot.started, slot.proc = 0.0, _Exited()  # type: ignore[assignment]
+    supervisor._exited(slot, 1, now=100.0)  # ran long enough: backoff starts afresh
+    assert slot.restart_at == pytest.approx(100.0 + BACKOFF_FIRST)
+
+
+class _Exited:
+    pid = 4242

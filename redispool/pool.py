@@ -48,9 +48,16 @@ def _ttl_ms(value: float, what: str = "lease_ttl") -> int:
     return round(value * 1000)
 
 
+_holder: tuple[int, str] = (0, "")
+
+
 def holder_id() -> str:
     """``host:pid`` of this process, recorded with each lease for operators."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    global _holder
+    pid = os.getpid()
+    if _holder[0] != pid:
+        _holder = (pid, f"{socket.gethostname()}:{pid}")
+    return _holder[1]
 
 
 class Pool:

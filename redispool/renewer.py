@@ -10,6 +10,7 @@ marked lost too, since it has ended whatever the server says later.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time as mod_time
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ __all__ = ["Renewer"]
 log = logging.getLogger("redispool.renewer")
 
 RETRY_DELAY = 0.2  # seconds between attempts while Redis is unreachable
+IDLE_NAP = 1.0  # most seconds the thread sleeps with no lease (a third of the shortest TTL seen)
 
 
 class Renewer:
@@ -34,17 +36,22 @@ class Renewer:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._wake_at = math.inf  # when the thread wakes next (monotonic)
+        self._idle_nap = IDLE_NAP
 
     def add(self, lease: Lease) -> None:
         with self._cond:
             self._leases[lease.token] = lease
             if self._thread is None or not self._thread.is_alive():
                 self._stopping = False
+                self._wake_at = math.inf
                 self._thread = threading.Thread(
                     target=self._run, name=f"redispool-renewer-{self._pool.name}", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            self._idle_nap = min(self._idle_nap, lease.ttl / 3)
+            if lease.renewed_at + lease.ttl / 3 < self._wake_at:
+                self._cond.notify()  # due before the thread would wake: wake it now
 
     def discard(self, lease: Lease) -> None:
         with self._cond:
@@ -72,11 +79,14 @@ class Renewer:
                 while True:
                     if self._stopping:
                         return
+                    now = mod_time.monotonic()
                     due = self._next_due()
-                    wait = None if due is None else due - mod_time.monotonic()
-                    if wait is not None and wait <= 0:
+                    if due is None:  # idle: nap as long as a new lease could wait
+                        due = now + self._idle_nap
+                    elif due <= now:
                         break
-                    self._cond.wait(timeout=wait)
+                    self._wake_at = due
+                    self._cond.wait(timeout=due - now)
                 leases = list(self._leases.values())
             self._renew(leases)
 

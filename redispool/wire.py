@@ -17,10 +17,17 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from redis.connection import AbstractConnection
+
+_pack_command: Callable[[tuple[Any, ...]], bytes] | None
+try:  # hiredis packs a command in C; redis-py's packer loops over arguments in Python
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - without hiredis redis-py packs
+    _pack_command = None
 
 __all__ = ["Wire", "text"]
 
@@ -82,7 +89,10 @@ class Wire:
 
     def _roundtrip(self, conn: AbstractConnection, args: tuple[Any, ...]) -> Any:
         try:
-            conn.send_command(*args)
+            if _pack_command is not None:
+                conn.send_packed_command([_pack_command(args)], check_health=False)
+            else:
+                conn.send_command(*args)
             return conn.read_response()
         except redis.ResponseError:
             self._release(conn)

@@ -1,9 +1,9 @@
 --[[
   checkout: lease an idle worker, or queue the caller as a waiter.
 
-  Returns first the workers of expired leases (to the oldest waiters first),
-  then pops the idle list. A stray id in the idle list is dropped, never
-  leased twice.
+  Pops the idle list; when it is empty, first returns the workers of
+  expired leases (to the oldest waiters first). A stray id in the idle list
+  is dropped, never leased twice.
 
   KEYS[1..9]  the pool's common keys (see includes/pool.lua)
   ARGV[1]     ttl_ms     integer ms; 0 means the pool's lease_ttl_ms
@@ -27,9 +27,12 @@ local alive_ms = tonumber(ARGV[4])
 local now, now_us = server_time()
 if ttl <= 0 then ttl = pool_ttl_ms() end
 
-sweep(now, now_us, 16)
 local leased = take_idle(ttl, holder, now, now_us)
 if leased then return leased end
+if sweep(now, now_us, 16) > 0 then
+  leased = take_idle(ttl, holder, now, now_us)
+  if leased then return leased end
+end
 
 if ticket ~= '' then
   rcall('RPUSH', K.waitq, ticket)

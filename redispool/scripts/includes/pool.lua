@@ -44,10 +44,12 @@ end
 -- The next fencing token. A missing counter (lost data) restarts from the
 -- server clock in microseconds, above every token issued before the loss.
 local function issue_token(now_us)
-  if rcall('EXISTS', K.token) == 0 then
+  local token = rcall('INCR', K.token)
+  if token == 1 then
     rcall('SET', K.token, fmt(now_us))
+    token = rcall('INCR', K.token)
   end
-  return rcall('INCR', K.token)
+  return token
 end
 
 -- Lease worker `wid` to `holder` for `ttl` ms. Returns token, deadline.

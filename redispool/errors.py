@@ -14,6 +14,7 @@ __all__ = [
     "JobFailed",
     "JobTimeout",
     "LeaseLost",
+    "PoolAccessDenied",
     "PoolCorrupted",
     "PoolError",
     "PoolFull",
@@ -83,6 +84,10 @@ class JobTimeout(JobFailed, TimeoutError):
 
 class PoolUnavailable(PoolError):
     """Redis could not be reached or did not answer in time."""
+
+
+class PoolAccessDenied(PoolError):
+    """Redis refused the credentials, or the user lacks a command or key the pool needs."""
 
 
 class PoolCorrupted(PoolError):

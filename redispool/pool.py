@@ -35,6 +35,7 @@ log = logging.getLogger("redispool.pool")
 DEFAULT_LEASE_TTL = 10.0
 STRATEGIES = ("lifo", "fifo")
 MIN_TTL, MAX_TTL = 0.01, 7 * 24 * 3600.0
+DENIED = "Redis refused access (redispool.acl lists the rules a pool user needs)"
 SWEEP_BATCH = 1000
 #: Grace after a waiter's own timeout during which a handoff is still taken.
 HANDOFF_GRACE_MS = 100
@@ -100,6 +101,30 @@ class Pool:
 
     # -- running scripts ------------------------------------------------------
 
+    @contextlib.contextmanager
+    def redis_errors(self, operation: str, worker_id: str | None = None) -> Iterator[None]:
+        """Turn redis-py's errors inside the block into the pool's own.
+
+        Refused credentials or ACL rights: :class:`PoolAccessDenied`; Redis
+        unreachable or timing out: :class:`PoolUnavailable`; any other error
+        reply (a key of the wrong type, a junk value): :class:`PoolCorrupted`.
+        """
+        about = {"pool": self.name, "operation": operation, "worker_id": worker_id}
+        where = f"pool {self.name!r}: {operation}"
+        try:
+            yield
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            raise errors.PoolAccessDenied(f"{where}: {DENIED}: {exc}", **about) from exc
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise errors.PoolUnavailable(f"{where}: Redis unreachable: {exc}", **about) from exc
+        except redis.ResponseError as exc:
+            if _is_permission_error(exc):
+                raise errors.PoolAccessDenied(f"{where}: {DENIED}: {exc}", **about) from exc
+            raise errors.PoolCorrupted(
+                f"{where} failed; a key of the pool holds data redispool did not write: {exc}",
+                **about,
+            ) from exc
+
     def _run(
         self,
         script: str,
@@ -110,23 +135,8 @@ class Pool:
         worker_id: str | None = None,
     ) -> list[Any]:
         all_keys = (*self._common, *extra_keys) if keys is None else keys
-        try:
+        with self.redis_errors(script, worker_id):
             reply: list[Any] = scripts.load(script)(self._wire, all_keys, args)
-        except redis.ResponseError as exc:
-            raise errors.PoolCorrupted(
-                f"pool {self.name!r}: {script} failed; a key of the pool holds data "
-                f"redispool did not write: {exc}",
-                pool=self.name,
-                operation=script,
-                worker_id=worker_id,
-            ) from exc
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise errors.PoolUnavailable(
-                f"pool {self.name!r}: {script}: Redis unreachable: {exc}",
-                pool=self.name,
-                operation=script,
-                worker_id=worker_id,
-            ) from exc
         return reply
 
     # -- workers ----------------------------------------------------------------
@@ -268,14 +278,8 @@ class Pool:
         raise self._timeout()
 
     def _pop(self, wake: str, timeout: float) -> Any:
-        try:
+        with self.redis_errors("checkout (waiting)"):
             return self._wire.pop_wait(wake, timeout)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise errors.PoolUnavailable(
-                f"pool {self.name!r}: checkout: Redis unreachable while waiting: {exc}",
-                pool=self.name,
-                operation="checkout",
-            ) from exc
 
     def _abandon_wait(self, ticket: str, wake: str, clock: tuple[float, int]) -> None:
         """Leave the queue after an error; check in anything handed meanwhile."""
@@ -336,7 +340,9 @@ class Pool:
             return
         self._renewer.discard(lease)
         lease.lost.set()
-        if lease.worker_died or self.client.zscore(self.keys.dead_leases, lease.token) is not None:
+        with self.redis_errors("renew", lease.worker_id):
+            died = self.client.zscore(self.keys.dead_leases, lease.token) is not None
+        if lease.worker_died or died:
             lease.worker_died = True
             raise errors.WorkerLost(
                 f"pool {self.name!r}: lease of worker {lease.worker_id!r} "
@@ -395,13 +401,15 @@ class Pool:
         """Every registered worker with its state, host and pid, sorted by id."""
         from .status import read_workers
 
-        return read_workers(self)
+        with self.redis_errors("workers"):
+            return read_workers(self)
 
     def leases(self) -> list[LeaseInfo]:
         """Every live lease with its token, holder and seconds left."""
         from .status import read_leases
 
-        return read_leases(self)
+        with self.redis_errors("leases"):
+            return read_leases(self)
 
     def configure(
         self, *, lease_ttl: float | None = None, strategy: str | None = None
@@ -416,7 +424,8 @@ class Pool:
 
     def settings(self) -> PoolSettings:
         """The pool's settings as stored in Redis (defaults where none are)."""
-        raw = self.client.hgetall(self.keys.config)
+        with self.redis_errors("settings"):
+            raw = self.client.hgetall(self.keys.config)
         values = {text(k): text(v) for k, v in raw.items()}
         ttl_ms = values.get("lease_ttl_ms", "")
         return PoolSettings(
@@ -441,6 +450,12 @@ class Pool:
 
     def __repr__(self) -> str:
         return f"<Pool {self.name!r}>"
+
+
+def _is_permission_error(exc: redis.ResponseError) -> bool:
+    """A script's command refused by ACL (Redis reports it as a plain error)."""
+    message = str(exc)
+    return "NOPERM" in message or "can't run this command" in message or "no permissions" in message
 
 
 def _worker_meta(host: str | None, pid: int | None) -> str:

@@ -1,0 +1,60 @@
+"""The Redis ACL rules a pool client needs, derived from the code itself.
+
+``acl_setuser("app", "secret", ["doublers"])`` gives an ``ACL SETUSER`` line
+for a user limited to the keys of the named pools and the commands redispool
+sends: the commands its Lua scripts call (read from the scripts, so the rules
+follow the scripts) and the few it sends itself. No ``KEYS``, ``SCAN``,
+``CONFIG`` or ``FLUSH*``. Operators paste the line into ``redis-cli`` or an
+ACL file; the Reaper additionally needs ``CONFIG GET/SET`` (or events already
+turned on) and ``SUBSCRIBE`` on the expired-events channel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from .keys import PoolKeys, validate_pool_name
+from .scripts import SCRIPT_NAMES, source_of
+
+__all__ = ["CLIENT_COMMANDS", "acl_rules", "acl_setuser", "script_commands"]
+
+#: Commands a pool client sends itself (besides running scripts).
+CLIENT_COMMANDS = frozenset(
+    {
+        "evalsha", "script|load",  # run the pool's scripts, load them after NOSCRIPT
+        "blpop", "client|id", "client|unblock",  # wait for a handoff on its own clock
+        "ping", "hello",  # connection set-up and health
+        "hgetall", "zrange", "smembers", "mget", "get", "pttl", "zscore",  # workers(), leases()
+        "multi", "exec",  # consistent reads of several keys
+    }
+)  # fmt: skip
+
+_CALL = re.compile(r"rcall\('([A-Z]+)'")
+
+
+def script_commands() -> frozenset[str]:
+    """Every command the pool's Lua scripts call."""
+    found: set[str] = set()
+    for name in SCRIPT_NAMES:
+        found.update(cmd.lower() for cmd in _CALL.findall(source_of(name)))
+    return frozenset(found)
+
+
+def acl_rules(pools: Iterable[str]) -> list[str]:
+    """ACL rules for a user of ``pools``: their keys, and redispool's commands only."""
+    names = [validate_pool_name(p) for p in pools]
+    if not names:
+        raise ValueError("name at least one pool")
+    keys = [f"~{PoolKeys(name).prefix}*" for name in names]
+    commands = sorted(CLIENT_COMMANDS | script_commands())
+    return ["resetkeys", *keys, "resetchannels", "-@all", *(f"+{c}" for c in commands)]
+
+
+def acl_setuser(user: str, password: str, pools: Iterable[str]) -> str:
+    """The ``ACL SETUSER`` line for ``user`` with ``password`` on ``pools``."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", user):
+        raise ValueError(f"user must be 1 to 64 of letters, digits and _.-, got {user!r}")
+    if not password or any(ch.isspace() for ch in password):
+        raise ValueError("password must be non-empty and without whitespace")
+    return " ".join(["ACL SETUSER", user, "on", f">{password}", *acl_rules(pools)])

@@ -64,9 +64,8 @@ def test_a_user_missing_a_command_gets_a_clear_error_and_add_worker_heals(
     with Pool("jobs", url=redis_url) as admin:
         admin.add_worker("w1")
     url = redis_url.replace("redis://", "redis://noincr:pw@")
-    with Pool("jobs", url=url) as pool:
-        with pytest.raises(PoolAccessDenied, match="refused access"):
-            pool.checkout(block=False)
+    with Pool("jobs", url=url) as pool, pytest.raises(PoolAccessDenied, match="refused access"):
+        pool.checkout(block=False)
     # Redis does not roll a script back: the refused INCR came after the pop, so the
     # worker is out of the idle list, leased to no one. Registering it again heals it.
     with Pool("jobs", url=redis_url) as admin:

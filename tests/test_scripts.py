@@ -15,7 +15,8 @@ from typing import Any
 import fakeredis
 import pytest
 
-from redispool import Pool, PoolFull, errors, scripts
+from redispool import Pool, PoolFull, errors, liveness, scripts
+from redispool.liveness import Incarnation
 
 HEADER = re.compile(r"--\[\[(.*?)\]\]", re.DOTALL)
 
@@ -88,6 +89,18 @@ def exercise_every_script(pool: Pool) -> None:
     assert lease.checkin() is True  # handed to waiter t1
     cancel = pool._run("cancel_wait", ("t1",), extra_keys=(wake,))
     assert int(cancel[0]) == errors.OK
+    exercise_worker_scripts(pool)
+
+
+def exercise_worker_scripts(pool: Pool) -> None:
+    """The scripts of worker processes: register, heartbeat, fence, bury, leave."""
+    me = Incarnation("wp", "inc-a", "host", 123, 1000, False)
+    liveness.register(pool, me)
+    liveness.beat(pool, me)
+    lease = pool._lease(pool._run("checkout", (0, "h:1", "", 1000)), False, 0.0)
+    liveness.start_job(pool, me, str(lease.token))
+    liveness.reap(pool, me.worker_id, lease.token)
+    liveness.leave(pool, me, "exit")
 
 
 def test_every_script_is_called_as_its_header_says(

@@ -6,15 +6,12 @@ real expiry and real processes are in test_worker.py.
 
 from __future__ import annotations
 
-import re
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 import fakeredis
 import pytest
 
-from redispool import Pool, WorkerLost, errors, liveness, scripts
+from redispool import Pool, WorkerLost, errors, liveness
 from redispool.errors import WorkerIdTaken
 from redispool.liveness import Incarnation
 from redispool.supervisor import BACKOFF_FIRST, Supervisor, SupervisorSettings, _Slot
@@ -37,32 +34,6 @@ def die(pool: Pool, worker_id: str) -> None:
     """What a lapsed heartbeat leaves behind: no alive key, a deadline in the past."""
     pool.client.delete(pool.keys.alive(worker_id))
     pool.client.zadd(pool.keys.heartbeats, {worker_id: 1})
-
-
-def test_each_worker_script_is_called_as_its_header_says(
-    pool: Pool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    shapes: dict[str, set[tuple[int, int]]] = defaultdict(set)
-    real = scripts.Script.__call__
-
-    def record(self: scripts.Script, wire: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        shapes[self.name].add((len(keys), len(args)))
-        return real(self, wire, keys, args)
-
-    monkeypatch.setattr(scripts.Script, "__call__", record)
-    liveness.register(pool, me())
-    liveness.beat(pool, me())
-    lease = pool.checkout(block=False, auto_renew=False)
-    liveness.start_job(pool, me(), str(lease.token))
-    liveness.reap(pool, "w1", lease.token)
-    liveness.leave(pool, me(), "exit")
-    for name in WORKER_SCRIPTS:
-        assert name in scripts.SCRIPT_NAMES
-        header = re.search(r"--\[\[(.*?)\]\]", scripts.source_of(name), re.DOTALL)
-        assert header and header.group(1).strip().startswith(f"{name}:")
-        numbers = [int(n) for n in re.findall(r"KEYS\[(?:\d+\.\.)?(\d+)\]", header.group(1))]
-        nargs = max(int(n) for n in re.findall(r"ARGV\[(\d+)\]", header.group(1)))
-        assert shapes[name] == {(max(numbers), nargs)}, name
 
 
 def test_the_fence_lets_only_the_current_token_of_this_incarnation_run(pool: Pool) -> None:

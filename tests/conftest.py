@@ -7,16 +7,19 @@ when the environment says CI=true (CI must test both).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 import redis
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests import helpers as `from helpers import`
 
-from helpers import StartServer
+from helpers import FAST, StartServer, StartWorkerMain, WorkerMain, wait_for
 
 from redispool import Pool
 from redispool.server import KINDS, EmbeddedServer, server_binaries
@@ -110,3 +113,28 @@ def make_pool(redis_url: str) -> Iterator[Callable[..., Pool]]:
     finally:
         for pool in made:
             pool.close()
+
+
+@pytest.fixture
+def start_worker_main(redis_url: str, tmp_path: Path) -> Iterator[StartWorkerMain]:
+    """Factory: ``start(*args, pool="doublers", workers=2)`` then wait until they are idle."""
+    started: list[WorkerMain] = []
+
+    def start(
+        *args: str, pool: str = "doublers", workers: int = 2, wait: bool = True
+    ) -> WorkerMain:
+        log = tmp_path / f"worker_main-{len(started)}.log"
+        main = WorkerMain(redis_url, pool, log, ("--workers", str(workers), *FAST, *args))
+        started.append(main)
+        if wait:
+            with Pool(pool, redis_url) as p:
+                wait_for(lambda: p.status().idle >= workers, timeout=20, message="workers idle")
+        return main
+
+    try:
+        yield start
+    finally:
+        for main in started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                main.stop(timeout=10)
+            main.kill_everything()

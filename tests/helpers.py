@@ -1,14 +1,27 @@
-"""Helpers for redispool's tests: waiting on a condition with a deadline, free ports."""
+"""Helpers for redispool's tests: waiting with a deadline, free ports, worker_main processes."""
 
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from redispool.server import EmbeddedServer, free_port
 
-__all__ = ["StartServer", "free_port", "pid_alive", "wait_for"]
+__all__ = [
+    "FAST",
+    "StartServer",
+    "StartWorkerMain",
+    "WorkerMain",
+    "free_port",
+    "pid_alive",
+    "wait_for",
+]
 
 # What the `fresh_server` fixture yields: call it (appendonly=..., extra_args=...).
 StartServer = Callable[..., EmbeddedServer]
@@ -43,3 +56,52 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER_MAIN = ROOT / "worker_main.py"
+FAST = ("--heartbeat-ttl", "1", "--sweep-interval", "0.2")
+STARTED = re.compile(r"started worker (\S+) \(pid (\d+)\)")
+
+
+class WorkerMain:
+    """One worker_main.py process and the log it writes to stderr."""
+
+    def __init__(self, url: str, pool: str, log_path: Path, args: tuple[str, ...]) -> None:
+        self.log_path = log_path
+        with open(log_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(WORKER_MAIN), "--url", url, "--pool", pool, *args],
+                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            )  # fmt: skip
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> set[int]:
+        return {int(pid) for _, pid in STARTED.findall(self.log())}
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM (a drain), and its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill_everything(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in self.worker_pids():
+            if pid_alive(pid) and _is_worker(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return b"redispool.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+# What the `start_worker_main` fixture yields: start(*args, pool=, workers=, wait=).
+StartWorkerMain = Callable[..., WorkerMain]

@@ -7,97 +7,21 @@ processes' log lines, and stops every process it started, by pid.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from helpers import pid_alive, wait_for
+from helpers import StartWorkerMain, wait_for
 
 import redispool
 from redispool import JobFailed, LeaseLost, Pool, WorkerLost
 from redispool.doubler import compute
-
-ROOT = Path(__file__).resolve().parent.parent
-WORKER_MAIN = ROOT / "worker_main.py"
-FAST = ("--heartbeat-ttl", "1", "--sweep-interval", "0.2")
-STARTED = re.compile(r"started worker (\S+) \(pid (\d+)\)")
-
-
-class WorkerMain:
-    """One worker_main.py process and the log it writes to stderr."""
-
-    def __init__(self, url: str, pool: str, log_path: Path, args: tuple[str, ...]) -> None:
-        self.log_path = log_path
-        with open(log_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(WORKER_MAIN), "--url", url, "--pool", pool, *args],
-                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-            )  # fmt: skip
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def worker_pids(self) -> set[int]:
-        return {int(pid) for _, pid in STARTED.findall(self.log())}
-
-    def stop(self, timeout: float = 15) -> int:
-        """SIGTERM (a drain), and its exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def kill_everything(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for pid in self.worker_pids():
-            if pid_alive(pid) and _is_worker(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _is_worker(pid: int) -> bool:
-    try:
-        return b"redispool.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-StartWorkerMain = Callable[..., WorkerMain]
-
-
-@pytest.fixture
-def start_worker_main(redis_url: str, tmp_path: Path) -> Iterator[StartWorkerMain]:
-    """Factory: ``start(*args, pool="doublers", workers=2)`` then wait until they are idle."""
-    started: list[WorkerMain] = []
-
-    def start(
-        *args: str, pool: str = "doublers", workers: int = 2, wait: bool = True
-    ) -> WorkerMain:
-        log = tmp_path / f"worker_main-{len(started)}.log"
-        main = WorkerMain(redis_url, pool, log, ("--workers", str(workers), *FAST, *args))
-        started.append(main)
-        if wait:
-            with Pool(pool, redis_url) as p:
-                wait_for(lambda: p.status().idle >= workers, timeout=20, message="workers idle")
-        return main
-
-    try:
-        yield start
-    finally:
-        for main in started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                main.stop(timeout=10)
-            main.kill_everything()
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from .app import Connection, cli, emit_json, list_pools
 
 __all__ = ["leases", "pools", "status", "watch", "workers"]
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (shape in --help).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (shape above).")
 pool_argument = click.argument("pool")
 
 
@@ -88,7 +88,11 @@ def status_table(record: dict[str, Any]) -> str:
 @json_option
 @click.pass_obj
 def pools(conn: Connection, as_json: bool) -> None:
-    """Every pool in this Redis database with its numbers."""
+    """Every pool in this Redis database with its numbers.
+
+    \b
+    --json: [{"pool", "size", "idle", "busy", "waiting"}, ...]
+    """
     records = []
     for name in list_pools(conn.client):
         numbers = conn.pool(name, must_exist=False).status()
@@ -109,7 +113,12 @@ def pools(conn: Connection, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def status(conn: Connection, pool: str, as_json: bool) -> None:
-    """The numbers of POOL: size, idle, busy, waiting, draining, expired."""
+    """The numbers of POOL: size, idle, busy, waiting, draining, expired.
+
+    \b
+    --json: one flat object {"pool", "size", "idle", "busy", "waiting",
+            "draining", "expired", "lease_ttl", "strategy", ...}
+    """
     record = status_record(conn.pool(pool))
     if as_json:
         emit_json(record)
@@ -122,7 +131,12 @@ def status(conn: Connection, pool: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def workers(conn: Connection, pool: str, as_json: bool) -> None:
-    """Each worker of POOL with its state, host, pid, lease token and jobs run."""
+    """Each worker of POOL with its state, host, pid, lease token and jobs run.
+
+    \b
+    --json: [{"id", "state", "host", "pid", "token", "draining", "jobs"}, ...]
+            (null where unknown)
+    """
     rows = [worker_record(w) for w in conn.pool(pool).workers()]
     if as_json:
         emit_json(rows)
@@ -135,7 +149,11 @@ def workers(conn: Connection, pool: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def leases(conn: Connection, pool: str, as_json: bool) -> None:
-    """Each live lease of POOL: worker, token, holder (host:pid) and time left."""
+    """Each live lease of POOL: worker, token, holder (host:pid) and time left.
+
+    \b
+    --json: [{"worker", "token", "holder", "host", "pid", "ttl_left"}, ...]
+    """
     rows = [lease_record(info) for info in conn.pool(pool).leases()]
     if as_json:
         emit_json(rows)
@@ -155,7 +173,11 @@ def leases(conn: Connection, pool: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def watch(conn: Connection, pool: str, interval: float, count: int | None, as_json: bool) -> None:
-    """A live view of POOL, refreshed until Ctrl-C (what top is to processes)."""
+    """A live view of POOL, refreshed until Ctrl-C (what top is to processes).
+
+    \b
+    --json: one status object per line, with "workers" (as workers --json)
+    """
     handle = conn.pool(pool)
     clear = not as_json and sys.stdout.isatty()
     shown = 0

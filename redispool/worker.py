@@ -269,7 +269,9 @@ class Worker:
                 )
                 return
             self._last_job = mod_time.monotonic()
+            log.info("worker %s job %s token %s started", self.me.worker_id, job.id, token)
             self._rq.execute_job(job, queue)
+            log.info("worker %s job %s token %s ended", self.me.worker_id, job.id, token)
         except PoolError as exc:
             log.warning("worker %s: job %s not run: %s", self.me.worker_id, job.id, exc)
             self._give_back(job, queue)

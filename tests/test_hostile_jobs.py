@@ -1,0 +1,79 @@
+"""Jobs written into Redis by hand: a pickle payload or an unregistered function never runs.
+
+Whoever can write to Redis must not be able to run code on the workers. Each test
+crafts the job itself, as an attacker with Redis access would, pushes it onto a
+real worker's queue, and checks that it was refused, that nothing ran, and that
+the worker lives on and still serves its lease.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import redis
+from helpers import StartWorkerMain, wait_for
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from redispool import Pool
+from redispool.doubler import compute
+from redispool.jobs import TOKEN_META
+
+
+class Evil:
+    """Unpickling this runs a shell command that leaves a file behind."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _push(r: redis.Redis, pool: Pool, worker_id: str, job: Job, data: bytes | None = None) -> None:
+    """Save ``job`` (its ``data`` replaced by ``data`` if given), then queue it."""
+    job.save()
+    if data is not None:
+        r.hset(job.key, "data", data)  # the payload an attacker writes
+    r.rpush(Queue(pool.keys.queue(worker_id), connection=r).key, job.id)
+
+
+def _crafted(r: redis.Redis, func: str, token: int) -> Job:
+    return Job.create(
+        func, args=[21], connection=r, serializer=JSONSerializer, meta={TOKEN_META: str(token)}
+    )
+
+
+def test_a_pickle_payload_is_refused_without_being_unpickled(
+    redis_url: str, r: redis.Redis, start_worker_main: StartWorkerMain, tmp_path: Path
+) -> None:
+    main = start_worker_main(workers=1)
+    marker = tmp_path / "pwned"
+    with Pool("doublers", url=redis_url) as pool, pool.lease(timeout=5) as lease:
+        job = _crafted(r, "redispool.doubler.double", lease.token)
+        _push(r, pool, lease.worker_id, job, pickle.dumps(Evil(marker)))
+        wait_for(lambda: f"job {job.id} dropped" in main.log(), timeout=10,
+                 message="the worker to turn the job away")  # fmt: skip
+        assert not marker.exists(), "the pickle payload ran on the worker"
+        assert compute(lease, 21) == 42  # the same worker still serves its lease
+    assert len(main.worker_pids()) == 1, "the worker process died over a hostile job"
+
+
+def test_an_unregistered_function_written_by_hand_never_runs(
+    redis_url: str, r: redis.Redis, start_worker_main: StartWorkerMain, tmp_path: Path
+) -> None:
+    main = start_worker_main(workers=1)
+    marker = tmp_path / "pwned"
+    with Pool("doublers", url=redis_url) as pool, pool.lease(timeout=5) as lease:
+        job = Job.create(
+            "os.system", args=[f"touch {marker}"], connection=r, serializer=JSONSerializer,
+            meta={TOKEN_META: str(lease.token)},
+        )  # fmt: skip
+        _push(r, pool, lease.worker_id, job)
+        wait_for(lambda: "refused job" in main.log(), timeout=10, message="the refusal")
+        assert not marker.exists()
+        assert "'os.system' is not registered" in main.log()
+        assert compute(lease, 21) == 42

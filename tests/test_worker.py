@@ -102,10 +102,11 @@ def test_an_idle_worker_killed_with_sigkill_is_replaced(
     victim = pool.workers()[0]
     assert victim.pid is not None
     os.kill(victim.pid, signal.SIGKILL)
-    wait_for(
-        lambda: _worker(pool, victim.id).pid not in (None, victim.pid),
-        timeout=10, message="a new incarnation of the killed worker",
-    )  # fmt: skip
+    def replaced() -> bool:  # the id is briefly absent between burial and re-registration
+        pids = [w.pid for w in pool.workers() if w.id == victim.id]
+        return bool(pids) and pids[0] not in (None, victim.pid)
+
+    wait_for(replaced, timeout=10, message="a new incarnation of the killed worker")
     wait_for(lambda: pool.status().idle == 2, timeout=5, message="two idle workers")
     with pool.lease(timeout=5) as lease, pool.lease(timeout=5) as other:
         assert {lease.worker_id, other.worker_id} == {w.id for w in pool.workers()}

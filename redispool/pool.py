@@ -21,11 +21,12 @@ import redis
 from redis import Redis
 
 from . import errors, scripts
-from .errors import CheckoutTimeout, LeaseLost, PoolError, PoolFull
+from .errors import CheckoutTimeout, LeaseLost, PoolFull
 from .keys import PoolKeys, validate_pool_name, validate_worker_id
 from .lease import Lease
 from .renewer import Renewer
 from .status import LeaseInfo, PoolSettings, PoolStatus, WorkerInfo
+from .waiting import Waiter, alive_ms
 from .wire import Wire, text
 
 __all__ = ["DEFAULT_LEASE_TTL", "STRATEGIES", "Pool"]
@@ -37,8 +38,6 @@ STRATEGIES = ("lifo", "fifo")
 MIN_TTL, MAX_TTL = 0.01, 7 * 24 * 3600.0
 DENIED = "Redis refused access (redispool.acl lists the rules a pool user needs)"
 SWEEP_BATCH = 1000
-#: Grace after a waiter's own timeout during which a handoff is still taken.
-HANDOFF_GRACE_MS = 100
 
 
 def _ttl_ms(value: float, what: str = "lease_ttl") -> int:
@@ -183,9 +182,9 @@ class Pool:
         holder = holder_id()
         waiting = block and (timeout is None or timeout > 0)
         ticket = uuid.uuid4().hex if waiting else ""
-        alive_ms = self._alive_ms(timeout)
+        keepalive = self._ttl_ms or round(DEFAULT_LEASE_TTL * 1000)
         sent = mod_time.monotonic()
-        reply = self._run("checkout", (self._ttl_ms, holder, ticket, alive_ms))
+        reply = self._run("checkout", (self._ttl_ms, holder, ticket, alive_ms(keepalive, timeout)))
         code = int(reply[0])
         if code == errors.OK:
             return self._lease(reply, auto_renew, sent)
@@ -195,14 +194,17 @@ class Pool:
             )
         if not waiting:
             raise self._timeout()
-        deadline = None if timeout is None else sent + timeout
-        return self._wait(ticket, deadline, reply, sent, holder, auto_renew)
-
-    def _alive_ms(self, timeout: float | None, keepalive_ms: int | None = None) -> int:
-        keepalive = keepalive_ms or self._ttl_ms or round(DEFAULT_LEASE_TTL * 1000)
-        if timeout is None:
-            return keepalive
-        return min(keepalive, round(timeout * 1000) + HANDOFF_GRACE_MS)
+        waiter = Waiter(
+            self,
+            ticket,
+            holder,
+            auto_renew,
+            deadline=None if timeout is None else sent + timeout,
+            ttl_ms=int(reply[3]),
+            clock=(sent, int(reply[2])),
+            next_lease_end=int(reply[1]),
+        )
+        return waiter.wait()
 
     def _lease(self, reply: list[Any], auto_renew: bool, sent: float) -> Lease:
         """A Lease from an ``{OK, worker_id, token, deadline_ms, ttl_ms}`` reply."""
@@ -214,81 +216,6 @@ class Pool:
         if auto_renew:
             self._renewer.add(lease)
         return lease
-
-    def _handed(self, handoff: Any, auto_renew: bool, clock: tuple[float, int]) -> Lease:
-        """A Lease from a handoff ``token|deadline_ms|ttl_ms|worker_id``."""
-        token, deadline_ms, ttl_ms, worker_id = text(handoff).split("|", 3)
-        sent, server_now = clock
-        local_deadline = sent + (int(deadline_ms) - server_now) / 1000
-        ttl = int(ttl_ms) / 1000
-        lease = Lease(
-            self, worker_id, int(token), ttl, auto_renew=auto_renew, deadline=local_deadline
-        )
-        lease.renewed_at = local_deadline - ttl
-        if auto_renew:
-            self._renewer.add(lease)
-        return lease
-
-    def _wait(
-        self,
-        ticket: str,
-        deadline: float | None,
-        reply: list[Any],
-        sent: float,
-        holder: str,
-        auto_renew: bool,
-    ) -> Lease:
-        """Wait as waiter ``ticket`` until handed a worker or ``deadline`` passes."""
-        wake = self.keys.wake(ticket)
-        ttl_ms = int(reply[3])
-        clock = (sent, int(reply[2]))  # local send time, server ms at that reply
-        next_deadline = int(reply[1])
-        keepalive = ttl_ms / 1000 / 3
-        try:
-            while True:
-                now = mod_time.monotonic()
-                wake_at = now + keepalive
-                if next_deadline >= 0:
-                    lease_end = clock[0] + (next_deadline - clock[1]) / 1000 + 0.002
-                    wake_at = min(wake_at, max(lease_end, now + 0.001))
-                if deadline is not None:
-                    wake_at = min(wake_at, deadline)
-                handoff = self._pop(wake, max(0.0, wake_at - now))
-                if handoff is not None:
-                    return self._handed(handoff, auto_renew, clock)
-                if deadline is not None and mod_time.monotonic() >= deadline:
-                    break
-                sent = mod_time.monotonic()
-                remaining = None if deadline is None else deadline - sent
-                alive_ms = self._alive_ms(remaining, ttl_ms)
-                tick = self._run(
-                    "wait_tick", (ticket, ttl_ms, holder, alive_ms), extra_keys=(wake,)
-                )
-                if int(tick[0]) == errors.OK:
-                    if len(tick) == 2:
-                        return self._handed(tick[1], auto_renew, clock)
-                    return self._lease(tick, auto_renew, sent)
-                next_deadline, clock = int(tick[1]), (sent, int(tick[2]))
-        except BaseException:
-            self._abandon_wait(ticket, wake, clock)
-            raise
-        cancel = self._run("cancel_wait", (ticket,), extra_keys=(wake,))
-        if int(cancel[0]) == errors.OK:  # handed a worker just as we gave up
-            return self._handed(cancel[1], auto_renew, clock)
-        raise self._timeout()
-
-    def _pop(self, wake: str, timeout: float) -> Any:
-        with self.redis_errors("checkout (waiting)"):
-            return self._wire.pop_wait(wake, timeout)
-
-    def _abandon_wait(self, ticket: str, wake: str, clock: tuple[float, int]) -> None:
-        """Leave the queue after an error; check in anything handed meanwhile."""
-        try:
-            cancel = self._run("cancel_wait", (ticket,), extra_keys=(wake,))
-            if int(cancel[0]) == errors.OK:
-                self._handed(cancel[1], False, clock).checkin()
-        except PoolError as exc:
-            log.warning("pool %s: could not leave the wait queue: %s", self.name, exc)
 
     def _timeout(self) -> CheckoutTimeout:
         return CheckoutTimeout(

@@ -210,27 +210,31 @@ class Worker:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                found = Queue.dequeue_any(
-                    [self._queue],
-                    DEQUEUE_WAIT,
-                    connection=self._rq_client,
-                    serializer=JSONSerializer,
-                )
-            except DequeueTimeout:
-                self._idle_tick()
-                continue
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self._next_job()
+            except (redis.ConnectionError, redis.TimeoutError, errors.PoolUnavailable) as exc:
+                # Redis restarting or cut off, mid-job or idle: wait, never crash.
                 log.warning("worker %s: Redis unreachable: %s", self.me.worker_id, exc)
                 self._stop.wait(0.5)
-                continue
-            if found is None:
-                continue
-            job, queue = found
-            try:
-                self._handle(job, queue)
-            except Exception:  # a malformed job must not stop the worker
-                log.exception("worker %s: job %s dropped", self.me.worker_id, job.id)
-                self._rq_client.lrem(queue.intermediate_queue_key, 1, job.id)
+
+    def _next_job(self) -> None:
+        """Wait up to DEQUEUE_WAIT for a job and handle it."""
+        try:
+            found = Queue.dequeue_any(
+                [self._queue], DEQUEUE_WAIT, connection=self._rq_client, serializer=JSONSerializer
+            )
+        except DequeueTimeout:
+            self._idle_tick()
+            return
+        if found is None:
+            return
+        job, queue = found
+        try:
+            self._handle(job, queue)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception:  # a malformed job must not stop the worker
+            log.exception("worker %s: job %s dropped", self.me.worker_id, job.id)
+            self._rq_client.lrem(queue.intermediate_queue_key, 1, job.id)
 
     def _idle_tick(self) -> None:
         now = mod_time.monotonic()
@@ -270,8 +274,10 @@ class Worker:
                 return
             self._last_job = mod_time.monotonic()
             log.info("worker %s job %s token %s started", self.me.worker_id, job.id, token)
-            self._rq.execute_job(job, queue)
-            log.info("worker %s job %s token %s ended", self.me.worker_id, job.id, token)
+            try:
+                self._rq.execute_job(job, queue)
+            finally:
+                log.info("worker %s job %s token %s ended", self.me.worker_id, job.id, token)
         except PoolError as exc:
             log.warning("worker %s: job %s not run: %s", self.me.worker_id, job.id, exc)
             self._give_back(job, queue)

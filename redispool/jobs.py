@@ -73,7 +73,8 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
     raised or was refused (``remote_type``/``remote_message`` say why),
     :class:`JobTimeout` if it did not finish in ``timeout`` seconds,
     :class:`WorkerLost` if the worker process died, :class:`LeaseLost` if the
-    lease had ended (the job then never runs).
+    lease had ended (the job then never runs), :class:`PoolUnavailable` if
+    Redis could not be reached (the job may or may not have run).
     """
     name = function_name(func)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
@@ -91,20 +92,21 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
         pool.keys.queue(lease.worker_id), connection=pool.client, serializer=JSONSerializer
     )
     seconds = max(1, math.ceil(timeout))
-    job = queue.enqueue_call(
-        name,
-        args=list(args),
-        timeout=seconds,
-        ttl=seconds,
-        result_ttl=RESULT_TTL,
-        failure_ttl=RESULT_TTL,
-        meta={TOKEN_META: str(lease.token)},
-    )
-    try:
-        entry = _wait(lease, job.id, mod_time.monotonic() + timeout + RESULT_GRACE)
-    except BaseException:
-        queue.remove(job.id)  # not started yet: never runs
-        raise
+    with pool.redis_errors("run", lease.worker_id):
+        job = queue.enqueue_call(
+            name,
+            args=list(args),
+            timeout=seconds,
+            ttl=seconds,
+            result_ttl=RESULT_TTL,
+            failure_ttl=RESULT_TTL,
+            meta={TOKEN_META: str(lease.token)},
+        )
+        try:
+            entry = _wait(lease, job.id, mod_time.monotonic() + timeout + RESULT_GRACE)
+        except BaseException:
+            queue.remove(job.id)  # not started yet: never runs
+            raise
     return _outcome(lease, name, entry)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from helpers import StartServer, wait_for
 
-from redispool import Pool
+from redispool import Pool, PoolError
 from redispool.server import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ def worker_main(fresh_server: StartServer, tmp_path: Path) -> Iterator[tuple[Emb
                     os.kill(pid, signal.SIGKILL)
 
 
-def test_a_worker_whose_job_ends_while_redis_is_down_survives_it(
+def test_redis_going_away_mid_job_leaves_the_worker_alive_and_gives_the_client_a_pool_error(
     worker_main: tuple[EmbeddedServer, Path],
 ) -> None:
     server, log = worker_main
@@ -82,4 +82,5 @@ def test_a_worker_whose_job_ends_while_redis_is_down_survives_it(
         thread.join(15)
         wait_for(lambda: pool.status().idle == 1, timeout=15, message="the worker back")
         assert pool.workers()[0].pid == pid, "the worker process died and was replaced"
+        assert len(outcome) == 1 and isinstance(outcome[0], PoolError), outcome
     assert "died (exit" not in log.read_text()

@@ -19,6 +19,9 @@
 local wid = ARGV[1]
 local meta = ARGV[2]
 
+local refused = corrupted()
+if refused then return refused end
+
 rcall('HSETNX', K.config, 'lease_ttl_ms', ARGV[3])
 rcall('HSETNX', K.config, 'strategy', ARGV[4])
 

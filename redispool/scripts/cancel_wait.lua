@@ -17,6 +17,9 @@
 local wake = KEYS[10]
 local ticket = ARGV[1]
 
+local refused = corrupted()
+if refused then return refused end
+
 rcall('LREM', K.waitq, 0, ticket)
 rcall('HDEL', K.waiters, ticket)
 local handoff = rcall('LPOP', wake)

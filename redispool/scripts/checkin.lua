@@ -23,8 +23,12 @@ local lease = KEYS[10]
 local wid = ARGV[1]
 local token = ARGV[2]
 
+local refused = corrupted()
+if refused then return refused end
+local value, junk = lease_value(lease)
+if junk then return junk end
+
 local now, now_us = server_time()
-local value = rcall('GET', lease)
 if not value or token_of(value) ~= token then
   sweep(now, now_us, 16)
   if KEYS[11] and rcall('ZSCORE', KEYS[11], token) then return {5} end  -- WORKER_DEAD

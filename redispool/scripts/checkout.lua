@@ -24,6 +24,9 @@ local holder = ARGV[2]
 local ticket = ARGV[3]
 local alive_ms = tonumber(ARGV[4])
 
+local refused = corrupted()
+if refused then return refused end
+
 local now, now_us = server_time()
 if ttl <= 0 then ttl = pool_ttl_ms() end
 

@@ -25,6 +25,9 @@
 
 local wid, incarnation, mode = ARGV[1], ARGV[2], ARGV[3]
 
+local refused = corrupted()
+if refused then return refused end
+
 if rcall('HGET', W.incarnations, wid) ~= incarnation then return {UNKNOWN_WORKER} end
 local now = server_time()
 if mode == 'exit' then

@@ -20,6 +20,9 @@
 
 local limit, wid, token = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 
+local refused = corrupted()
+if refused then return refused end
+
 local now = server_time()
 local buried = reap(now, limit)
 local state = -1

@@ -12,6 +12,8 @@
 -- @include pool
 
 local limit = tonumber(ARGV[1])
+local refused = corrupted()
+if refused then return refused end
 local now, now_us = server_time()
 local returned = sweep(now, now_us, limit)
 return {OK, returned, next_deadline(), now}

@@ -40,6 +40,8 @@ if current == incarnation and known then
   return {OK, 0}
 end
 if ARGV[6] ~= '1' then return {UNKNOWN_WORKER} end
+local refused = corrupted()
+if refused then return refused end
 if current and current ~= incarnation then
   if current ~= replaces and rcall('EXISTS', alive_key(wid)) == 1 then return {ID_TAKEN} end
   bury(wid, now)

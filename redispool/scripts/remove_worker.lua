@@ -16,6 +16,9 @@
 
 local wid = ARGV[1]
 
+local refused = corrupted()
+if refused then return refused end
+
 if rcall('HEXISTS', K.workers, wid) == 0 then return {UNKNOWN_WORKER} end
 if rcall('ZSCORE', K.deadlines, wid) then
   rcall('SADD', K.draining, wid)

@@ -11,17 +11,27 @@
   ARGV[3i]    ttl_ms     integer ms
 
   Returns {now_ms, r1, r2, ...}: ri is 1 if lease i was renewed, 0 if it had
-  ended.
+  ended; an error reply 'CORRUPT <key> ...' if deadlines or a lease key has a
+  type redispool never writes (leases before it in the batch stay renewed).
 ]]
 local rcall = redis.call
 
 local deadlines = KEYS[1]
+local function corrupt(key, what)
+  return redis.error_reply('CORRUPT ' .. key .. ' ' .. what .. ' (written by hand?)')
+end
+local kind = rcall('TYPE', deadlines)['ok']
+if kind ~= 'none' and kind ~= 'zset' then return corrupt(deadlines, 'is a ' .. kind .. ', not a zset') end
 local t = rcall('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local result = {now}
 for i = 2, #KEYS do
   local wid, token, ttl = ARGV[3 * i - 5], ARGV[3 * i - 4], tonumber(ARGV[3 * i - 3])
+  local found = rcall('TYPE', KEYS[i])['ok']
+  if found ~= 'none' and found ~= 'string' then
+    return corrupt(KEYS[i], 'is a ' .. found .. ', not a string')
+  end
   local value = rcall('GET', KEYS[i])
   local held = 0
   if value then

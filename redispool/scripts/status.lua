@@ -15,6 +15,9 @@
 ]]
 -- @include pool
 
+local refused = corrupted()
+if refused then return refused end
+
 local now = server_time()
 local waiting = 0
 local tickets = rcall('LRANGE', K.waitq, 0, -1)

@@ -27,6 +27,9 @@ local ttl = tonumber(ARGV[2])
 local holder = ARGV[3]
 local alive_ms = tonumber(ARGV[4])
 
+local refused = corrupted()
+if refused then return refused end
+
 local now, now_us = server_time()
 sweep(now, now_us, 64)
 

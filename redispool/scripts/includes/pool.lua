@@ -12,6 +12,9 @@
     KEYS[7] draining   set     leased workers that leave at the end of the lease
     KEYS[8] waitq      list    waiter tickets, oldest first
     KEYS[9] waiters    hash    ticket -> 'alive_until_ms|ttl_ms|holder'
+  Every script that includes it first calls corrupted() (or wrong_type())
+  and answers the error reply 'CORRUPT <key> <what is wrong> ...' without
+  changing anything when a key holds what redispool never writes.
 ]]
 local rcall = redis.call
 
@@ -39,6 +42,66 @@ end
 
 local function pool_ttl_ms()
   return tonumber(rcall('HGET', K.config, 'lease_ttl_ms')) or DEFAULT_TTL_MS
+end
+
+-- Lease TTLs redispool writes: whole ms from 10 ms to 7 days.
+local function valid_ttl(value)
+  local n = value and string.match(value, '^%d+$') and tonumber(value)
+  return n and n >= 10 and n <= 604800000
+end
+
+-- The type each common key has when it exists.
+local KINDS = {
+  {K.config, 'hash'}, {K.workers, 'hash'}, {K.idle, 'list'}, {K.deadlines, 'zset'},
+  {K.token, 'string'}, {K.draining, 'set'}, {K.waitq, 'list'}, {K.waiters, 'hash'},
+}
+
+local function corrupt(key, what)
+  return redis.error_reply('CORRUPT ' .. key .. ' ' .. what .. ' (written by hand?)')
+end
+
+-- An error reply naming the first common key of a type redispool never
+-- writes, or nil. Scripts call it before any write: Redis keeps the writes
+-- of a script that fails halfway, so a late error could lose a worker.
+local function wrong_type()
+  for _, kind in ipairs(KINDS) do
+    local found = rcall('TYPE', kind[1])['ok']
+    if found ~= 'none' and found ~= kind[2] then
+      return corrupt(kind[1], 'is a ' .. found .. ', not a ' .. kind[2])
+    end
+  end
+  return nil
+end
+
+-- An error reply naming the first common key holding a value redispool never
+-- writes (wrong types included), or nil. Call before any write. A script
+-- about to set lease_ttl_ms or strategy passes the new value, which is then
+-- checked instead of the stored one.
+local function corrupted(new_ttl, new_strategy)
+  local bad = wrong_type()
+  if bad then return bad end
+  local token = rcall('GET', K.token)
+  local config = rcall('HMGET', K.config, 'lease_ttl_ms', 'strategy')
+  if token and not (string.match(token, '^%d+$') and #token <= 18) then
+    return corrupt(K.token, 'holds ' .. string.format('%q', token) .. ', not a token')
+  end
+  local ttl, strategy = new_ttl or config[1], new_strategy or config[2]
+  if ttl and not valid_ttl(ttl) then
+    return corrupt(K.config, 'has lease_ttl_ms ' .. string.format('%q', ttl))
+  end
+  if strategy and strategy ~= 'lifo' and strategy ~= 'fifo' then
+    return corrupt(K.config, 'has strategy ' .. string.format('%q', strategy))
+  end
+  return nil
+end
+
+-- The value of lease key `key`, or nil; an error reply if it is not a string.
+local function lease_value(key)
+  local kind = rcall('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= 'string' then
+    return nil, corrupt(key, 'is a ' .. kind .. ', not a string')
+  end
+  return rcall('GET', key), nil
 end
 
 -- The next fencing token. A missing counter (lost data) restarts from the
@@ -74,6 +137,12 @@ local function token_of(value)
   return value
 end
 
+-- True if wake key `wake` is missing or a list (a handoff can be pushed).
+local function wakeable(wake)
+  local kind = rcall('TYPE', wake)['ok']
+  return kind == 'none' or kind == 'list'
+end
+
 -- Hand `wid` to the oldest waiter still alive. Returns true if one took it.
 local function hand_to_waiter(wid, now, now_us)
   while true do
@@ -81,12 +150,13 @@ local function hand_to_waiter(wid, now, now_us)
     if not ticket then return false end
     local info = rcall('HGET', K.waiters, ticket)
     rcall('HDEL', K.waiters, ticket)
+    local wake = K.prefix .. 'wake:' .. ticket
     if info then
+      -- a junk entry, or junk in its wake key, counts as a dead waiter
       local alive, ttl, holder = string.match(info, '^(%d+)|(%d+)|(.*)$')
-      if alive and tonumber(alive) >= now then
+      if alive and tonumber(alive) >= now and valid_ttl(ttl) and wakeable(wake) then
         ttl = tonumber(ttl)
         local token, deadline = grant(wid, ttl, holder, now, now_us)
-        local wake = K.prefix .. 'wake:' .. ticket
         rcall('RPUSH', wake, fmt(token) .. '|' .. fmt(deadline) .. '|' .. fmt(ttl) .. '|' .. wid)
         rcall('PEXPIRE', wake, ttl)
         return true
@@ -116,7 +186,8 @@ local function sweep(now, now_us, limit)
   local due = rcall('ZRANGEBYSCORE', K.deadlines, '-inf', '(' .. fmt(now), 'LIMIT', 0, limit)
   local count = 0
   for _, wid in ipairs(due) do
-    if rcall('EXISTS', K.prefix .. 'lease:' .. wid) == 0 then
+    -- a lease key left without a TTL (written by hand) does not hold past its deadline
+    if rcall('PTTL', K.prefix .. 'lease:' .. wid) < 0 then
       rcall('ZREM', K.deadlines, wid)
       release(wid, now, now_us)
       count = count + 1

@@ -402,16 +402,16 @@ def bench_contention(r: redis.Redis, cfg: Settings, report: Report) -> None:
 
 
 def add_workers_fast(r: redis.Redis, pool: Pool, count: int) -> None:
-    """Register ``count`` idle workers through the pool's own add_worker script, pipelined."""
+    """Register ``count`` idle workers through the pool's own add_worker operation, pipelined."""
     script = scripts.load("add_worker")
-    r.script_load(script.source)
+    r.function_load(scripts.library().source, replace=True)
     keys = pool._common
     default_ttl_ms = 10_000
     for first in range(0, count, ADD_BATCH):
         pipe = r.pipeline(transaction=False)
         for i in range(first, min(first + ADD_BATCH, count)):
             worker_id = f"worker-{i:06d}"
-            pipe.evalsha(script.sha, len(keys), *keys, worker_id, "|", default_ttl_ms, "lifo")
+            pipe.fcall(script.function, len(keys), *keys, worker_id, "|", default_ttl_ms, "lifo")
         pipe.execute()
 
 

@@ -22,7 +22,7 @@ __all__ = ["CLIENT_COMMANDS", "acl_rules", "acl_setuser", "script_commands"]
 #: Commands a pool client sends itself (besides running scripts).
 CLIENT_COMMANDS = frozenset(
     {
-        "evalsha", "script|load",  # run the pool's scripts, load them after NOSCRIPT
+        "fcall", "function|load",  # run the pool's operations, load the library if missing
         "blpop", "client|id", "client|unblock",  # wait for a handoff on its own clock
         "ping", "hello",  # connection set-up and health
         "hgetall", "zrange", "smembers", "mget", "get", "pttl", "zscore",  # workers(), leases()
@@ -30,7 +30,7 @@ CLIENT_COMMANDS = frozenset(
     }
 )  # fmt: skip
 
-_CALL = re.compile(r"rcall\('([A-Z]+)'")
+_CALL = re.compile(r"(?:rcall|probe)\('([A-Z]+)'")
 
 
 def script_commands() -> frozenset[str]:

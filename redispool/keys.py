@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 __all__ = ["PoolKeys", "pool_name_from_key", "validate_pool_name", "validate_worker_id"]
 
@@ -55,7 +56,7 @@ class PoolKeys:
 
     pool: str
 
-    @property
+    @cached_property
     def prefix(self) -> str:
         """``redispool:{pool}:``; scripts append ``lease:<id>`` or ``wake:<ticket>``."""
         return f"{NAMESPACE}:{{{self.pool}}}:"

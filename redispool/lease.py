@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Lease"]
 
+_MAKE_EVENT = threading.Lock()  # two threads must not each make a lease its own `lost`
+
 
 class Lease:
     """The right to use ``worker_id`` until the lease ends.
@@ -42,7 +44,7 @@ class Lease:
         self.token = token
         self.ttl = ttl
         self.auto_renew = auto_renew
-        self.lost = threading.Event()
+        self._lost: threading.Event | None = None  # made on first use: most leases never need it
         #: Latest local ``time.monotonic()`` by which the lease surely holds.
         self.deadline = deadline
         self.renewed_at = mod_time.monotonic()
@@ -51,9 +53,20 @@ class Lease:
         self.worker_died = False
 
     @property
+    def lost(self) -> threading.Event:
+        """Set by whatever finds the lease ended (renewer, renew, checkin, a job)."""
+        event = self._lost
+        if event is None:
+            with _MAKE_EVENT:
+                if self._lost is None:
+                    self._lost = threading.Event()
+                event = self._lost
+        return event
+
+    @property
     def active(self) -> bool:
         """True until the lease is checked in or found lost."""
-        return not self._closed and not self.lost.is_set()
+        return not self._closed and (self._lost is None or not self._lost.is_set())
 
     def remaining(self) -> float:
         """Seconds this lease surely still holds without another renewal (>= 0)."""

@@ -108,21 +108,29 @@ class Pool:
         unreachable or timing out: :class:`PoolUnavailable`; any other error
         reply (a key of the wrong type, a junk value): :class:`PoolCorrupted`.
         """
-        about = {"pool": self.name, "operation": operation, "worker_id": worker_id}
-        where = f"pool {self.name!r}: {operation}"
         try:
             yield
-        except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
-            raise errors.PoolAccessDenied(f"{where}: {DENIED}: {exc}", **about) from exc
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise errors.PoolUnavailable(f"{where}: Redis unreachable: {exc}", **about) from exc
-        except redis.ResponseError as exc:
-            if _is_permission_error(exc):
-                raise errors.PoolAccessDenied(f"{where}: {DENIED}: {exc}", **about) from exc
-            raise errors.PoolCorrupted(
+        except redis.RedisError as exc:
+            raise self._translate(exc, operation, worker_id) from exc
+
+    def _translate(
+        self, exc: redis.RedisError, operation: str, worker_id: str | None
+    ) -> Exception:
+        """The pool's exception for redis-py's ``exc`` (``exc`` itself if unknown)."""
+        about = {"pool": self.name, "operation": operation, "worker_id": worker_id}
+        where = f"pool {self.name!r}: {operation}"
+        if isinstance(exc, (redis.AuthenticationError, redis.exceptions.NoPermissionError)) or (
+            isinstance(exc, redis.ResponseError) and _is_permission_error(exc)
+        ):
+            return errors.PoolAccessDenied(f"{where}: {DENIED}: {exc}", **about)
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            return errors.PoolUnavailable(f"{where}: Redis unreachable: {exc}", **about)
+        if isinstance(exc, redis.ResponseError):
+            return errors.PoolCorrupted(
                 f"{where} failed; a key of the pool holds data redispool did not write: {exc}",
                 **about,
-            ) from exc
+            )
+        return exc
 
     def _run(
         self,
@@ -134,8 +142,10 @@ class Pool:
         worker_id: str | None = None,
     ) -> list[Any]:
         all_keys = (*self._common, *extra_keys) if keys is None else keys
-        with self.redis_errors(script, worker_id):
+        try:  # no context manager here: this is the hot path
             reply: list[Any] = scripts.load(script)(self._wire, all_keys, args)
+        except redis.RedisError as exc:
+            raise self._translate(exc, script, worker_id) from exc
         return reply
 
     # -- workers ----------------------------------------------------------------
@@ -245,7 +255,8 @@ class Pool:
         """Return ``lease``'s worker. True if this call returned it; False if
         the lease had already ended (it sets ``lease.lost``) or was checked in."""
         self._check_own(lease)
-        self._renewer.discard(lease)
+        if lease.auto_renew:
+            self._renewer.discard(lease)
         if not lease._mark_closed():
             return False
         reply = self._run(

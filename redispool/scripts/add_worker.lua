@@ -27,11 +27,11 @@ rcall('HSETNX', K.config, 'strategy', ARGV[4])
 
 local now, now_us = server_time()
 if rcall('HSET', K.workers, wid, meta) == 1 then
-  release(wid, now, now_us)
+  release(wid, now, now_us, release_plan(wid))
   return {OK, 1}
 end
 rcall('SREM', K.draining, wid)
 if not rcall('ZSCORE', K.deadlines, wid) and not rcall('LPOS', K.idle, wid) then
-  release(wid, now, now_us)
+  release(wid, now, now_us, release_plan(wid))
 end
 return {OK, 0}

@@ -23,18 +23,16 @@ local lease = KEYS[10]
 local wid = ARGV[1]
 local token = ARGV[2]
 
-local refused = corrupted()
-if refused then return refused end
-local value, junk = lease_value(lease)
-if junk then return junk end
-
+local value = probe('GET', lease)
 local now, now_us = server_time()
 if not value or token_of(value) ~= token then
   sweep(now, now_us, 16)
-  if KEYS[11] and rcall('ZSCORE', KEYS[11], token) then return {5} end  -- WORKER_DEAD
+  if KEYS[11] and probe('ZSCORE', KEYS[11], token) then return {5} end  -- WORKER_DEAD
   return {NOT_HELD}
 end
+probe('ZSCORE', K.deadlines, wid)
+local plan = release_plan(wid)
 rcall('DEL', lease)
 rcall('ZREM', K.deadlines, wid)
-release(wid, now, now_us)
+release(wid, now, now_us, plan)
 return {OK}

@@ -24,11 +24,14 @@ local holder = ARGV[2]
 local ticket = ARGV[3]
 local alive_ms = tonumber(ARGV[4])
 
-local refused = corrupted()
-if refused then return refused end
+-- Probe what the path to a lease writes, before the first write (LPOP).
+local default_ttl = settings()
+check_token()
+probe('HLEN', K.workers)
+probe('ZCARD', K.deadlines)
 
 local now, now_us = server_time()
-if ttl <= 0 then ttl = pool_ttl_ms() end
+if ttl <= 0 then ttl = default_ttl end
 
 local leased = take_idle(ttl, holder, now, now_us)
 if leased then return leased end
@@ -38,6 +41,7 @@ if sweep(now, now_us, 16) > 0 then
 end
 
 if ticket ~= '' then
+  probe('HLEN', K.waiters)
   rcall('RPUSH', K.waitq, ticket)
   rcall('HSET', K.waiters, ticket, fmt(now + alive_ms) .. '|' .. fmt(ttl) .. '|' .. holder)
   return {QUEUED, next_deadline(), now, ttl}

@@ -57,6 +57,6 @@ if ARGV[7] == '1' then rcall('SADD', W.overflow, wid) end
 rcall('HSET', K.workers, wid, meta)
 rcall('SREM', K.draining, wid)
 if not rcall('ZSCORE', K.deadlines, wid) and not rcall('LPOS', K.idle, wid) then
-  release(wid, now, now_us)
+  release(wid, now, now_us, release_plan(wid))
 end
 return {OK, 1}

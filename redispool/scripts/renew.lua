@@ -20,19 +20,25 @@ local deadlines = KEYS[1]
 local function corrupt(key, what)
   return redis.error_reply('CORRUPT ' .. key .. ' ' .. what .. ' (written by hand?)')
 end
-local kind = rcall('TYPE', deadlines)['ok']
-if kind ~= 'none' and kind ~= 'zset' then return corrupt(deadlines, 'is a ' .. kind .. ', not a zset') end
+-- A read that fails on a wrong type, before any write.
+local function probe(cmd, key, ...)
+  local value = redis.pcall(cmd, key, ...)
+  if type(value) == 'table' and value.err then
+    if string.find(value.err, 'WRONGTYPE', 1, true) then
+      error(corrupt(key, 'holds the wrong type'))
+    end
+    error(value)  -- not about the key (an ACL refusal): as Redis said it
+  end
+  return value
+end
+probe('ZCARD', deadlines)
 local t = rcall('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local result = {now}
 for i = 2, #KEYS do
   local wid, token, ttl = ARGV[3 * i - 5], ARGV[3 * i - 4], tonumber(ARGV[3 * i - 3])
-  local found = rcall('TYPE', KEYS[i])['ok']
-  if found ~= 'none' and found ~= 'string' then
-    return corrupt(KEYS[i], 'is a ' .. found .. ', not a string')
-  end
-  local value = rcall('GET', KEYS[i])
+  local value = probe('GET', KEYS[i])
   local held = 0
   if value then
     local bar = string.find(value, '|', 1, true)

@@ -1,7 +1,7 @@
 --[[
-  Shared helpers of the pool scripts (inlined where a script says
-  `-- @include pool`). They expect a table K of key names built from the
-  scripts' common KEYS:
+  Shared helpers of the pool scripts (a script that says `-- @include pool`
+  uses them; they are defined once in the library, see redispool/scripts.py).
+  They read a table K of key names, bound at each call to the common KEYS:
     KEYS[1] prefix     string  'redispool:{pool}:' (lease and wake keys are
                                the prefix plus 'lease:<id>' / 'wake:<ticket>')
     KEYS[2] config     hash    lease_ttl_ms, strategy
@@ -12,22 +12,29 @@
     KEYS[7] draining   set     leased workers that leave at the end of the lease
     KEYS[8] waitq      list    waiter tickets, oldest first
     KEYS[9] waiters    hash    ticket -> 'alive_until_ms|ttl_ms|holder'
-  Every script that includes it first calls corrupted() (or wrong_type())
-  and answers the error reply 'CORRUPT <key> <what is wrong> ...' without
-  changing anything when a key holds what redispool never writes.
+  Redis keeps the writes of a script that fails halfway, so every check
+  comes before a script's first write: a key holding what redispool never
+  writes stops the script with the error 'CORRUPT <key> <what is wrong> ...'
+  and changes nothing. Most scripts call corrupted() first, which checks
+  every common key. The hot paths (checkout, checkin, renew) instead probe
+  only the keys their path will write, with reads that fail on a wrong type
+  (probe(), settings(), check_token(), release_plan()).
 ]]
-local rcall = redis.call
+local rcall  -- redis.call, bound at each call (a library may not touch it at load)
 
 -- Result codes: the table in redispool/errors.py is the source of truth.
 local OK, FULL, QUEUED, NOT_HELD, UNKNOWN_WORKER = 0, 1, 2, 3, 4
 
 local DEFAULT_TTL_MS = 10000
 
-local K = {
-  prefix = KEYS[1], config = KEYS[2], workers = KEYS[3], idle = KEYS[4],
-  deadlines = KEYS[5], token = KEYS[6], draining = KEYS[7], waitq = KEYS[8],
-  waiters = KEYS[9],
-}
+local K = {}
+
+-- Point K at this call's KEYS; every operation starts here.
+local function bind_pool()
+  rcall = redis.call
+  K.prefix, K.config, K.workers, K.idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+  K.deadlines, K.token, K.draining, K.waitq, K.waiters = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+end
 
 local function fmt(n)
   return string.format('%d', n)
@@ -52,8 +59,8 @@ end
 
 -- The type each common key has when it exists.
 local KINDS = {
-  {K.config, 'hash'}, {K.workers, 'hash'}, {K.idle, 'list'}, {K.deadlines, 'zset'},
-  {K.token, 'string'}, {K.draining, 'set'}, {K.waitq, 'list'}, {K.waiters, 'hash'},
+  {'config', 'hash'}, {'workers', 'hash'}, {'idle', 'list'}, {'deadlines', 'zset'},
+  {'token', 'string'}, {'draining', 'set'}, {'waitq', 'list'}, {'waiters', 'hash'},
 }
 
 local function corrupt(key, what)
@@ -65,9 +72,10 @@ end
 -- of a script that fails halfway, so a late error could lose a worker.
 local function wrong_type()
   for _, kind in ipairs(KINDS) do
-    local found = rcall('TYPE', kind[1])['ok']
+    local key = K[kind[1]]
+    local found = rcall('TYPE', key)['ok']
     if found ~= 'none' and found ~= kind[2] then
-      return corrupt(kind[1], 'is a ' .. found .. ', not a ' .. kind[2])
+      return corrupt(key, 'is a ' .. found .. ', not a ' .. kind[2])
     end
   end
   return nil
@@ -95,13 +103,36 @@ local function corrupted(new_ttl, new_strategy)
   return nil
 end
 
--- The value of lease key `key`, or nil; an error reply if it is not a string.
-local function lease_value(key)
-  local kind = rcall('TYPE', key)['ok']
-  if kind ~= 'none' and kind ~= 'string' then
-    return nil, corrupt(key, 'is a ' .. kind .. ', not a string')
+-- `cmd` on `key`, a read; a key of the wrong type stops the script, naming it.
+local function probe(cmd, key, ...)
+  local value = redis.pcall(cmd, key, ...)
+  if type(value) == 'table' and value.err then
+    if string.find(value.err, 'WRONGTYPE', 1, true) then
+      error(corrupt(key, 'holds the wrong type'))
+    end
+    error(value)  -- not about the key (an ACL refusal): as Redis said it
   end
-  return rcall('GET', key), nil
+  return value
+end
+
+-- The pool's settings, checked: lease ttl (ms) and strategy.
+local function settings()
+  local config = probe('HMGET', K.config, 'lease_ttl_ms', 'strategy')
+  if config[1] and not valid_ttl(config[1]) then
+    error(corrupt(K.config, 'has lease_ttl_ms ' .. string.format('%q', config[1])))
+  end
+  if config[2] and config[2] ~= 'lifo' and config[2] ~= 'fifo' then
+    error(corrupt(K.config, 'has strategy ' .. string.format('%q', config[2])))
+  end
+  return tonumber(config[1]) or DEFAULT_TTL_MS, config[2] or 'lifo'
+end
+
+-- Stop the script if the token counter cannot be INCRed into a token.
+local function check_token()
+  local token = probe('GET', K.token)
+  if token and not (string.match(token, '^%d+$') and #token <= 18) then
+    error(corrupt(K.token, 'holds ' .. string.format('%q', token) .. ', not a token'))
+  end
 end
 
 -- The next fencing token. A missing counter (lost data) restarts from the
@@ -165,16 +196,36 @@ local function hand_to_waiter(wid, now, now_us)
   end
 end
 
+-- What release(wid) will do, read before it writes anything, so that none of
+-- its writes can fail on a junk key.
+local function release_plan(wid)
+  local plan = {
+    draining = probe('SISMEMBER', K.draining, wid) == 1,
+    known = probe('HEXISTS', K.workers, wid) == 1,
+    waiting = probe('LLEN', K.waitq) > 0,
+  }
+  probe('LLEN', K.idle)
+  local _, strategy = settings()
+  plan.strategy = strategy
+  if plan.waiting then
+    probe('HLEN', K.waiters)
+    check_token()
+  end
+  return plan
+end
+
 -- A worker whose lease ended (or that just joined) goes to the oldest live
 -- waiter, else back to the idle list; a draining or unknown worker leaves.
-local function release(wid, now, now_us)
-  if rcall('SREM', K.draining, wid) == 1 then
+-- `plan` is release_plan(wid), read before the caller's first write.
+local function release(wid, now, now_us, plan)
+  if plan.draining then
+    rcall('SREM', K.draining, wid)
     rcall('HDEL', K.workers, wid)
     return
   end
-  if rcall('HEXISTS', K.workers, wid) == 0 then return end
-  if hand_to_waiter(wid, now, now_us) then return end
-  if rcall('HGET', K.config, 'strategy') == 'fifo' then
+  if not plan.known then return end
+  if plan.waiting and hand_to_waiter(wid, now, now_us) then return end
+  if plan.strategy == 'fifo' then
     rcall('RPUSH', K.idle, wid)
   else
     rcall('LPUSH', K.idle, wid)
@@ -188,8 +239,9 @@ local function sweep(now, now_us, limit)
   for _, wid in ipairs(due) do
     -- a lease key left without a TTL (written by hand) does not hold past its deadline
     if rcall('PTTL', K.prefix .. 'lease:' .. wid) < 0 then
+      local plan = release_plan(wid)
       rcall('ZREM', K.deadlines, wid)
-      release(wid, now, now_us)
+      release(wid, now, now_us, plan)
       count = count + 1
     end
   end
@@ -197,10 +249,11 @@ local function sweep(now, now_us, limit)
 end
 
 -- Pop idle workers until one is really free, and lease it. Stray ids (not
--- registered, or already leased: a corrupted list) are dropped.
+-- registered, or already leased: a corrupted list) are dropped. The caller
+-- has probed workers, deadlines and the token first.
 local function take_idle(ttl, holder, now, now_us)
   while true do
-    local wid = rcall('LPOP', K.idle)
+    local wid = probe('LPOP', K.idle)
     if not wid then return nil end
     if rcall('HEXISTS', K.workers, wid) == 1 and not rcall('ZSCORE', K.deadlines, wid) then
       local token, deadline = grant(wid, ttl, holder, now, now_us)

@@ -1,5 +1,5 @@
 --[[
-  Helpers of the scripts about worker processes (inlined where a script says
+  Helpers of the scripts about worker processes (used where a script says
   `-- @include workers`, after `-- @include pool`). After the pool's nine
   common KEYS they expect:
     KEYS[10] heartbeats    zset   id of a process-run worker -> heartbeat
@@ -17,10 +17,13 @@ local WORKER_DEAD, ID_TAKEN = 5, 6
 -- How long the reason of a lease ended by a dead worker is remembered.
 local DEAD_LEASE_MEMORY_MS = 86400000
 
-local W = {
-  heartbeats = KEYS[10], incarnations = KEYS[11], dead = KEYS[12], jobs = KEYS[13],
-  overflow = KEYS[14],
-}
+local W = {}
+
+-- Point W at this call's KEYS (after bind_pool).
+local function bind_workers()
+  W.heartbeats, W.incarnations, W.dead = KEYS[10], KEYS[11], KEYS[12]
+  W.jobs, W.overflow = KEYS[13], KEYS[14]
+end
 
 local function alive_key(wid)
   return K.prefix .. 'alive:' .. wid

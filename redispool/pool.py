@@ -21,7 +21,7 @@ import redis
 from redis import Redis
 
 from . import errors, scripts
-from .errors import CheckoutTimeout, LeaseLost, PoolFull
+from .errors import CheckoutTimeout, LeaseLost, PoolError, PoolFull
 from .keys import PoolKeys, validate_pool_name, validate_worker_id
 from .lease import Lease
 from .renewer import Renewer
@@ -253,18 +253,27 @@ class Pool:
 
     def checkin(self, lease: Lease) -> bool:
         """Return ``lease``'s worker. True if this call returned it; False if
-        the lease had already ended (it sets ``lease.lost``) or was checked in."""
+        the lease had already ended (it sets ``lease.lost``) or was checked in.
+
+        If Redis cannot be asked (:class:`PoolUnavailable` and the like), the
+        lease stays open so that checkin can be tried again; it is no longer
+        renewed, so otherwise it ends after its TTL.
+        """
         self._check_own(lease)
         if lease.auto_renew:
             self._renewer.discard(lease)
         if not lease._mark_closed():
             return False
-        reply = self._run(
-            "checkin",
-            (lease.worker_id, lease.token),
-            extra_keys=(self.keys.lease(lease.worker_id), self.keys.dead_leases),
-            worker_id=lease.worker_id,
-        )
+        try:
+            reply = self._run(
+                "checkin",
+                (lease.worker_id, lease.token),
+                extra_keys=(self.keys.lease(lease.worker_id), self.keys.dead_leases),
+                worker_id=lease.worker_id,
+            )
+        except PoolError:
+            lease._closed = False
+            raise
         if int(reply[0]) == errors.OK:
             return True
         lease.worker_died = lease.worker_died or int(reply[0]) == errors.WORKER_DEAD

@@ -202,3 +202,19 @@ def test_scripts_are_loaded_again_after_a_restart(fresh_server: StartServer) -> 
     pool.add_worker("w1")
     assert pool.checkout(block=False).worker_id == "w1"
     pool.close()
+
+
+def test_a_checkin_that_could_not_reach_redis_can_be_tried_again(
+    fresh_server: StartServer,
+) -> None:
+    srv = fresh_server(appendonly=True)  # the lease survives the restart
+    pool = Pool("p", url=srv.url)
+    pool.add_worker("w1")
+    lease = pool.checkout(auto_renew=False)
+    srv.kill()
+    with pytest.raises(PoolUnavailable):
+        lease.checkin()
+    srv.restart()
+    assert lease.checkin() is True  # the retry reached Redis and returned the worker
+    assert pool.status().idle == 1
+    pool.close()

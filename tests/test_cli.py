@@ -85,9 +85,7 @@ def test_pools_lists_every_pool_with_its_numbers(toy: Pool, redis_url: str) -> N
     assert [line.split()[0] for line in table] == ["POOL", "other", "toy"]
 
 
-def test_workers_shows_each_worker_with_host_pid_state_and_token(
-    toy: Pool, redis_url: str
-) -> None:
+def test_workers_shows_each_worker_with_host_pid_state_and_token(toy: Pool, redis_url: str) -> None:
     lease = toy.checkout(auto_renew=False)
     rows = json.loads(invoke(redis_url, "workers", "toy", "--json").stdout)
     by_id = {row["id"]: row for row in rows}
@@ -228,7 +226,11 @@ def command(*args: str) -> list[str]:
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        command(*args), capture_output=True, text=True, timeout=30, cwd=ROOT,
+        command(*args),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
         env={**os.environ, **(env or {})},
     )
 
@@ -334,3 +336,37 @@ def test_reaper_returns_a_dead_clients_worker_and_stops_on_sigterm(
     assert reaper.returncode == 0
     assert "reaper stopped: returned 1 by event" in err
     pool.close()
+
+
+# -- a corrupted pool ---------------------------------------------------------------
+
+
+def test_status_reports_junk_in_a_key_and_exits_2(
+    toy: Pool, redis_url: str, r: redis.Redis
+) -> None:
+    r.set(toy.keys.token, "junk")
+    result = invoke(redis_url, "status", "toy", "--json")
+    assert result.exit_code == 2
+    record = json.loads(result.stdout)
+    assert record == {"pool": "toy", "problems": 1}  # the pool's scripts refuse junk
+    assert "redispool check toy" in one_error_line(result.stderr)
+    human = invoke(redis_url, "status", "toy")
+    assert f"problem: {toy.keys.token}" in human.stdout
+    listed = invoke(redis_url, "check", "toy", "--json")
+    assert listed.exit_code == 2
+    assert [p["key"] for p in json.loads(listed.stdout)] == [toy.keys.token]
+
+
+def test_status_lists_problems_even_when_the_numbers_cannot_be_read(
+    toy: Pool, redis_url: str, r: redis.Redis
+) -> None:
+    r.delete(toy.keys.idle)
+    r.set(toy.keys.idle, "junk")
+    result = invoke(redis_url, "status", "toy")
+    assert result.exit_code == 2
+    assert f"problem: {toy.keys.idle}" in result.stdout
+
+
+def test_check_of_a_sound_pool_exits_0(toy: Pool, redis_url: str) -> None:
+    result = invoke(redis_url, "check", "toy", "--json")
+    assert (result.exit_code, json.loads(result.stdout)) == (0, [])

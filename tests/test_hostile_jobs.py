@@ -19,6 +19,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from redispool import Pool
+from redispool.check import check_pool
 from redispool.doubler import compute
 from redispool.jobs import TOKEN_META
 
@@ -77,3 +78,30 @@ def test_an_unregistered_function_written_by_hand_never_runs(
         assert not marker.exists()
         assert "'os.system' is not registered" in main.log()
         assert compute(lease, 21) == 42
+
+
+def test_junk_in_a_pool_key_is_reported_not_a_crash_loop_in_the_workers(
+    redis_url: str, r: redis.Redis, start_worker_main: StartWorkerMain
+) -> None:
+    main = start_worker_main(workers=2)
+    pids = set(main.worker_pids())
+    with Pool("doublers", url=redis_url) as pool:
+        saved = r.dump(pool.keys.config)
+        r.delete(pool.keys.config)
+        r.set(pool.keys.config, "junk")  # every pool script that writes now refuses
+        assert [p.key for p in check_pool(pool)] == [pool.keys.config]
+        for _ in range(3):  # three rounds of heartbeats from every worker, through the junk
+            before = dict(r.zrange(pool.keys.heartbeats, 0, -1, withscores=True))
+
+            def beat_again(before: dict[bytes, float] = before) -> bool:
+                now = dict(r.zrange(pool.keys.heartbeats, 0, -1, withscores=True))
+                return len(now) == 2 and all(now[w] > before.get(w, 0) for w in now)
+
+            wait_for(beat_again, timeout=10, message="every worker to beat again")
+        assert set(main.worker_pids()) == pids, "a worker was restarted over a junk key"
+        assert main.proc.poll() is None
+        r.delete(pool.keys.config)
+        assert saved is not None
+        r.restore(pool.keys.config, 0, saved)
+        with pool.lease(timeout=5) as lease:
+            assert compute(lease, 21) == 42

@@ -1,12 +1,14 @@
-"""Read-only commands: pools, status, workers, leases, watch.
+"""Read-only commands: pools, status, check, workers, leases, watch.
 
 Each has ``--json``; the shapes below are stable (new keys may be added,
 none removed or renamed):
 
 * ``pools --json``: a list of ``{"pool", "size", "idle", "busy", "waiting"}``.
 * ``status --json``: one flat object ``{"pool", "size", "idle", "busy",
-  "waiting", "draining", "expired", "lease_ttl", "strategy"}`` plus any
-  number the pool reports beyond those; seconds are floats.
+  "waiting", "draining", "expired", "lease_ttl", "strategy", "problems"}``
+  plus any number the pool reports beyond those; seconds are floats;
+  ``problems`` counts the keys holding junk (then exit 2).
+* ``check --json``: a list of ``{"key", "problem"}``, empty for a sound pool.
 * ``workers --json``: a list of ``{"id", "state", "host", "pid", "token",
   "draining", "jobs"}``; ``null`` where unknown.
 * ``leases --json``: a list of ``{"worker", "token", "holder", "host",
@@ -24,11 +26,13 @@ from typing import Any
 import click
 
 from .. import tables
+from ..check import Problem, check_pool
+from ..errors import PoolCorrupted
 from ..pool import Pool
 from ..status import LeaseInfo, WorkerInfo
-from .app import Connection, cli, emit_json, list_pools
+from .app import EXIT_USAGE, CliError, Connection, cli, emit_json, list_pools
 
-__all__ = ["leases", "pools", "status", "watch", "workers"]
+__all__ = ["check", "leases", "pools", "status", "watch", "workers"]
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (shape above).")
 pool_argument = click.argument("pool")
@@ -78,6 +82,7 @@ def workers_table(rows: list[dict[str, Any]]) -> str:
 
 
 def status_table(record: dict[str, Any]) -> str:
+    record = {k: v for k, v in record.items() if k != "problems"}  # listed below the table
     numbers = [k for k, v in record.items() if isinstance(v, int) and not isinstance(v, bool)]
     headers = ["POOL", *(k.upper() for k in numbers), "LEASE_TTL", "STRATEGY"]
     row = [record["pool"], *(record[k] for k in numbers), tables.seconds(record["lease_ttl"])]
@@ -115,15 +120,59 @@ def pools(conn: Connection, as_json: bool) -> None:
 def status(conn: Connection, pool: str, as_json: bool) -> None:
     """The numbers of POOL: size, idle, busy, waiting, draining, expired.
 
+    Also checks every key of the pool (changing nothing) and lists what holds
+    data redispool never writes; then it exits 2.
+
     \b
     --json: one flat object {"pool", "size", "idle", "busy", "waiting",
-            "draining", "expired", "lease_ttl", "strategy", ...}
+            "draining", "expired", "lease_ttl", "strategy", ..., "problems"}
+            ("problems": how many keys hold junk; `check` lists them)
     """
-    record = status_record(conn.pool(pool))
+    handle = conn.pool(pool)
+    problems = check_pool(handle)
+    try:
+        record = status_record(handle)
+    except PoolCorrupted:
+        if not problems:
+            raise
+        record = {"pool": handle.name}  # the numbers cannot be read: the problems say why
+    record["problems"] = len(problems)
     if as_json:
         emit_json(record)
     else:
-        click.echo(status_table(record))
+        if len(record) > 2:
+            click.echo(status_table(record))
+        for problem in problems:
+            click.echo(f"problem: {problem}")
+    _fail_if_corrupted(handle.name, problems)
+
+
+def _fail_if_corrupted(pool: str, problems: list[Problem]) -> None:
+    if problems:
+        raise CliError(
+            f"pool {pool!r} is corrupted: {len(problems)} problems "
+            f"(redispool check {pool} lists them)",
+            EXIT_USAGE,
+        )
+
+
+@cli.command()
+@pool_argument
+@json_option
+@click.pass_obj
+def check(conn: Connection, pool: str, as_json: bool) -> None:
+    """Check every key of POOL, changing nothing; exit 2 if any holds junk.
+
+    \b
+    --json: [{"key", "problem"}, ...] (empty when the pool is sound)
+    """
+    handle = conn.pool(pool)
+    problems = check_pool(handle)
+    if as_json:
+        emit_json([{"key": p.key, "problem": p.problem} for p in problems])
+    else:
+        click.echo("\n".join(str(p) for p in problems) or f"pool {handle.name!r}: no problems")
+    _fail_if_corrupted(handle.name, problems)
 
 
 @cli.command()

@@ -135,9 +135,8 @@ def main(
         heartbeat_ttl=heartbeat_ttl, sweep_interval=sweep_interval,
         functions=tuple(sorted(functions)),
     )  # fmt: skip
-    supervisor = Supervisor(settings)
-    if metrics_port is not None:
-        start_metrics(metrics_port, pool, url=url)
+    metrics = None if metrics_port is None else start_metrics(metrics_port, pool, url=url)
+    supervisor = Supervisor(settings, metrics)
     signal.signal(signal.SIGTERM, supervisor.request_drain)
     signal.signal(signal.SIGINT, supervisor.request_drain)
     sys.exit(supervisor.run())

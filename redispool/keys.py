@@ -130,6 +130,11 @@ class PoolKeys:
         return self.prefix + "jobs"
 
     @property
+    def jobs_failed(self) -> str:
+        """Hash: worker id -> jobs that failed or were refused on it."""
+        return self.prefix + "jobs_failed"
+
+    @property
     def overflow(self) -> str:
         """Set: overflow workers (started on demand, leave when idle)."""
         return self.prefix + "overflow"

@@ -5,21 +5,20 @@ Two kinds of numbers:
 * What the pools hold, read from Redis at every scrape, so every host shows
   the same figures and nothing goes stale: ``redispool_pool_size``,
   ``_idle``, ``_busy``, ``_waiting``, ``_draining``, ``_expired`` (one gauge
-  per number ``Pool.status()`` reports, labelled ``pool``), and
-  ``redispool_up`` (0 when the last scrape could not read Redis).
+  per number ``Pool.status()`` reports, labelled ``pool``),
+  ``redispool_worker_jobs{pool,worker}``,
+  ``redispool_jobs_total{pool,outcome=started|failed}`` (the workers count
+  them in Redis), and ``redispool_up`` (0 when the last scrape could not
+  read Redis).
 * What this process did, as counters it keeps itself:
   ``redispool_checkouts_total{pool,outcome=ok|full|timeout}``,
   ``redispool_checkout_wait_seconds{pool}`` (histogram),
   ``redispool_checkout_timeouts_total{pool}``,
   ``redispool_leases_reclaimed_total{how=event|sweep}`` (read from the
-  process's :class:`~redispool.Reaper`), ``redispool_worker_restarts_total{pool}``,
-  ``redispool_jobs_total{pool,outcome=ok|failed}``.
+  process's :class:`~redispool.Reaper`), ``redispool_worker_restarts_total{pool}``.
 
-A worker host needs one line, and two more where it has the objects::
-
-    metrics = start_metrics(port, pool_name, url=url)  # pool gauges, jobs per worker
-    metrics.watch_reaper(reaper)                        # leases reclaimed, by event/sweep
-    metrics.worker_restarts.labels(pool_name).inc()     # where a dead worker is replaced
+worker_main passes its Metrics to the Supervisor, which reports its Reaper
+and counts every worker it replaces.
 """
 
 from __future__ import annotations
@@ -76,10 +75,19 @@ class PoolCollector(Collector):
             self._pools[name] = Pool(name, redis=self.client)
         return self._pools[name]
 
+    def _job_totals(self, pool: Pool) -> tuple[int, int]:
+        """Jobs started and failed on the pool's workers, as the workers count them in Redis."""
+        with pool.redis_errors("metrics"):
+            started = pool.client.hvals(pool.keys.jobs)
+            failed = pool.client.hvals(pool.keys.jobs_failed)
+        return sum(int(v) for v in started), sum(int(v) for v in failed)
+
     def collect(self) -> Iterator[Metric]:
         gauges: dict[str, GaugeMetricFamily] = {}
         jobs = GaugeMetricFamily("redispool_worker_jobs", "Jobs each registered worker started",
                                  labels=["pool", "worker"])
+        totals = CounterMetricFamily("redispool_jobs", "Jobs the pool's workers started, failed",
+                                     labels=["pool", "outcome"])
         up = 1
         try:
             for name in self.names or discover_pools(self.client):
@@ -93,11 +101,15 @@ class PoolCollector(Collector):
                     gauges[field].add_metric([name], value)
                 for worker in pool.workers():
                     jobs.add_metric([name, worker.id], getattr(worker, "jobs", 0))
+                started, failed = self._job_totals(pool)
+                totals.add_metric([name, "started"], started)
+                totals.add_metric([name, "failed"], failed)
         except (PoolError, redis.RedisError) as exc:
             log.warning("metrics scrape could not read the pools: %s", exc)
             up = 0
         yield from gauges.values()
         yield jobs
+        yield totals
         yield GaugeMetricFamily("redispool_up", "1 if the last scrape read Redis", value=up)
         if self.reaper is not None:
             reclaimed = CounterMetricFamily(
@@ -131,8 +143,6 @@ class Metrics:
         self.worker_restarts = Counter("redispool_worker_restarts",
                                        "Worker processes replaced after they died",
                                        ["pool"], registry=reg)
-        self.jobs = Counter("redispool_jobs", "Jobs run by outcome (ok, failed)",
-                            ["pool", "outcome"], registry=reg)
         self.collector = PoolCollector(client, pools, reaper)
         reg.register(self.collector)
         self._server: Any = None

@@ -28,6 +28,7 @@ import time as mod_time
 import uuid
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -36,6 +37,9 @@ from .jobs import DEFAULT_FUNCTIONS
 from .pool import Pool
 from .reaper import Reaper
 from .worker import EXIT_ID_TAKEN, EXIT_OK, SETTINGS_ENV, WorkerSettings
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 __all__ = ["Supervisor", "SupervisorSettings"]
 
@@ -79,8 +83,9 @@ class _Slot:
 class Supervisor:
     """Runs and replaces this host's worker processes until drained."""
 
-    def __init__(self, settings: SupervisorSettings) -> None:
+    def __init__(self, settings: SupervisorSettings, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.prefix = settings.worker_id_prefix or f"{socket.gethostname()}-{os.getpid()}"
         self._numbers = itertools.count(1)
         self._slots: list[_Slot] = []
@@ -102,6 +107,8 @@ class Supervisor:
         )
         pool = Pool(self.settings.pool, redis=client, lease_ttl=self.settings.lease_ttl)
         reaper = Reaper(client, [pool.name], sweep_interval=self.settings.sweep_interval).start()
+        if self.metrics is not None:
+            self.metrics.watch_reaper(reaper)
         try:
             for _ in range(self.settings.workers):
                 self._slots.append(self._start(_Slot(self._new_id(), overflow=False)))
@@ -157,6 +164,8 @@ class Supervisor:
             log.warning("worker id taken elsewhere: the next worker is %s", slot.worker_id)
             slot.restart_at = now
             return
+        if code != EXIT_OK and self.metrics is not None:
+            self.metrics.worker_restarts.labels(self.settings.pool).inc()
         slot.failures = 1 if now - slot.started >= STABLE_AFTER else slot.failures + 1
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (slot.failures - 1))
         slot.restart_at = now + delay

@@ -26,8 +26,10 @@ import socket
 import sys
 import threading
 import time as mod_time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import FrameType
+from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker
@@ -83,6 +85,13 @@ class WorkerSettings:
 class _RQWorker(SimpleWorker):
     """RQ's in-process worker, used only to run a job and record its result."""
 
+    on_failure: Callable[[], None] | None = None
+
+    def handle_job_failure(self, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_failure(*args, **kwargs)
+        if self.on_failure is not None:
+            self.on_failure()
+
 
 class Worker:
     """One worker process. :meth:`run` works until drained; returns an exit code."""
@@ -113,6 +122,7 @@ class Worker:
             worker_ttl=RQ_WORKER_TTL,
             log_job_description=False,
         )
+        self._rq.on_failure = self._count_failure
         self._draining = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -306,6 +316,13 @@ class Worker:
             return "redispool.errors.LeaseLost", "job refused: it carries no lease token"
         return None
 
+    def _count_failure(self) -> None:
+        """One more failed (or refused) job on this worker, for the metrics."""
+        try:
+            self._rq_client.hincrby(self.pool.keys.jobs_failed, self.me.worker_id, 1)
+        except redis.RedisError as exc:
+            log.warning("worker %s: could not count a failed job: %s", self.me.worker_id, exc)
+
     def _refuse(self, job: Job, queue: Queue, remote_type: str, message: str) -> None:
         log.warning(
             "worker %s refused job %s: %s: %s", self.me.worker_id, job.id, remote_type, message
@@ -316,6 +333,7 @@ class Worker:
                 f"{remote_type}: {message}", pipeline=pipe, worker_name=self._rq.name
             )
             pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.hincrby(self.pool.keys.jobs_failed, self.me.worker_id, 1)
             pipe.execute()
 
     def _give_back(self, job: Job, queue: Queue) -> None:

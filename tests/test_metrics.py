@@ -16,7 +16,7 @@ import redis
 from helpers import free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from redispool import CheckoutTimeout, Pool, PoolFull
+from redispool import CheckoutTimeout, JobFailed, Pool, PoolFull
 from redispool.metrics import Metrics, start_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,17 +85,6 @@ def test_checkouts_are_counted_by_outcome_and_timed(toy: Pool, metrics: Metrics)
         toy.checkin(lease)
 
 
-def test_worker_restarts_and_jobs_are_counters_the_host_increments(metrics: Metrics) -> None:
-    assert metrics.port is not None
-    metrics.worker_restarts.labels("toy").inc()
-    metrics.jobs.labels("toy", "ok").inc(3)
-    metrics.jobs.labels("toy", "failed").inc()
-    got = scrape(metrics.port)
-    assert got[("redispool_worker_restarts_total", (("pool", "toy"),))] == 1
-    assert got[("redispool_jobs_total", (("outcome", "ok"), ("pool", "toy")))] == 3
-    assert got[("redispool_jobs_total", (("outcome", "failed"), ("pool", "toy")))] == 1
-
-
 def test_a_scrape_while_redis_is_unreachable_reports_up_0() -> None:
     client = redis.Redis(port=free_port(), socket_connect_timeout=1)
     metrics = start_metrics(0, "toy", client=client, addr="127.0.0.1")
@@ -161,9 +150,18 @@ def test_worker_main_serves_pool_numbers_and_jobs_per_worker(redis_url: str) -> 
 
         with pool.lease(timeout=5) as lease:
             assert compute(lease, 21) == 42
+            with pytest.raises(JobFailed):
+                lease.run("redispool.doubler.double", "not a number")
             worker = lease.worker_id
-        jobs = scrape(port)[("redispool_worker_jobs", (("pool", "dbl"), ("worker", worker)))]
-        assert jobs == 1
+        got = scrape(port)
+        assert got[("redispool_worker_jobs", (("pool", "dbl"), ("worker", worker)))] == 2
+        assert got[("redispool_jobs_total", (("outcome", "started"), ("pool", "dbl")))] == 2
+        assert got[("redispool_jobs_total", (("outcome", "failed"), ("pool", "dbl")))] == 1
+        victim = next(w for w in pool.workers() if w.id != worker)
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)  # the supervisor replaces it and counts that
+        restarts = ("redispool_worker_restarts_total", (("pool", "dbl"),))
+        wait_for(lambda: scrape(port).get(restarts) == 1, timeout=10, message="the restart")
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
         assert proc.returncode == 0

@@ -14,26 +14,12 @@
   ended; an error reply 'CORRUPT <key> ...' if deadlines or a lease key has a
   type redispool never writes (leases before it in the batch stay renewed).
 ]]
-local rcall = redis.call
+-- @include pool
+-- (its helpers only: renew's KEYS are not the common ones, so K is not used)
 
 local deadlines = KEYS[1]
-local function corrupt(key, what)
-  return redis.error_reply('CORRUPT ' .. key .. ' ' .. what .. ' (written by hand?)')
-end
--- A read that fails on a wrong type, before any write.
-local function probe(cmd, key, ...)
-  local value = redis.pcall(cmd, key, ...)
-  if type(value) == 'table' and value.err then
-    if string.find(value.err, 'WRONGTYPE', 1, true) then
-      error(corrupt(key, 'holds the wrong type'))
-    end
-    error(value)  -- not about the key (an ACL refusal): as Redis said it
-  end
-  return value
-end
 probe('ZCARD', deadlines)
-local t = rcall('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = server_time()
 
 local result = {now}
 for i = 2, #KEYS do
@@ -41,9 +27,7 @@ for i = 2, #KEYS do
   local value = probe('GET', KEYS[i])
   local held = 0
   if value then
-    local bar = string.find(value, '|', 1, true)
-    local current = bar and string.sub(value, 1, bar - 1) or value
-    if current == token then
+    if token_of(value) == token then
       rcall('PEXPIRE', KEYS[i], ttl)
       rcall('ZADD', deadlines, now + ttl, wid)
       held = 1

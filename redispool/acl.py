@@ -4,9 +4,11 @@
 for a user limited to the keys of the named pools and the commands redispool
 sends: the commands its Lua scripts call (read from the scripts, so the rules
 follow the scripts) and the few it sends itself. No ``KEYS``, ``SCAN``,
-``CONFIG`` or ``FLUSH*``. Operators paste the line into ``redis-cli`` or an
-ACL file; the Reaper additionally needs ``CONFIG GET/SET`` (or events already
-turned on) and ``SUBSCRIBE`` on the expired-events channel.
+``CONFIG SET`` or ``FLUSH*``. With ``jobs=True`` it adds what ``lease.run``
+and worker hosts need: RQ's keys (``rq:*``, shared by every pool: RQ has no
+per-pool prefix) and commands, and the Reaper's expired-events channel (the
+events must already be on: the user cannot ``CONFIG SET`` them). Operators
+paste the line into ``redis-cli`` or an ACL file.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Iterable
 from .keys import PoolKeys, validate_pool_name
 from .scripts import SCRIPT_NAMES, source_of
 
-__all__ = ["CLIENT_COMMANDS", "acl_rules", "acl_setuser", "script_commands"]
+__all__ = ["CLIENT_COMMANDS", "JOB_COMMANDS", "acl_rules", "acl_setuser", "script_commands"]
 
 #: Commands a pool client sends itself (besides running scripts).
 CLIENT_COMMANDS = frozenset(
@@ -30,6 +32,20 @@ CLIENT_COMMANDS = frozenset(
     }
 )  # fmt: skip
 
+#: What running jobs adds: RQ's own commands (measured on a worker_main run with
+#: jobs, failures, a lease expiry and a drain), and the Reaper's events.
+JOB_COMMANDS = frozenset(
+    {
+        "blmove", "expire", "persist", "hincrbyfloat", "watch", "unwatch",  # RQ queues, jobs
+        "xadd", "xread",  # RQ results
+        "client|setname", "client|info", "info",  # RQ worker registration
+        "subscribe", "config|get",  # the Reaper: expired events (already turned on)
+    }
+)  # fmt: skip
+#: RQ keeps its keys (jobs, queues, results, workers) under this prefix, shared by all pools.
+RQ_KEYS = "~rq:*"
+EXPIRED_EVENTS = "&__keyevent@*__:expired"
+
 _CALL = re.compile(r"(?:rcall|probe)\('([A-Z]+)'")
 
 
@@ -41,20 +57,32 @@ def script_commands() -> frozenset[str]:
     return frozenset(found)
 
 
-def acl_rules(pools: Iterable[str]) -> list[str]:
-    """ACL rules for a user of ``pools``: their keys, and redispool's commands only."""
+def acl_rules(pools: Iterable[str], *, jobs: bool = False) -> list[str]:
+    """ACL rules for a user of ``pools``: their keys, and redispool's commands only.
+
+    With ``jobs``, what ``lease.run`` and worker hosts need too: RQ's keys and
+    commands, and the Reaper's subscription to expired events.
+    """
     names = [validate_pool_name(p) for p in pools]
     if not names:
         raise ValueError("name at least one pool")
     keys = [f"~{PoolKeys(name).prefix}*" for name in names]
-    commands = sorted(CLIENT_COMMANDS | script_commands())
-    return ["resetkeys", *keys, "resetchannels", "-@all", *(f"+{c}" for c in commands)]
+    commands = CLIENT_COMMANDS | script_commands()
+    channels: list[str] = []
+    if jobs:
+        keys.append(RQ_KEYS)
+        commands |= JOB_COMMANDS
+        channels.append(EXPIRED_EVENTS)
+    return [
+        "resetkeys", *keys, "resetchannels", *channels, "-@all",
+        *(f"+{c}" for c in sorted(commands)),
+    ]  # fmt: skip
 
 
-def acl_setuser(user: str, password: str, pools: Iterable[str]) -> str:
+def acl_setuser(user: str, password: str, pools: Iterable[str], *, jobs: bool = False) -> str:
     """The ``ACL SETUSER`` line for ``user`` with ``password`` on ``pools``."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", user):
         raise ValueError(f"user must be 1 to 64 of letters, digits and _.-, got {user!r}")
     if not password or any(ch.isspace() for ch in password):
         raise ValueError("password must be non-empty and without whitespace")
-    return " ".join(["ACL SETUSER", user, "on", f">{password}", *acl_rules(pools)])
+    return " ".join(["ACL SETUSER", user, "on", f">{password}", *acl_rules(pools, jobs=jobs)])

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from helpers import FAST, WorkerMain, wait_for
 
 from redispool import CheckoutTimeout, Pool, PoolAccessDenied, Reaper
 from redispool.acl import acl_rules, acl_setuser, script_commands
+from redispool.doubler import compute
 from redispool.server import EmbeddedServer, free_port, server_binaries
 
 README = Path(__file__).parent.parent / "README.md"
@@ -44,6 +46,27 @@ def test_a_user_limited_by_the_generated_acl_walks_the_whole_smoke_path(
     url = redis_url.replace("redis://", "redis://app:s3cret@")
     with Pool("jobs", url=url, lease_ttl=1) as pool:
         smoke(pool)
+
+
+def test_a_worker_host_and_a_client_run_jobs_as_a_user_limited_to_pool_and_rq_keys(
+    r: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    r.execute_command(*acl_setuser("host", "s3cret", ["doublers"], jobs=True).split())
+    url = redis_url.replace("redis://", "redis://host:s3cret@")
+    main = WorkerMain(url, "doublers", tmp_path / "worker_main.log", ("--workers", "1", *FAST))
+    try:
+        with Pool("doublers", url=url, lease_ttl=1) as pool:
+            wait_for(lambda: pool.status().idle == 1, timeout=20, message="the worker to register")
+            with pool.lease(timeout=5) as lease:
+                assert compute(lease, 21) == 42
+                lease.renew()
+                with pytest.raises(CheckoutTimeout):  # waiting: BLPOP, CLIENT UNBLOCK, cancel
+                    pool.checkout(timeout=0.05)
+            assert [w.state for w in pool.workers()] == ["idle"]
+        assert "NOPERM" not in main.log() and "no permissions" not in main.log()
+        assert main.stop() == 0
+    finally:
+        main.kill_everything()
 
 
 def test_a_user_without_rights_on_the_pool_gets_a_clear_error(
@@ -80,9 +103,12 @@ def test_a_wrong_password_is_access_denied_not_unreachable(redis_url: str) -> No
         pool.status()
 
 
-def test_the_readme_gives_the_acl_line_the_code_generates() -> None:
-    line = acl_setuser("app", "CHANGE-ME", ["doublers"])
-    assert line in README.read_text(), "README's ACL line is out of date:\n" + line
+def test_the_readme_gives_the_acl_lines_the_code_generates() -> None:
+    for line in (
+        acl_setuser("app", "CHANGE-ME", ["doublers"]),
+        acl_setuser("host", "CHANGE-ME", ["doublers"], jobs=True),
+    ):
+        assert line in README.read_text(), "README's ACL line is out of date:\n" + line
     assert "incr" in script_commands() and "keys" not in script_commands()
 
 

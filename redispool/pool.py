@@ -192,9 +192,11 @@ class Pool:
         holder = holder_id()
         waiting = block and (timeout is None or timeout > 0)
         ticket = uuid.uuid4().hex if waiting else ""
-        keepalive = self._ttl_ms or round(DEFAULT_LEASE_TTL * 1000)
+        # A waiter counts as alive for one lease TTL between its ticks (the script caps
+        # this at the TTL it settles on); a timeout shortens that.
+        bound = alive_ms(round(MAX_TTL * 1000), timeout)
         sent = mod_time.monotonic()
-        reply = self._run("checkout", (self._ttl_ms, holder, ticket, alive_ms(keepalive, timeout)))
+        reply = self._run("checkout", (self._ttl_ms, holder, ticket, bound))
         code = int(reply[0])
         if code == errors.OK:
             return self._lease(reply, auto_renew, sent)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time as mod_time
 from typing import TYPE_CHECKING
@@ -36,10 +37,14 @@ class Renewer:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._pid = os.getpid()
         self._wake_at = math.inf  # when the thread wakes next (monotonic)
         self._idle_nap = IDLE_NAP
 
     def add(self, lease: Lease) -> None:
+        if self._pid != os.getpid():  # a forked child renews none of its parent's leases
+            self._pid = os.getpid()
+            self._leases, self._cond, self._thread = {}, threading.Condition(), None
         with self._cond:
             self._leases[lease.token] = lease
             if self._thread is None or not self._thread.is_alive():
@@ -102,6 +107,8 @@ class Renewer:
             for lease in leases:
                 lease.renewed_at = min(lease.renewed_at, now + RETRY_DELAY - lease.ttl / 3)
         for lease in ended:
+            if lease._closed:  # checked in while the renewal was on its way: not lost
+                continue
             log.warning(
                 "lease lost in pool %s: worker %s token %s",
                 self._pool.name,

@@ -31,6 +31,9 @@ except ImportError:  # pragma: no cover - without hiredis redis-py packs
 
 __all__ = ["Wire", "text"]
 
+#: Seconds the server's own BLPOP timeout runs past ours, in case an UNBLOCK is lost.
+BLOCK_BACKSTOP = 1.0
+
 
 def text(value: Any) -> str:
     """A reply value as ``str``."""
@@ -127,19 +130,28 @@ class Wire:
             conn.send_command("CLIENT", "ID")
             client_id = conn.read_response()
             conn._redispool_id = client_id  # type: ignore[attr-defined]
-        conn.send_command("BLPOP", key, 0)
+        # The server's own timeout is only a backstop: our clock ends the wait.
+        conn.send_command("BLPOP", key, f"{max(timeout, 0.0) + BLOCK_BACKSTOP:.3f}")
         try:
             ready = conn.can_read(timeout=timeout)
         except BaseException:
-            self._unblock(client_id)
+            self._unblock(conn, client_id)
             raise
         if not ready:
-            self._unblock(client_id)
+            self._unblock(conn, client_id)
         reply = conn.read_response()
         return None if reply is None else reply[1]
 
-    def _unblock(self, client_id: int) -> None:
-        self.call("CLIENT", "UNBLOCK", client_id)
+    def _unblock(self, conn: AbstractConnection, client_id: int) -> None:
+        """End the BLPOP on ``conn`` now; its reply is then ready to read.
+
+        The UNBLOCK travels on another connection, so it can reach the server
+        before the BLPOP has blocked (it answers 0 then) or after the BLPOP was
+        answered (0 too, and the reply is on its way): retry until one of them.
+        """
+        while not self.call("CLIENT", "UNBLOCK", client_id):
+            if conn.can_read(timeout=0.001):
+                return
 
     def close(self) -> None:
         """Disconnect every free connection."""

@@ -117,3 +117,29 @@ def test_waiters_in_different_processes_are_served_in_arrival_order(
     for waiter in waiters:
         assert waiter.proc.wait(10) == 0
     assert pool.status().idle == 1
+
+
+def test_a_forked_child_does_not_keep_its_dead_parents_lease_alive(
+    make_pool: MakePool, redis_url: str
+) -> None:
+    pool = make_pool(workers=2)
+    script = Path(__file__).parent / "procs" / "fork_holder.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), redis_url, "p", "0.5"], stdout=subprocess.PIPE, text=True
+    )
+    child_pid = None
+    try:
+        assert proc.stdout is not None
+        parent_worker = proc.stdout.readline().split()[1]
+        child_line = proc.stdout.readline().split()
+        child_pid = next(int(h.holder.split(":")[1]) for h in pool.leases()
+                         if h.worker_id == child_line[1])  # fmt: skip
+        lease = pool.checkout(timeout=5)  # the parent's worker, once its lease ends
+        assert lease.worker_id == parent_worker
+        assert pool.status().busy == 2  # the child still holds its own
+    finally:
+        proc.wait(5)
+        if child_pid is not None:
+            os.kill(child_pid, signal.SIGKILL)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -218,3 +218,43 @@ def test_a_checkin_that_could_not_reach_redis_can_be_tried_again(
     assert lease.checkin() is True  # the retry reached Redis and returned the worker
     assert pool.status().idle == 1
     pool.close()
+
+
+def test_pop_wait_with_tiny_timeouts_never_hangs(make_pool: MakePool) -> None:
+    """An UNBLOCK can reach the server before the BLPOP blocks; the waiter must not hang."""
+    pool = make_pool()
+    slowest = 0.0
+    for _ in range(2000):
+        started = time.monotonic()
+        assert pool._wire.pop_wait("redispool:{p}:nothing", 0.0) is None
+        slowest = max(slowest, time.monotonic() - started)
+    assert slowest < 0.5, f"a pop_wait took {slowest:.2f} s"
+
+
+def test_a_waiter_counts_as_alive_for_the_pools_ttl_between_its_ticks(
+    make_pool: MakePool, r: redis.Redis
+) -> None:
+    admin = make_pool(workers=1)
+    admin.configure(lease_ttl=60)
+    held = admin.checkout()
+    client = make_pool()  # no TTL of its own: the pool's 60 s
+    got: list[object] = []
+    thread = _in_thread(lambda: client.checkout(), got)  # waits without limit
+    wait_for(lambda: r.hlen(PoolKeys("p").waiters) == 1, message="the waiter to queue")
+    alive_until = int(next(iter(r.hvals(PoolKeys("p").waiters))).split(b"|")[0])
+    server_ms = int(r.time()[0]) * 1000
+    assert alive_until - server_ms > 50_000  # the pool's 60 s (it ticks every 20 s)
+    held.checkin()
+    thread.join(5)
+    assert isinstance(got[0], Lease)
+
+
+def test_a_lease_checked_in_is_never_reported_lost_by_the_renewer(make_pool: MakePool) -> None:
+    pool = make_pool(workers=1, lease_ttl=0.015)  # renewals every 5 ms, racing each checkin
+    leases = []
+    for _ in range(300):
+        lease = pool.checkout()
+        assert lease.checkin() is True
+        leases.append(lease)
+    time.sleep(0.05)  # let any renewal in flight come back
+    assert not [lease for lease in leases if lease.lost.is_set()]

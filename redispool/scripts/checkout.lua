@@ -9,7 +9,8 @@
   ARGV[1]     ttl_ms     integer ms; 0 means the pool's lease_ttl_ms
   ARGV[2]     holder     'host:pid' of the caller, for operators
   ARGV[3]     ticket     waiter ticket; '' means do not queue
-  ARGV[4]     alive_ms   integer ms the waiter counts as alive without a tick
+  ARGV[4]     alive_ms   integer ms the waiter counts as alive without a tick,
+                         at most; the script caps it at the lease ttl
 
   Returns
     {OK, worker_id, token, deadline_ms, ttl_ms}
@@ -43,7 +44,8 @@ end
 if ticket ~= '' then
   probe('HLEN', K.waiters)
   rcall('RPUSH', K.waitq, ticket)
-  rcall('HSET', K.waiters, ticket, fmt(now + alive_ms) .. '|' .. fmt(ttl) .. '|' .. holder)
+  local alive = math.min(alive_ms, ttl)  -- the waiter ticks every ttl/3
+  rcall('HSET', K.waiters, ticket, fmt(now + alive) .. '|' .. fmt(ttl) .. '|' .. holder)
   return {QUEUED, next_deadline(), now, ttl}
 end
 return {FULL, next_deadline(), now, ttl}

@@ -164,6 +164,10 @@ class Reaper:
         self.listening.wait(timeout=10)
         return self
 
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return after the work in hand (safe in a signal handler)."""
+        self._stop.set()
+
     def stop(self) -> None:
         """Stop and wait for the thread."""
         self._stop.set()

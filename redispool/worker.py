@@ -108,7 +108,11 @@ class Worker:
             overflow=settings.overflow_idle is not None,
         )
         self.functions = frozenset(settings.functions)
-        self._rq_client = redis.Redis.from_url(settings.url, socket_connect_timeout=5.0)
+        self._rq_client = redis.Redis.from_url(
+            settings.url,
+            socket_connect_timeout=5.0,
+            socket_timeout=DEQUEUE_WAIT + 10.0,  # a silent partition must not block forever
+        )
         self._queue = Queue(
             self.pool.keys.queue(settings.worker_id),
             connection=self._rq_client,
@@ -190,8 +194,10 @@ class Worker:
         while not self._stop.is_set():
             try:
                 if self._draining.is_set() and not drain_asked:
+                    # asked again at the next beat if Redis could not be reached
+                    left = liveness.leave(self.pool, self.me, "drain")
                     drain_asked = True
-                    if liveness.leave(self.pool, self.me, "drain") != 2:
+                    if left != 2:
                         self._stop.set()  # idle: it has left
                         return
                     log.info("worker %s is leased: leaves at checkin", self.me.worker_id)
@@ -235,6 +241,11 @@ class Worker:
         except DequeueTimeout:
             self._idle_tick()
             return
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception as exc:  # a job record RQ cannot even read: drop it, live on
+            self._drop_unreadable(exc)
+            return
         if found is None:
             return
         job, queue = found
@@ -245,6 +256,19 @@ class Worker:
         except Exception:  # a malformed job must not stop the worker
             log.exception("worker %s: job %s dropped", self.me.worker_id, job.id)
             self._rq_client.lrem(queue.intermediate_queue_key, 1, job.id)
+
+    def _drop_unreadable(self, exc: Exception) -> None:
+        """Drop the dequeued job records RQ cannot read (junk written by hand)."""
+        key = self._queue.intermediate_queue_key
+        for raw in self._rq_client.lrange(key, 0, -1):
+            job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            try:
+                Job.fetch(job_id, connection=self._rq_client, serializer=JSONSerializer)
+            except Exception:
+                self._rq_client.lrem(key, 0, job_id)
+                log.warning(
+                    "worker %s: unreadable job %s dropped: %r", self.me.worker_id, job_id, exc
+                )
 
     def _idle_tick(self) -> None:
         now = mod_time.monotonic()

@@ -105,3 +105,20 @@ def test_junk_in_a_pool_key_is_reported_not_a_crash_loop_in_the_workers(
         r.restore(pool.keys.config, 0, saved)
         with pool.lease(timeout=5) as lease:
             assert compute(lease, 21) == 42
+
+
+def test_a_job_record_rq_cannot_read_is_dropped_and_the_worker_lives_on(
+    redis_url: str, r: redis.Redis, start_worker_main: StartWorkerMain
+) -> None:
+    main = start_worker_main(workers=1)
+    pids = set(main.worker_pids())
+    with Pool("doublers", url=redis_url) as pool, pool.lease(timeout=5) as lease:
+        queue = Queue(pool.keys.queue(lease.worker_id), connection=r)
+        junk = {"status": "bogus", "created_at": "not a date", "data": "[]", "origin": "x"}
+        r.hset("rq:job:junk-1", mapping=junk)  # RQ's Job.restore raises ValueError on it
+        r.rpush(queue.key, "junk-1")
+        wait_for(lambda: "unreadable job junk-1 dropped" in main.log(), timeout=10,
+                 message="the worker to drop the junk")  # fmt: skip
+        assert compute(lease, 21) == 42  # the holder's lease is untouched
+        assert r.llen(queue.intermediate_queue_key) == 0
+    assert set(main.worker_pids()) == pids, "the worker died over a junk job record"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .errors import CheckoutTimeout, PoolError
+from .errors import PoolError
 from .lease import Lease
 from .wire import text
 
@@ -105,11 +105,7 @@ class Waiter:
         cancel = self.pool._run("cancel_wait", (self.ticket,), extra_keys=(self.wake,))
         if int(cancel[0]) == errors.OK:  # handed a worker just as we gave up: keep it
             return self._handed(cancel[1])
-        raise CheckoutTimeout(
-            f"pool {self.pool.name!r}: no worker became free in time",
-            pool=self.pool.name,
-            operation="checkout",
-        )
+        raise self.pool._timeout()
 
     def _abandon(self) -> None:
         """Leave the queue after an error; check in anything handed meanwhile."""

@@ -21,4 +21,5 @@ if new_ttl then rcall('HSET', K.config, 'lease_ttl_ms', new_ttl) end
 if new_strategy then rcall('HSET', K.config, 'strategy', new_strategy) end
 rcall('HSETNX', K.config, 'lease_ttl_ms', ARGV[3])
 rcall('HSETNX', K.config, 'strategy', ARGV[4])
-return {OK, pool_ttl_ms(), rcall('HGET', K.config, 'strategy')}
+local ttl, strategy = settings()
+return {OK, ttl, strategy}

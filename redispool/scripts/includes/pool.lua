@@ -47,10 +47,6 @@ local function server_time()
   return sec * 1000 + math.floor(usec / 1000), sec * 1000000 + usec
 end
 
-local function pool_ttl_ms()
-  return tonumber(rcall('HGET', K.config, 'lease_ttl_ms')) or DEFAULT_TTL_MS
-end
-
 -- Lease TTLs redispool writes: whole ms from 10 ms to 7 days.
 local function valid_ttl(value)
   local n = value and string.match(value, '^%d+$') and tonumber(value)

@@ -3,8 +3,9 @@
 ``check_pool(pool)`` reads the pool's keys in one transaction (MULTI/EXEC,
 so the picture is of one instant), checks each key's type and value format
 and the invariants that tie them together (every registered worker idle or
-leased, no id of an unknown worker in a list, tokens never behind a lease),
-and returns one :class:`Problem` per finding. An empty list means the pool
+leased, no id of an unknown worker in a list, tokens never behind a lease and
+with room to grow, a server that never evicts the pool's keys), and returns
+one :class:`Problem` per finding. An empty list means the pool
 is sound. It only reads: it is what ``redispool status`` reports when a
 script answers :class:`~redispool.PoolCorrupted`.
 """
@@ -33,8 +34,13 @@ MIN_TTL_MS, MAX_TTL_MS = 10, 7 * 24 * 3600 * 1000
 #: A lease key may outlive its deadline by this much (ms) before it is a problem.
 SLACK_MS = 50
 _DIGITS = re.compile(r"[0-9]+")
-_LEASE = re.compile(r"([0-9]+)\|.*", re.DOTALL)
-_WAITER = re.compile(r"([0-9]+)\|([0-9]+)\|.*", re.DOTALL)
+_LEASE = re.compile(r"([0-9]+)\|[0-9a-f]+\|.*", re.DOTALL)
+_ENTRY = re.compile(r"([^|]+)\|([0-9]+)\|[0-9a-fA-F]+\|.*", re.DOTALL)
+#: The scripts' largest token (2^53 - 1: Lua numbers are doubles).
+MAX_TOKEN = 2**53 - 1
+#: A counter closer than this to MAX_TOKEN has no room left to grow (about
+#: 11 days of the server clock in microseconds, which tokens follow).
+TOKEN_ROOM = 10**12
 _META = re.compile(r"[^|]*\|[0-9]*")
 #: How many times a snapshot is retried when workers change while it is read.
 ATTEMPTS = 5
@@ -55,7 +61,7 @@ def _kinds(k: PoolKeys) -> dict[str, str]:
     """Every fixed key of a pool and the Redis type it has when it exists."""
     return {
         k.config: "hash", k.workers: "hash", k.idle: "list", k.deadlines: "zset",
-        k.token: "string", k.draining: "set", k.waitq: "list", k.waiters: "hash",
+        k.token: "string", k.draining: "set", k.waitq: "list", k.waiters: "zset",
         k.heartbeats: "zset", k.incarnations: "hash", k.dead_leases: "zset",
         k.jobs: "hash", k.overflow: "set",
     }
@@ -165,7 +171,23 @@ def check_pool(pool: Pool) -> list[Problem]:
     for check in (_config, _token, _workers, _idle, _deadlines, _leases, _draining, _waiting,
                   _worker_keys):
         problems.extend(check(snap, k))
+    problems.extend(_eviction(pool))
     return sorted(problems, key=lambda p: p.key)
+
+
+def _eviction(pool: Pool) -> list[Problem]:
+    """The server's ``maxmemory-policy`` if it may evict the pool's keys (an
+    evicted idle list or lease is a lost worker or a broken fence). A server
+    that refuses CONFIG (managed Redis) is not reported."""
+    try:
+        reply = pool.client.config_get("maxmemory-policy")
+    except redis.RedisError:
+        return []
+    policy = text(next(iter(reply.values()), "")) if isinstance(reply, dict) else ""
+    if policy in ("", "noeviction"):
+        return []
+    return [Problem("maxmemory-policy", f"is {policy!r}, not 'noeviction': Redis may evict "
+                                        "the pool's keys under memory pressure")]
 
 
 def _config(snap: _Snapshot, k: PoolKeys) -> list[Problem]:
@@ -185,8 +207,11 @@ def _token(snap: _Snapshot, k: PoolKeys) -> list[Problem]:
     token = snap.values.get(k.token)
     if token is None:
         return []
-    if not (_DIGITS.fullmatch(token) and len(token) <= 18):
-        return [Problem(k.token, f"holds {token!r}, not a decimal token")]
+    if not (_DIGITS.fullmatch(token) and len(token) <= 16 and int(token) <= MAX_TOKEN):
+        return [Problem(k.token, f"holds {token!r}, not a decimal token below 2^53")]
+    if int(token) > MAX_TOKEN - TOKEN_ROOM:
+        return [Problem(k.token, f"is {token}, within {TOKEN_ROOM} of the largest token "
+                                 f"{MAX_TOKEN}: no room left to grow")]
     behind = [
         wid for wid, (kind, value, _) in snap.leases.items()
         if kind == "string" and value is not None and _lease_token(value) is not None
@@ -260,7 +285,7 @@ def _leases(snap: _Snapshot, k: PoolKeys) -> list[Problem]:
         if kind != "string":
             problems.append(Problem(key, f"is a {kind}, not a string"))
         elif _lease_token(value) is None:
-            problems.append(Problem(key, f"holds {text(value)!r}, not 'token|holder'"))
+            problems.append(Problem(key, f"holds {text(value)!r}, not 'token|nonce|holder'"))
         if pttl == -1:
             problems.append(Problem(key, "has no TTL"))
         if k.deadlines in snap.values and wid not in leased:
@@ -278,18 +303,22 @@ def _draining(snap: _Snapshot, k: PoolKeys) -> list[Problem]:
 
 
 def _waiting(snap: _Snapshot, k: PoolKeys) -> list[Problem]:
+    """The queue's entries are 'ticket|ttl_ms|nonce|holder'; waiters holds the
+    tickets still queued. An entry without a waiter is a dead one (trimmed by
+    the sweep), no problem."""
     waitq: list[str] = snap.values.get(k.waitq, [])
-    waiters: dict[str, str] = snap.values.get(k.waiters, {})
+    waiters: dict[str, float] = snap.values.get(k.waiters, {})
     problems = []
-    for ticket in sorted(set(waitq)):
-        if k.waiters in snap.values and ticket not in waiters:
-            problems.append(Problem(k.waitq, f"holds ticket {ticket!r} with no waiter entry"))
-    for ticket, info in sorted(waiters.items()):
-        match = _WAITER.fullmatch(info)
+    queued = set()
+    for entry in waitq:
+        match = _ENTRY.fullmatch(entry)
         if not match or not MIN_TTL_MS <= int(match.group(2)) <= MAX_TTL_MS:
-            problems.append(Problem(k.waiters, f"ticket {ticket!r} has {info!r}, not "
-                                               "'alive_until_ms|ttl_ms|holder'"))
-        if k.waitq in snap.values and ticket not in waitq:
+            problems.append(Problem(k.waitq, f"holds {entry!r}, not "
+                                             "'ticket|ttl_ms|nonce|holder'"))
+        else:
+            queued.add(match.group(1))
+    for ticket in sorted(waiters):
+        if k.waitq in snap.values and ticket not in queued:
             problems.append(Problem(k.waiters, f"ticket {ticket!r} is not in the wait queue"))
     return problems
 

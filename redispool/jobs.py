@@ -23,12 +23,21 @@ from .wire import text
 if TYPE_CHECKING:
     from .lease import Lease
 
-__all__ = ["DEFAULT_FUNCTIONS", "TOKEN_META", "FunctionNotRegistered", "function_name", "run"]
+__all__ = [
+    "DEFAULT_FUNCTIONS",
+    "NONCE_META",
+    "TOKEN_META",
+    "FunctionNotRegistered",
+    "function_name",
+    "run",
+]
 
 #: Functions a worker runs unless configured otherwise.
 DEFAULT_FUNCTIONS = frozenset({"redispool.doubler.double"})
 #: Key of ``job.meta`` that carries the lease's fencing token.
 TOKEN_META = "redispool_token"
+#: Key of ``job.meta`` that carries the lease's nonce (the fence compares both).
+NONCE_META = "redispool_nonce"
 #: How often a client waiting for a result checks that its lease still holds.
 CHECK_INTERVAL = 0.25
 #: How long results and failures stay in Redis, seconds.
@@ -100,7 +109,7 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
             ttl=seconds,
             result_ttl=RESULT_TTL,
             failure_ttl=RESULT_TTL,
-            meta={TOKEN_META: str(lease.token)},
+            meta={TOKEN_META: str(lease.token), NONCE_META: lease.nonce},
         )
         try:
             entry = _wait(lease, job.id, mod_time.monotonic() + timeout + RESULT_GRACE)
@@ -146,7 +155,7 @@ def _wait(lease: Lease, job_id: str, deadline: float) -> tuple[str, dict[bytes, 
             for _stream, entries in streams:
                 entry_id, fields = entries[-1]
                 return text(entry_id), dict(fields)
-        _, state = liveness.reap(lease.pool, lease.worker_id, lease.token)
+        _, state = liveness.reap(lease.pool, lease.worker_id, lease.token, lease.nonce)
         if state != errors.OK:
             _ended(lease, state)
 

@@ -25,8 +25,11 @@ class Lease:
     a job) sets :attr:`lost`.
 
     ``token`` is the lease's fencing token: strictly increasing within a pool,
-    even across a loss of Redis data. Workers refuse jobs that carry a token
-    other than their current lease's.
+    even across a rollback of Redis data (see the README's clock assumption).
+    ``nonce`` is a random value made by this client for this lease alone;
+    renew, checkin and the worker's fence compare it with the token, so a
+    holder whose token was issued again can still never act. Workers refuse
+    jobs that carry a token or nonce other than their current lease's.
     """
 
     def __init__(
@@ -38,10 +41,12 @@ class Lease:
         *,
         auto_renew: bool,
         deadline: float,
+        nonce: str = "",
     ) -> None:
         self.pool = pool
         self.worker_id = worker_id
         self.token = token
+        self.nonce = nonce
         self.ttl = ttl
         self.auto_renew = auto_renew
         self._lost: threading.Event | None = None  # made on first use: most leases never need it

@@ -116,17 +116,19 @@ def leave(pool: Pool, me: Incarnation, mode: str) -> int:
     return int(reply[1]) if int(reply[0]) == errors.OK else 0
 
 
-def reap(pool: Pool, worker_id: str = "", token: int | None = None) -> tuple[int, int]:
+def reap(
+    pool: Pool, worker_id: str = "", token: int | None = None, nonce: str = ""
+) -> tuple[int, int]:
     """Bury workers whose heartbeat lapsed; ``(buried, state)``.
 
-    With ``worker_id`` and ``token``, ``state`` says how that lease stands:
+    With ``worker_id``, ``token`` and ``nonce``, ``state`` says how that lease stands:
     ``errors.OK``, ``errors.WORKER_DEAD`` or ``errors.NOT_HELD`` (else -1).
     """
     total = 0
     while True:
         reply = pool._run(
             "reap_workers",
-            (REAP_BATCH, worker_id, "" if token is None else token),
+            (REAP_BATCH, worker_id, "" if token is None else token, nonce),
             extra_keys=_worker_keys(pool),
             worker_id=worker_id or None,
         )
@@ -135,11 +137,17 @@ def reap(pool: Pool, worker_id: str = "", token: int | None = None) -> tuple[int
             return total, int(reply[2])
 
 
-def start_job(pool: Pool, me: Incarnation, token: str) -> int:
-    """The fence, run before each job: a result code (see start_job.lua)."""
+def start_job(pool: Pool, me: Incarnation, token: str, nonce: str) -> int:
+    """The fence, run before each job: a result code (see start_job.lua).
+
+    The job runs only if ``token`` and ``nonce`` are both its worker's current lease's.
+    """
     k = pool.keys
     keys = (k.lease(me.worker_id), k.incarnations, k.dead_leases, k.jobs)
     reply = pool._run(
-        "start_job", (me.worker_id, token, me.incarnation), keys=keys, worker_id=me.worker_id
+        "start_job",
+        (me.worker_id, token, me.incarnation, nonce),
+        keys=keys,
+        worker_id=me.worker_id,
     )
     return int(reply[0])

@@ -192,14 +192,15 @@ class Pool:
         holder = holder_id()
         waiting = block and (timeout is None or timeout > 0)
         ticket = uuid.uuid4().hex if waiting else ""
+        nonce = uuid.uuid4().hex
         # A waiter counts as alive for one lease TTL between its ticks (the script caps
         # this at the TTL it settles on); a timeout shortens that.
         bound = alive_ms(round(MAX_TTL * 1000), timeout)
         sent = mod_time.monotonic()
-        reply = self._run("checkout", (self._ttl_ms, holder, ticket, bound))
+        reply = self._run("checkout", (self._ttl_ms, holder, ticket, bound, nonce))
         code = int(reply[0])
         if code == errors.OK:
-            return self._lease(reply, auto_renew, sent)
+            return self._lease(reply, nonce, auto_renew, sent)
         if not block:
             raise PoolFull(
                 f"pool {self.name!r}: no worker is idle", pool=self.name, operation="checkout"
@@ -209,6 +210,7 @@ class Pool:
         waiter = Waiter(
             self,
             ticket,
+            nonce,
             holder,
             auto_renew,
             deadline=None if timeout is None else sent + timeout,
@@ -218,11 +220,12 @@ class Pool:
         )
         return waiter.wait()
 
-    def _lease(self, reply: list[Any], auto_renew: bool, sent: float) -> Lease:
+    def _lease(self, reply: list[Any], nonce: str, auto_renew: bool, sent: float) -> Lease:
         """A Lease from an ``{OK, worker_id, token, deadline_ms, ttl_ms}`` reply."""
         ttl = int(reply[4]) / 1000
         lease = Lease(
-            self, text(reply[1]), int(reply[2]), ttl, auto_renew=auto_renew, deadline=sent + ttl
+            self, text(reply[1]), int(reply[2]), ttl, auto_renew=auto_renew, deadline=sent + ttl,
+            nonce=nonce,
         )
         lease.renewed_at = sent
         if auto_renew:
@@ -269,7 +272,7 @@ class Pool:
         try:
             reply = self._run(
                 "checkin",
-                (lease.worker_id, lease.token),
+                (lease.worker_id, lease.token, lease.nonce),
                 extra_keys=(self.keys.lease(lease.worker_id), self.keys.dead_leases),
                 worker_id=lease.worker_id,
             )
@@ -313,7 +316,7 @@ class Pool:
         keys = [self.keys.deadlines, *(self.keys.lease(lease.worker_id) for lease in leases)]
         args: list[Any] = []
         for lease in leases:
-            args += (lease.worker_id, lease.token, round(lease.ttl * 1000))
+            args += (lease.worker_id, lease.token, lease.nonce, round(lease.ttl * 1000))
         sent = mod_time.monotonic()
         reply = self._run("renew", args, keys=keys)
         ended = []
@@ -327,12 +330,17 @@ class Pool:
     # -- sweeping ---------------------------------------------------------------
 
     def reclaim_expired(self) -> int:
-        """Return the workers of every lease past its deadline; how many it returned."""
+        """Return the workers of every lease past its deadline; how many it returned.
+
+        Also trims the wait queue of dead waiters and puts back any registered
+        worker that is neither idle nor leased (a key lost to an eviction or a
+        hand ``DEL``), so a damaged pool is whole again after one sweep.
+        """
         total = 0
         while True:
             reply = self._run("reclaim", (SWEEP_BATCH,))
             total += int(reply[1])
-            if int(reply[1]) < SWEEP_BATCH:
+            if int(reply[1]) < SWEEP_BATCH and int(reply[4]) < SWEEP_BATCH:
                 return total
 
     # -- reading -----------------------------------------------------------------

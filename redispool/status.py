@@ -54,6 +54,7 @@ class LeaseInfo:
     token: int
     holder: str
     ttl_left: float  # seconds
+    nonce: str = ""  # the lease's nonce (its holder's proof beside the token)
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,14 @@ def _parse_meta(meta: str) -> tuple[str | None, int | None]:
     return host or None, int(pid) if pid.isdigit() else None
 
 
-def _parse_lease(value: str) -> tuple[int | None, str]:
-    token, _, holder = value.partition("|")
-    return (int(token) if token.isdigit() else None), holder
+def parse_lease(value: str) -> tuple[int | None, str, str]:
+    """``(token, nonce, holder)`` of a lease key's value ``token|nonce|holder``;
+    token None when the value is not one redispool writes."""
+    token, _, rest = value.partition("|")
+    nonce, bar, holder = rest.partition("|")
+    if not (token.isdigit() and bar and nonce and all(c in "0123456789abcdef" for c in nonce)):
+        return None, "", rest
+    return int(token), nonce, holder
 
 
 def read_workers(pool: Pool) -> list[WorkerInfo]:
@@ -93,7 +99,7 @@ def read_workers(pool: Pool) -> list[WorkerInfo]:
         order = sorted(busy)
         values = pool.client.mget([k.lease(w) for w in order])
         for wid, value in zip(order, values, strict=True):
-            tokens[wid] = None if value is None else _parse_lease(text(value))[0]
+            tokens[wid] = None if value is None else parse_lease(text(value))[0]
     result = []
     for wid in sorted(metas):
         host, pid = _parse_meta(metas[wid])
@@ -118,7 +124,7 @@ def read_leases(pool: Pool) -> list[LeaseInfo]:
         value, pttl = replies[2 * i], replies[2 * i + 1]
         if value is None or pttl is None or int(pttl) < 0:
             continue
-        token, holder = _parse_lease(text(value))
+        token, nonce, holder = parse_lease(text(value))
         if token is not None:
-            result.append(LeaseInfo(wid, token, holder, int(pttl) / 1000))
+            result.append(LeaseInfo(wid, token, holder, int(pttl) / 1000, nonce))
     return result

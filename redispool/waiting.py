@@ -47,6 +47,7 @@ class Waiter:
 
     pool: Pool
     ticket: str
+    nonce: str  # of the lease this waiter will hold, stored with its queue entry
     holder: str
     auto_renew: bool
     deadline: float | None  # local monotonic time to give up at; None: never
@@ -92,12 +93,14 @@ class Waiter:
         """Sweep, say we are alive; a lease if that freed a worker for us."""
         sent = mod_time.monotonic()
         remaining = None if self.deadline is None else self.deadline - sent
-        args = (self.ticket, self.ttl_ms, self.holder, alive_ms(self.ttl_ms, remaining))
+        args = (
+            self.ticket, self.ttl_ms, self.holder, alive_ms(self.ttl_ms, remaining), self.nonce
+        )
         tick = self.pool._run("wait_tick", args, extra_keys=(self.wake,))
         if int(tick[0]) == errors.OK:
             if len(tick) == 2:
                 return self._handed(tick[1])
-            return self.pool._lease(tick, self.auto_renew, sent)
+            return self.pool._lease(tick, self.nonce, self.auto_renew, sent)
         self.next_lease_end, self.clock = int(tick[1]), (sent, int(tick[2]))
         return None
 
@@ -118,13 +121,14 @@ class Waiter:
             log.warning("pool %s: could not leave the wait queue: %s", self.pool.name, exc)
 
     def _handed(self, handoff: Any) -> Lease:
-        """A Lease from a handoff ``token|deadline_ms|ttl_ms|worker_id``."""
-        token, deadline_ms, ttl_ms, worker_id = text(handoff).split("|", 3)
+        """A Lease from a handoff ``token|deadline_ms|ttl_ms|nonce|worker_id``."""
+        token, deadline_ms, ttl_ms, nonce, worker_id = text(handoff).split("|", 4)
         sent, server_now = self.clock
         deadline = sent + (int(deadline_ms) - server_now) / 1000
         ttl = int(ttl_ms) / 1000
         lease = Lease(
-            self.pool, worker_id, int(token), ttl, auto_renew=self.auto_renew, deadline=deadline
+            self.pool, worker_id, int(token), ttl, auto_renew=self.auto_renew, deadline=deadline,
+            nonce=nonce,
         )
         lease.renewed_at = deadline - ttl
         if self.auto_renew:

@@ -39,7 +39,7 @@ from rq.serializers import JSONSerializer
 
 from . import errors, liveness
 from .errors import PoolError, WorkerIdTaken
-from .jobs import DEFAULT_FUNCTIONS, TOKEN_META
+from .jobs import DEFAULT_FUNCTIONS, NONCE_META, TOKEN_META
 from .pool import Pool
 
 __all__ = ["EXIT_ID_TAKEN", "SETTINGS_ENV", "Worker", "WorkerSettings", "main"]
@@ -292,7 +292,8 @@ class Worker:
                 self._refuse(job, queue, *refusal)
                 return
             token = str(job.meta.get(TOKEN_META, ""))
-            code = liveness.start_job(self.pool, self.me, token)
+            nonce = str(job.meta.get(NONCE_META, ""))
+            code = liveness.start_job(self.pool, self.me, token, nonce)
             if code == errors.UNKNOWN_WORKER:  # this process no longer holds the id
                 self._give_back(job, queue)
                 return
@@ -338,6 +339,8 @@ class Worker:
             )
         if not str(job.meta.get(TOKEN_META, "")).isdigit():
             return "redispool.errors.LeaseLost", "job refused: it carries no lease token"
+        if not str(job.meta.get(NONCE_META, "")):
+            return "redispool.errors.LeaseLost", "job refused: it carries no lease nonce"
         return None
 
     def _count_failure(self) -> None:

@@ -65,6 +65,7 @@ def a_copy(lease: Lease) -> Lease:
         lease.ttl,
         auto_renew=False,
         deadline=lease.deadline,
+        nonce=lease.nonce,
     )
 
 
@@ -103,6 +104,7 @@ BAD_VALUES: dict[str, tuple[str, Junk]] = {
     "token-not-a-number": ("token", lambda r, k: r.set(k, "abc")),
     "token-negative": ("token", lambda r, k: r.set(k, "-5")),
     "token-too-large": ("token", lambda r, k: r.set(k, "9" * 19)),
+    "token-past-2^53": ("token", lambda r, k: r.set(k, str(2**53 + 1))),
     "ttl-negative": ("config", lambda r, k: r.hset(k, "lease_ttl_ms", "-5")),
     "ttl-zero": ("config", lambda r, k: r.hset(k, "lease_ttl_ms", "0")),
     "ttl-not-a-number": ("config", lambda r, k: r.hset(k, "lease_ttl_ms", "ten")),
@@ -216,24 +218,20 @@ def test_junk_waiter_entries_are_skipped_and_checkin_returns_the_worker(
     held = pool.checkout(block=False, auto_renew=False)
     k = pool.keys
     far = str(int(time.time() * 1000) + 3_600_000)  # alive for an hour
-    r.rpush(k.waitq, "zero-ttl", "no-entry", "bad-format", "junk-wake")
-    r.hset(
-        k.waiters,
-        mapping={
-            "zero-ttl": f"{far}|0|host:1",
-            "bad-format": "junk",
-            "junk-wake": f"{far}|1000|host:1",
-        },
-    )
+    # no-entry: a dead waiter's entry (no ticket in waiters), which is no problem
+    r.rpush(k.waitq, "zero-ttl|0|ab|host:1", "no-entry|1000|ab|host:1", "bad-format",
+            "junk-wake|1000|ab|host:1")
+    r.zadd(k.waiters, {"zero-ttl": float(far), "junk-wake": float(far), "bad-format": float(far)})
     r.set(k.wake("junk-wake"), "not a list")
     problems = check_pool(pool)
-    assert any(p.key == k.waiters and "'zero-ttl'" in p.problem for p in problems)
+    assert any(p.key == k.waitq and "'zero-ttl|0" in p.problem for p in problems)
+    assert any(p.key == k.waitq and "'bad-format'" in p.problem for p in problems)
     assert any(p.key == k.waiters and "'bad-format'" in p.problem for p in problems)
-    assert any(p.key == k.waitq and "'no-entry'" in p.problem for p in problems)
+    assert not any("no-entry" in p.problem for p in problems)
 
     assert held.checkin() is True
     assert pool.status().idle == 3, "the worker went to a junk waiter"
-    assert r.llen(k.waitq) == 0 and r.hlen(k.waiters) == 0
+    assert r.llen(k.waitq) == 0 and r.zcard(k.waiters) == 0
     assert r.get(k.wake("junk-wake")) == b"not a list"  # left as it was
     assert check_pool(pool) == []
 

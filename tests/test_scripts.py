@@ -82,9 +82,9 @@ def exercise_every_script(pool: Pool) -> None:
     with pytest.raises(PoolFull):
         pool.checkout(block=False)
     wake = pool.keys.wake("t1")
-    queued = pool._run("checkout", (0, "h:1", "t1", 1000))
+    queued = pool._run("checkout", (0, "h:1", "t1", 1000, "ab12"))
     assert int(queued[0]) == errors.QUEUED
-    tick = pool._run("wait_tick", ("t1", 5000, "h:1", 1000), extra_keys=(wake,))
+    tick = pool._run("wait_tick", ("t1", 5000, "h:1", 1000, "ab12"), extra_keys=(wake,))
     assert int(tick[0]) == errors.QUEUED
     assert lease.checkin() is True  # handed to waiter t1
     cancel = pool._run("cancel_wait", ("t1",), extra_keys=(wake,))
@@ -97,9 +97,9 @@ def exercise_worker_scripts(pool: Pool) -> None:
     me = Incarnation("wp", "inc-a", "host", 123, 1000, False)
     liveness.register(pool, me)
     liveness.beat(pool, me)
-    lease = pool._lease(pool._run("checkout", (0, "h:1", "", 1000)), False, 0.0)
-    liveness.start_job(pool, me, str(lease.token))
-    liveness.reap(pool, me.worker_id, lease.token)
+    lease = pool._lease(pool._run("checkout", (0, "h:1", "", 1000, "cd34")), "cd34", False, 0.0)
+    liveness.start_job(pool, me, str(lease.token), lease.nonce)
+    liveness.reap(pool, me.worker_id, lease.token, lease.nonce)
     liveness.leave(pool, me, "exit")
 
 
@@ -165,9 +165,26 @@ def test_checkin_with_a_wrong_token_changes_nothing(fake_pool: Pool) -> None:
     fake_pool.add_worker("w1")
     lease = fake_pool.checkout(block=False)
     reply = fake_pool._run(
-        "checkin", ("w1", lease.token + 1), extra_keys=(fake_pool.keys.lease("w1"),)
+        "checkin",
+        ("w1", lease.token + 1, lease.nonce),
+        extra_keys=(fake_pool.keys.lease("w1"),),
     )
     assert int(reply[0]) == errors.NOT_HELD
+    assert fake_pool.status().busy == 1
+    assert lease.checkin() is True
+
+
+def test_the_right_token_with_another_nonce_acts_on_nothing(fake_pool: Pool) -> None:
+    fake_pool.add_worker("w1")
+    lease = fake_pool.checkout(block=False, auto_renew=False)
+    lease_key = fake_pool.keys.lease("w1")
+    for nonce in ("0" * 32, ""):
+        renewed = fake_pool._run(
+            "renew", ("w1", lease.token, nonce, 5000), keys=(fake_pool.keys.deadlines, lease_key)
+        )
+        assert renewed[1:] == [0]
+        reply = fake_pool._run("checkin", ("w1", lease.token, nonce), extra_keys=(lease_key,))
+        assert int(reply[0]) == errors.NOT_HELD
     assert fake_pool.status().busy == 1
     assert lease.checkin() is True
 
@@ -176,8 +193,8 @@ def test_dead_waiters_are_skipped_at_handoff(fake_pool: Pool) -> None:
     fake_pool.add_worker("w1")
     lease = fake_pool.checkout(block=False)
     r = fake_pool.client
-    r.rpush(fake_pool.keys.waitq, "stale", "missing")
-    r.hset(fake_pool.keys.waiters, "stale", "1|5000|ghost:1")  # alive until 1 ms after epoch
+    r.rpush(fake_pool.keys.waitq, "stale|5000|ab|ghost:1", "missing|5000|ab|ghost:1")
+    r.zadd(fake_pool.keys.waiters, {"stale": 1})  # alive until 1 ms after epoch
     assert lease.checkin() is True
     assert fake_pool.status().idle == 1
     assert r.llen(fake_pool.keys.waitq) == 0

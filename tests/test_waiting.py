@@ -72,7 +72,7 @@ def test_a_waiter_that_times_out_leaves_nothing_behind(make_pool: MakePool, r: r
         pool.checkout(timeout=0.3)
     assert 0.3 <= time.monotonic() - started < 1.0
     keys = PoolKeys("p")
-    assert r.llen(keys.waitq) == 0 and r.hlen(keys.waiters) == 0
+    assert r.llen(keys.waitq) == 0 and r.zcard(keys.waiters) == 0
     assert not r.keys(keys.prefix + "wake:*")
     held.checkin()
     assert pool.status().idle == 1
@@ -141,7 +141,7 @@ def test_interrupted_waiter_leaves_the_queue(make_pool: MakePool, r: redis.Redis
     failing._wire.pop_wait = interrupted  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         failing.checkout(timeout=5)
-    assert r.llen(keys.waitq) == 0 and r.hlen(keys.waiters) == 0
+    assert r.llen(keys.waitq) == 0 and r.zcard(keys.waiters) == 0
     held.checkin()
     assert pool.status().idle == 1
 
@@ -153,9 +153,9 @@ def test_a_worker_handed_to_a_dead_waiter_comes_back_within_one_ttl(
     held = pool.checkout()
     keys = PoolKeys("p")
     # A waiter that queued and then died: its ticket is in the queue, alive for a while.
-    r.rpush(keys.waitq, "deadbeef")
+    r.rpush(keys.waitq, "deadbeef|400|ab12|ghost:1")
     server_ms = int(r.time()[0]) * 1000
-    r.hset(keys.waiters, "deadbeef", f"{server_ms + 60_000}|400|ghost:1")
+    r.zadd(keys.waiters, {"deadbeef": server_ms + 60_000})
     held.checkin()  # handed to the dead waiter
     assert pool.status().busy == 1
     lease = pool.checkout(timeout=3)
@@ -240,8 +240,8 @@ def test_a_waiter_counts_as_alive_for_the_pools_ttl_between_its_ticks(
     client = make_pool()  # no TTL of its own: the pool's 60 s
     got: list[object] = []
     thread = _in_thread(lambda: client.checkout(), got)  # waits without limit
-    wait_for(lambda: r.hlen(PoolKeys("p").waiters) == 1, message="the waiter to queue")
-    alive_until = int(next(iter(r.hvals(PoolKeys("p").waiters))).split(b"|")[0])
+    wait_for(lambda: r.zcard(PoolKeys("p").waiters) == 1, message="the waiter to queue")
+    alive_until = int(r.zrange(PoolKeys("p").waiters, 0, 0, withscores=True)[0][1])
     server_ms = int(r.time()[0]) * 1000
     assert alive_until - server_ms > 50_000  # the pool's 60 s (it ticks every 20 s)
     held.checkin()

@@ -39,30 +39,33 @@ def die(pool: Pool, worker_id: str) -> None:
 def test_the_fence_lets_only_the_current_token_of_this_incarnation_run(pool: Pool) -> None:
     assert liveness.register(pool, me()) is True
     lease = pool.checkout(block=False, auto_renew=False)
-    assert liveness.start_job(pool, me(), str(lease.token)) == errors.OK
-    assert liveness.start_job(pool, me(), str(lease.token - 1)) == errors.NOT_HELD
-    assert liveness.start_job(pool, me(incarnation="inc-old"), str(lease.token)) == (
+    token, nonce = str(lease.token), lease.nonce
+    assert liveness.start_job(pool, me(), token, nonce) == errors.OK
+    assert liveness.start_job(pool, me(), str(lease.token - 1), nonce) == errors.NOT_HELD
+    assert liveness.start_job(pool, me(), token, "0" * 32) == errors.NOT_HELD
+    assert liveness.start_job(pool, me(), token, "") == errors.NOT_HELD
+    assert liveness.start_job(pool, me(incarnation="inc-old"), token, nonce) == (
         errors.UNKNOWN_WORKER
     )
     assert pool.workers()[0].jobs == 1
     assert lease.checkin() is True
-    assert liveness.start_job(pool, me(), str(lease.token)) == errors.NOT_HELD
+    assert liveness.start_job(pool, me(), token, nonce) == errors.NOT_HELD
 
 
 def test_a_dead_worker_is_buried_and_its_lease_ends_as_worker_lost(pool: Pool) -> None:
     liveness.register(pool, me())
     lease = pool.checkout(block=False, auto_renew=False)
-    assert liveness.reap(pool, "w1", lease.token) == (0, errors.OK)
+    assert liveness.reap(pool, "w1", lease.token, lease.nonce) == (0, errors.OK)
     die(pool, "w1")
     assert pool.status().dead == 1
-    assert liveness.reap(pool, "w1", lease.token) == (1, errors.WORKER_DEAD)
+    assert liveness.reap(pool, "w1", lease.token, lease.nonce) == (1, errors.WORKER_DEAD)
     assert pool.workers() == [] and pool.status().dead == 0
     with pytest.raises(WorkerLost):
         lease.renew()
     assert lease.checkin() is False and lease.worker_died
     # A new incarnation never runs a job sent under the dead one's lease.
     liveness.register(pool, me(incarnation="inc-b"))
-    assert liveness.start_job(pool, me(incarnation="inc-b"), str(lease.token)) == (
+    assert liveness.start_job(pool, me(incarnation="inc-b"), str(lease.token), lease.nonce) == (
         errors.WORKER_DEAD
     )
 

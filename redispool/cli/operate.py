@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import threading
 import time as mod_time
@@ -71,8 +72,8 @@ def _lease_line(lease: Lease, as_json: bool) -> str:
         import json
 
         return json.dumps({"pool": lease.pool.name, "worker": lease.worker_id,
-                           "token": lease.token, "ttl": lease.ttl})
-    return f"worker {lease.worker_id} token {lease.token} ttl {lease.ttl:g}s"
+                           "token": lease.token, "ttl": lease.ttl, "nonce": lease.nonce})
+    return f"worker {lease.worker_id} token {lease.token} ttl {lease.ttl:g}s nonce {lease.nonce}"
 
 
 @cli.command()
@@ -82,7 +83,7 @@ def _lease_line(lease: Lease, as_json: bool) -> str:
 @click.option("--hold", type=seconds_type, default=None, metavar="S",
               help="Keep the lease renewed for S seconds (or until Ctrl-C), then check it in.")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print {"pool", "worker", "token", "ttl"}.')
+              help='Print {"pool", "worker", "token", "ttl", "nonce"}.')
 @click.pass_obj
 def checkout(
     conn: Connection, pool: str, timeout: float | None, hold: float | None, as_json: bool
@@ -121,13 +122,24 @@ def checkout(
 @click.argument("pool")
 @click.argument("worker")
 @click.argument("token", type=click.IntRange(min=0))
+@click.argument("nonce", required=False, default=None)
 @click.pass_obj
-def checkin(conn: Connection, pool: str, worker: str, token: int) -> None:
-    """Return WORKER of POOL, leased under TOKEN. Exits 1 if that lease has ended."""
+def checkin(conn: Connection, pool: str, worker: str, token: int, nonce: str | None) -> None:
+    """Return WORKER of POOL, leased under TOKEN (and NONCE, as checkout printed it).
+    Exits 1 if that lease has ended.
+
+    Without NONCE this is an operator's override: it checks in the live lease
+    of WORKER if its token is TOKEN, whoever holds it.
+    """
     handle = conn.pool(pool)
     validate_worker_id(worker)
+    if nonce is not None and not re.fullmatch(r"[0-9a-f]{1,64}", nonce):
+        raise click.BadParameter(f"{nonce!r} is not a lease nonce (hex)", param_hint="NONCE")
+    if nonce is None:
+        found = next((info for info in handle.leases() if info.worker_id == worker), None)
+        nonce = found.nonce if found is not None and found.token == token else ""
     lease = Lease(handle, worker, token, handle.settings().lease_ttl, auto_renew=False,
-                  deadline=mod_time.monotonic())
+                  deadline=mod_time.monotonic(), nonce=nonce)
     if not handle.checkin(lease):
         raise CliError(
             f"pool {pool!r}: no live lease of worker {worker!r} with token {token} "

@@ -2,15 +2,16 @@
   checkin: end a lease and return its worker.
 
   Only the current holder can check in: the lease key must exist (its
-  deadline has not passed) and carry this token. The worker goes to the
+  deadline has not passed) and carry this token and nonce. The worker goes to the
   oldest live waiter, else back to the idle list (or leaves, if draining).
   Expired leases found on the way are returned too.
 
   KEYS[1..9]  the pool's common keys (see includes/pool.lua)
-  KEYS[10]    lease      string 'token|holder' with a TTL
+  KEYS[10]    lease      string 'token|nonce|holder' with a TTL
   KEYS[11]    dead_leases zset  token -> ms its worker was found dead (optional)
   ARGV[1]     worker_id
   ARGV[2]     token      decimal fencing token of the caller's lease
+  ARGV[3]     nonce      hex nonce of the caller's lease
 
   Returns
     {OK}         the worker was returned
@@ -22,10 +23,11 @@
 local lease = KEYS[10]
 local wid = ARGV[1]
 local token = ARGV[2]
+local nonce = ARGV[3]
 
 local value = probe('GET', lease)
 local now, now_us = server_time()
-if not value or token_of(value) ~= token then
+if not value or not holds(value, token, nonce) then
   sweep(now, now_us, 16)
   if KEYS[11] and probe('ZSCORE', KEYS[11], token) then return {5} end  -- WORKER_DEAD
   return {NOT_HELD}

@@ -11,6 +11,8 @@
   ARGV[3]     ticket     waiter ticket; '' means do not queue
   ARGV[4]     alive_ms   integer ms the waiter counts as alive without a tick,
                          at most; the script caps it at the lease ttl
+  ARGV[5]     nonce      hex, the caller's random proof of this lease (and of
+                         this waiter's, if it queues)
 
   Returns
     {OK, worker_id, token, deadline_ms, ttl_ms}
@@ -24,6 +26,7 @@ local ttl = tonumber(ARGV[1])
 local holder = ARGV[2]
 local ticket = ARGV[3]
 local alive_ms = tonumber(ARGV[4])
+local nonce = ARGV[5]
 
 -- Probe what the path to a lease writes, before the first write (LPOP).
 local default_ttl = settings()
@@ -34,18 +37,19 @@ probe('ZCARD', K.deadlines)
 local now, now_us = server_time()
 if ttl <= 0 then ttl = default_ttl end
 
-local leased = take_idle(ttl, holder, now, now_us)
+local leased = take_idle(ttl, nonce, holder, now, now_us)
 if leased then return leased end
 if sweep(now, now_us, 16) > 0 then
-  leased = take_idle(ttl, holder, now, now_us)
+  leased = take_idle(ttl, nonce, holder, now, now_us)
   if leased then return leased end
 end
 
 if ticket ~= '' then
-  probe('HLEN', K.waiters)
-  rcall('RPUSH', K.waitq, ticket)
+  probe('ZCARD', K.waiters)
+  probe('LLEN', K.waitq)
+  rcall('RPUSH', K.waitq, ticket .. '|' .. fmt(ttl) .. '|' .. nonce .. '|' .. holder)
   local alive = math.min(alive_ms, ttl)  -- the waiter ticks every ttl/3
-  rcall('HSET', K.waiters, ticket, fmt(now + alive) .. '|' .. fmt(ttl) .. '|' .. holder)
+  rcall('ZADD', K.waiters, now + alive, ticket)
   return {QUEUED, next_deadline(), now, ttl}
 end
 return {FULL, next_deadline(), now, ttl}

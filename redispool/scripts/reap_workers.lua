@@ -10,6 +10,7 @@
   ARGV[1]     limit       most workers to bury in this call
   ARGV[2]     worker_id   of the lease to report on, or ''
   ARGV[3]     token       decimal token of that lease, or ''
+  ARGV[4]     nonce       hex nonce of that lease, or ''
 
   Returns {OK, buried, state}: state is OK while the lease holds, WORKER_DEAD
   if it ended because its worker died, NOT_HELD if it ended otherwise, and
@@ -18,7 +19,7 @@
 -- @include pool
 -- @include workers
 
-local limit, wid, token = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local limit, wid, token, nonce = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 
 local refused = corrupted()
 if refused then return refused end
@@ -28,7 +29,7 @@ local buried = reap(now, limit)
 local state = -1
 if wid ~= '' then
   local value = rcall('GET', K.prefix .. 'lease:' .. wid)
-  if value and token_of(value) == token then
+  if value and holds(value, token, nonce) then
     state = OK
   elseif rcall('ZSCORE', W.dead, token) then
     state = WORKER_DEAD

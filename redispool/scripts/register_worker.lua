@@ -2,7 +2,10 @@
   register_worker: a worker process joins the pool, or beats its heartbeat.
 
   When `incarnation` already holds `worker_id` and the worker is registered,
-  only the heartbeat is refreshed. Otherwise, if `register` is '1', the id is
+  the heartbeat is refreshed, and the worker is put back if it is neither
+  idle nor leased (a lost key; an O(1) count says when to look). An
+  incarnations hash that lost this worker's entry is mended from its alive
+  key. Otherwise, if `register` is '1', the id is
   taken: refused when another live incarnation holds it (unless it is
   `replaces`, which the caller knows to be dead) or when it was added by hand;
   a dead incarnation's worker is buried first (its lease ends as "worker
@@ -35,8 +38,13 @@ local heartbeat_ms, replaces = tonumber(ARGV[4]), ARGV[5]
 local now, now_us = server_time()
 local current = rcall('HGET', W.incarnations, wid)
 local known = rcall('HEXISTS', K.workers, wid) == 1
+if not current and rcall('GET', alive_key(wid)) == incarnation then
+  rcall('HSET', W.incarnations, wid, incarnation)  -- its entry was lost; the id is ours
+  current = incarnation
+end
 if current == incarnation and known then
   beat(wid, incarnation, heartbeat_ms, now)
+  if workers_missing() and not corrupted() then restore(wid, now, now_us) end
   return {OK, 0}
 end
 if ARGV[6] ~= '1' then return {UNKNOWN_WORKER} end

@@ -1,15 +1,17 @@
 --[[
   start_job: the fence. A worker asks, just before running a job, whether the
   job's token is the current lease of this worker and this process still
-  holds the worker id. Counts the job when it may run.
+  holds the worker id. The job's nonce must match too, so a stale holder whose
+  token was issued again (a rollback) is still refused. Counts the job when it may run.
 
-  KEYS[1]     lease         string 'token|holder' with a TTL
+  KEYS[1]     lease         string 'token|nonce|holder' with a TTL
   KEYS[2]     incarnations  hash   worker id -> incarnation holding the id
   KEYS[3]     dead_leases   zset   token -> ms its worker was found dead
   KEYS[4]     jobs          hash   worker id -> jobs started
   ARGV[1]     worker_id
   ARGV[2]     token         decimal token the job carries
   ARGV[3]     incarnation   of the asking process
+  ARGV[4]     nonce         hex nonce of the lease the job carries
 
   Returns
     {OK}               run it
@@ -21,13 +23,13 @@ local rcall = redis.call
 local OK, NOT_HELD, UNKNOWN_WORKER, WORKER_DEAD = 0, 3, 4, 5
 
 local lease, incarnations, dead, jobs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local wid, token, incarnation = ARGV[1], ARGV[2], ARGV[3]
+local wid, token, incarnation, nonce = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 if rcall('HGET', incarnations, wid) ~= incarnation then return {UNKNOWN_WORKER} end
 local value = rcall('GET', lease)
 if value then
-  local bar = string.find(value, '|', 1, true)
-  if (bar and string.sub(value, 1, bar - 1) or value) == token then
+  local proof = token .. '|' .. nonce .. '|'
+  if nonce ~= '' and string.sub(value, 1, #proof) == proof then
     rcall('HINCRBY', jobs, wid, 1)
     return {OK}
   end

@@ -1,5 +1,6 @@
 --[[
   status: the pool's numbers, read in one atomic step. Changes nothing.
+  O(log n) whatever the pool or its queue hold.
 
   KEYS[1..9]  the pool's common keys (see includes/pool.lua)
   KEYS[10]    heartbeats zset   process-run worker id -> heartbeat deadline (ms)
@@ -19,19 +20,12 @@ local refused = corrupted()
 if refused then return refused end
 
 local now = server_time()
-local waiting = 0
-local tickets = rcall('LRANGE', K.waitq, 0, -1)
-for _, ticket in ipairs(tickets) do
-  local info = rcall('HGET', K.waiters, ticket)
-  local alive = info and tonumber(string.match(info, '^(%d+)|'))
-  if alive and alive >= now then waiting = waiting + 1 end
-end
 return {
   OK,
   rcall('HLEN', K.workers),
   rcall('LLEN', K.idle),
   rcall('ZCARD', K.deadlines),
-  waiting,
+  rcall('ZCOUNT', K.waiters, now, '+inf'),
   rcall('SCARD', K.draining),
   rcall('ZCOUNT', K.deadlines, '-inf', '(' .. fmt(now)),
   now,

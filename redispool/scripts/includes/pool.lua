@@ -10,8 +10,13 @@
     KEYS[5] deadlines  zset    leased worker id -> deadline (server ms)
     KEYS[6] token      string  last fencing token issued
     KEYS[7] draining   set     leased workers that leave at the end of the lease
-    KEYS[8] waitq      list    waiter tickets, oldest first
-    KEYS[9] waiters    hash    ticket -> 'alive_until_ms|ttl_ms|holder'
+    KEYS[8] waitq      list    'ticket|ttl_ms|nonce|holder' per queued waiter,
+                               oldest first; an entry whose ticket is not in
+                               waiters is a dead waiter's, skipped and trimmed
+    KEYS[9] waiters    zset    ticket -> alive_until (server ms): the waiters
+                               still queued, so ZCOUNT gives the live ones
+  A lease key holds 'token|nonce|holder': the nonce is the client's random
+  proof of this one lease, compared with the token wherever a holder acts.
   Redis keeps the writes of a script that fails halfway, so every check
   comes before a script's first write: a key holding what redispool never
   writes stops the script with the error 'CORRUPT <key> <what is wrong> ...'
@@ -26,6 +31,10 @@ local rcall  -- redis.call, bound at each call (a library may not touch it at lo
 local OK, FULL, QUEUED, NOT_HELD, UNKNOWN_WORKER = 0, 1, 2, 3, 4
 
 local DEFAULT_TTL_MS = 10000
+-- Tokens stay below 2^53: Lua numbers are doubles, exact up to there.
+local MAX_TOKEN = 9007199254740991
+-- Most waiter tickets one handoff looks at; the sweep trims the rest.
+local HANDOFF_WALK = 32
 
 local K = {}
 
@@ -56,8 +65,13 @@ end
 -- The type each common key has when it exists.
 local KINDS = {
   {'config', 'hash'}, {'workers', 'hash'}, {'idle', 'list'}, {'deadlines', 'zset'},
-  {'token', 'string'}, {'draining', 'set'}, {'waitq', 'list'}, {'waiters', 'hash'},
+  {'token', 'string'}, {'draining', 'set'}, {'waitq', 'list'}, {'waiters', 'zset'},
 }
+
+-- True if `value` is a token counter redispool writes (decimal, below 2^53).
+local function valid_token(value)
+  return string.match(value, '^%d+$') and #value <= 16 and tonumber(value) <= MAX_TOKEN
+end
 
 local function corrupt(key, what)
   return redis.error_reply('CORRUPT ' .. key .. ' ' .. what .. ' (written by hand?)')
@@ -86,7 +100,7 @@ local function corrupted(new_ttl, new_strategy)
   if bad then return bad end
   local token = rcall('GET', K.token)
   local config = rcall('HMGET', K.config, 'lease_ttl_ms', 'strategy')
-  if token and not (string.match(token, '^%d+$') and #token <= 18) then
+  if token and not valid_token(token) then
     return corrupt(K.token, 'holds ' .. string.format('%q', token) .. ', not a token')
   end
   local ttl, strategy = new_ttl or config[1], new_strategy or config[2]
@@ -126,27 +140,28 @@ end
 -- Stop the script if the token counter cannot be INCRed into a token.
 local function check_token()
   local token = probe('GET', K.token)
-  if token and not (string.match(token, '^%d+$') and #token <= 18) then
+  if token and not valid_token(token) then
     error(corrupt(K.token, 'holds ' .. string.format('%q', token) .. ', not a token'))
   end
 end
 
--- The next fencing token. A missing counter (lost data) restarts from the
--- server clock in microseconds, above every token issued before the loss.
+-- The next fencing token: the larger of the counter + 1 and the server clock
+-- in microseconds. A counter that is missing or old (a snapshot restored, an
+-- AOF that lost its last second, a replica promoted, a hand SET) is never
+-- trusted alone: every token issued before the loss was at most the clock of
+-- its moment, which the clock has passed since (README: the clock assumption).
 local function issue_token(now_us)
-  local token = rcall('INCR', K.token)
-  if token == 1 then
-    rcall('SET', K.token, fmt(now_us))
-    token = rcall('INCR', K.token)
-  end
+  local token = (tonumber(rcall('GET', K.token)) or 0) + 1
+  if token < now_us then token = now_us end
+  rcall('SET', K.token, fmt(token))
   return token
 end
 
--- Lease worker `wid` to `holder` for `ttl` ms. Returns token, deadline.
-local function grant(wid, ttl, holder, now, now_us)
+-- Lease worker `wid` to `holder` for `ttl` ms under `nonce`. Returns token, deadline.
+local function grant(wid, ttl, nonce, holder, now, now_us)
   local token = issue_token(now_us)
   local deadline = now + ttl
-  rcall('SET', K.prefix .. 'lease:' .. wid, fmt(token) .. '|' .. holder, 'PX', ttl)
+  rcall('SET', K.prefix .. 'lease:' .. wid, fmt(token) .. '|' .. nonce .. '|' .. holder, 'PX', ttl)
   rcall('ZADD', K.deadlines, deadline, wid)
   return token, deadline
 end
@@ -164,32 +179,55 @@ local function token_of(value)
   return value
 end
 
+-- True if lease value `value` ('token|nonce|holder') is the lease of `token`
+-- and `nonce`: a stale holder whose token was issued again still fails.
+local function holds(value, token, nonce)
+  local proof = token .. '|' .. nonce .. '|'
+  return nonce ~= '' and string.sub(value, 1, #proof) == proof
+end
+
 -- True if wake key `wake` is missing or a list (a handoff can be pushed).
 local function wakeable(wake)
   local kind = rcall('TYPE', wake)['ok']
   return kind == 'none' or kind == 'list'
 end
 
--- Hand `wid` to the oldest waiter still alive. Returns true if one took it.
+-- The parts of a wait queue entry 'ticket|ttl_ms|nonce|holder', or nil.
+local function parse_entry(entry)
+  return string.match(entry, '^([^|]+)|(%d+)|(%x+)|(.*)$')
+end
+
+-- True if `ticket` is queued and alive at `now`.
+local function live_ticket(ticket, now)
+  local alive = ticket and rcall('ZSCORE', K.waiters, ticket)
+  return alive and tonumber(alive) >= now
+end
+
+-- Hand `wid` to the oldest waiter still alive, looking at no more than
+-- HANDOFF_WALK entries (dead ones are dropped). True if one took it.
 local function hand_to_waiter(wid, now, now_us)
-  while true do
-    local ticket = rcall('LPOP', K.waitq)
-    if not ticket then return false end
-    local info = rcall('HGET', K.waiters, ticket)
-    rcall('HDEL', K.waiters, ticket)
-    local wake = K.prefix .. 'wake:' .. ticket
-    if info then
+  for _ = 1, HANDOFF_WALK do
+    local entry = rcall('LPOP', K.waitq)
+    if not entry then return false end
+    local ticket, ttl, nonce, holder = parse_entry(entry)
+    if not ticket then
+      rcall('ZREM', K.waiters, entry)  -- junk (or a bare ticket): a dead waiter
+    else
+      local alive = live_ticket(ticket, now)
+      rcall('ZREM', K.waiters, ticket)
+      local wake = K.prefix .. 'wake:' .. ticket
       -- a junk entry, or junk in its wake key, counts as a dead waiter
-      local alive, ttl, holder = string.match(info, '^(%d+)|(%d+)|(.*)$')
-      if alive and tonumber(alive) >= now and valid_ttl(ttl) and wakeable(wake) then
+      if alive and valid_ttl(ttl) and wakeable(wake) then
         ttl = tonumber(ttl)
-        local token, deadline = grant(wid, ttl, holder, now, now_us)
-        rcall('RPUSH', wake, fmt(token) .. '|' .. fmt(deadline) .. '|' .. fmt(ttl) .. '|' .. wid)
+        local token, deadline = grant(wid, ttl, nonce, holder, now, now_us)
+        rcall('RPUSH', wake, fmt(token) .. '|' .. fmt(deadline) .. '|' .. fmt(ttl) .. '|'
+          .. nonce .. '|' .. wid)
         rcall('PEXPIRE', wake, ttl)
         return true
       end
     end
   end
+  return false
 end
 
 -- What release(wid) will do, read before it writes anything, so that none of
@@ -204,7 +242,7 @@ local function release_plan(wid)
   local _, strategy = settings()
   plan.strategy = strategy
   if plan.waiting then
-    probe('HLEN', K.waiters)
+    probe('ZCARD', K.waiters)
     check_token()
   end
   return plan
@@ -247,13 +285,100 @@ end
 -- Pop idle workers until one is really free, and lease it. Stray ids (not
 -- registered, or already leased: a corrupted list) are dropped. The caller
 -- has probed workers, deadlines and the token first.
-local function take_idle(ttl, holder, now, now_us)
+local function take_idle(ttl, nonce, holder, now, now_us)
   while true do
     local wid = probe('LPOP', K.idle)
     if not wid then return nil end
     if rcall('HEXISTS', K.workers, wid) == 1 and not rcall('ZSCORE', K.deadlines, wid) then
-      local token, deadline = grant(wid, ttl, holder, now, now_us)
+      local token, deadline = grant(wid, ttl, nonce, holder, now, now_us)
       return {OK, wid, token, deadline, ttl}
     end
   end
+end
+
+-- Drop the queue entries of dead waiters: up to `limit` tickets whose
+-- alive_until has passed leave waiters, then up to `limit` dead entries leave
+-- the head of the queue (those behind a live waiter go when it is served).
+-- Returns how many tickets and entries it dropped.
+local function trim_waiters(now, limit)
+  local dead = rcall('ZRANGEBYSCORE', K.waiters, '-inf', '(' .. fmt(now), 'LIMIT', 0, limit)
+  if #dead > 0 then rcall('ZREM', K.waiters, unpack(dead)) end
+  local dropped = #dead
+  for _ = 1, limit do
+    local entry = rcall('LINDEX', K.waitq, 0)
+    if not entry then break end
+    local ticket = parse_entry(entry)
+    if live_ticket(ticket, now) then break end
+    rcall('LPOP', K.waitq)
+    dropped = dropped + 1
+  end
+  return dropped
+end
+
+-- Hand idle workers to live waiters at the head of the queue (a handoff that
+-- found only dead entries within its walk left its worker idle). At most
+-- `limit` workers.
+local function serve_waiters(now, now_us, limit)
+  for _ = 1, limit do
+    local head = rcall('LINDEX', K.waitq, 0)
+    if rcall('LLEN', K.idle) == 0 or not (head and live_ticket(parse_entry(head), now)) then
+      return
+    end
+    local wid = rcall('LPOP', K.idle)
+    if rcall('HEXISTS', K.workers, wid) == 1 and not rcall('ZSCORE', K.deadlines, wid) then
+      if not hand_to_waiter(wid, now, now_us) then
+        rcall('LPUSH', K.idle, wid)
+        return
+      end
+    end
+  end
+end
+
+-- True when some registered worker is neither idle nor leased: in a whole
+-- pool every worker is in exactly one of idle and deadlines. O(1).
+-- A key of the wrong type answers false: that is corrupted()'s to report.
+local function workers_missing()
+  local counts = {}
+  for i, read in ipairs({{'HLEN', K.workers}, {'LLEN', K.idle}, {'ZCARD', K.deadlines}}) do
+    counts[i] = redis.pcall(read[1], read[2])
+    if type(counts[i]) ~= 'number' then return false end
+  end
+  return counts[1] > counts[2] + counts[3]
+end
+
+-- Put back `wid`, registered but neither idle nor leased (a key was lost: an
+-- eviction, a hand DEL, a rollback). A lease key that still holds goes back
+-- into deadlines; otherwise the worker is released (to a waiter, else idle).
+local function put_back(wid, now, now_us)
+  local pttl = rcall('PTTL', K.prefix .. 'lease:' .. wid)
+  if pttl > 0 then
+    rcall('ZADD', K.deadlines, now + pttl, wid)
+  else
+    release(wid, now, now_us, release_plan(wid))
+  end
+end
+
+-- Put `wid` back if it is neither idle nor leased. True if it was missing.
+local function restore(wid, now, now_us)
+  if rcall('ZSCORE', K.deadlines, wid) or rcall('LPOS', K.idle, wid) then return false end
+  put_back(wid, now, now_us)
+  return true
+end
+
+-- Put back every registered worker that is neither idle nor leased; a walk of
+-- the workers (O(pool)) only when the counts say one is missing. Returns how
+-- many it put back.
+local function repair(now, now_us)
+  if not workers_missing() then return 0 end
+  local known = {}
+  for _, wid in ipairs(rcall('LRANGE', K.idle, 0, -1)) do known[wid] = true end
+  for _, wid in ipairs(rcall('ZRANGE', K.deadlines, 0, -1)) do known[wid] = true end
+  local count = 0
+  for _, wid in ipairs(rcall('HKEYS', K.workers)) do
+    if not known[wid] then
+      put_back(wid, now, now_us)
+      count = count + 1
+    end
+  end
+  return count
 end

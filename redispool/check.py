@@ -232,14 +232,15 @@ def _workers(snap: _Snapshot, k: PoolKeys) -> list[Problem]:
     workers: dict[str, str] = snap.values.get(k.workers, {})
     idle = set(snap.values.get(k.idle, []))
     leased = set(snap.values.get(k.deadlines, {}))
+    # a missing idle list or deadlines is an empty one (lost to an eviction or a DEL)
+    known = snap.found[k.idle] in ("none", "list") and snap.found[k.deadlines] in ("none", "zset")
     problems = []
     for wid, meta in sorted(workers.items()):
         if not _META.fullmatch(meta):
             problems.append(Problem(k.workers, f"worker {wid!r} has {meta!r}, not 'host|pid'"))
-        known = k.idle in snap.values or k.deadlines in snap.values
         if known and wid not in idle and wid not in leased:
             problems.append(Problem(k.workers, f"worker {wid!r} is neither idle nor leased "
-                                               "(add_worker returns it)"))
+                                               "(its heartbeat or the sweep returns it)"))
     return problems
 
 

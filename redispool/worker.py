@@ -38,7 +38,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from . import errors, liveness
-from .errors import PoolError, WorkerIdTaken
+from .errors import PoolError, PoolUnavailable, WorkerIdTaken
 from .jobs import DEFAULT_FUNCTIONS, NONCE_META, TOKEN_META
 from .pool import Pool
 
@@ -47,6 +47,8 @@ __all__ = ["EXIT_ID_TAKEN", "SETTINGS_ENV", "Worker", "WorkerSettings", "main"]
 log = logging.getLogger("redispool.worker")
 
 EXIT_OK, EXIT_ERROR, EXIT_ID_TAKEN = 0, 1, 3
+#: Seconds between attempts to register while Redis cannot be reached.
+REGISTER_RETRY = 0.5
 #: Environment variable that carries a worker process's settings (JSON).
 SETTINGS_ENV = "REDISPOOL_WORKER_SETTINGS"
 #: Seconds one dequeue blocks; also how soon the loop notices it should stop.
@@ -138,12 +140,20 @@ class Worker:
 
     def run(self) -> int:
         """Register, serve jobs until drained or displaced, leave. The exit code."""
-        try:
-            liveness.register(self.pool, self.me, self.settings.replaces)
-        except WorkerIdTaken:
-            log.warning("worker id %s is held by a live worker; not taking it", self.me.worker_id)
-            self.pool.close()
-            return EXIT_ID_TAKEN
+        while True:  # Redis down or loading its data (a crash, a restart): ask again
+            try:
+                liveness.register(self.pool, self.me, self.settings.replaces)
+                break
+            except WorkerIdTaken:
+                log.warning("worker id %s is held by a live worker; not taking it",
+                            self.me.worker_id)  # fmt: skip
+                self.pool.close()
+                return EXIT_ID_TAKEN
+            except PoolUnavailable as exc:
+                log.warning("worker %s: cannot register yet: %s", self.me.worker_id, exc)
+                if self._stop.wait(REGISTER_RETRY) or self._draining.is_set():
+                    self.pool.close()
+                    return EXIT_OK
         log.info(
             "worker %s joined pool %s (incarnation %s)",
             self.me.worker_id,

@@ -5,9 +5,11 @@ five client processes (tests/procs/chaos_client.py) doubling numbers in a
 loop run against one loopback server. A driver injects a fault every 0.3-1 s
 at random: SIGKILL a client (a new one takes its place), SIGSTOP a client
 past its lease TTL and SIGCONT it later, SIGKILL a worker process (its
-supervisor replaces it); halfway through it restarts Redis once, without
-persistence. Then it stops the clients (SIGTERM), waits for the pool to
-settle, and checks from the logs:
+supervisor replaces it). Redis goes down twice: a third of the way through it
+is restarted cleanly (SIGTERM), two thirds through it crashes (SIGKILL) and is
+started again; with AOF off each loses the pool's data, with AOF (everysec) on
+the crash may lose the last writes. Then it stops the clients (SIGTERM), waits
+for the pool to settle, and checks from the logs:
 
 - no two jobs with different tokens overlapped on one worker (a job of a
   killed worker process counts as running until the kill);
@@ -21,10 +23,12 @@ settle, and checks from the logs:
 It prints the figures: jobs done, faults of each kind, errors the clients
 saw by type, and violations (which must be 0).
 
-CI runs the short form: 60 s, against Redis 7 only (the whole suite's time
-budget; the scenarios of test_hosts.py cover both kinds). The long form:
+CI runs the short form: 30 s on Redis 7 without persistence and 30 s on
+Valkey 8 with AOF (the 60 s of the whole suite's time budget, split). The long
+form, every kind with AOF off and on:
 
-    REDISPOOL_CHAOS_SECONDS=600 REDISPOOL_CHAOS_KINDS=valkey,redis \\
+    REDISPOOL_CHAOS_SECONDS=600 \\
+        REDISPOOL_CHAOS_CASES=redis:off,redis:aof,valkey:off,valkey:aof \\
         pytest tests/test_chaos.py -s
 
 (``REDISPOOL_CHAOS_SEED`` replays one run's choice of faults.)
@@ -55,8 +59,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER_MAIN = ROOT / "worker_main.py"
 CLIENT = Path(__file__).resolve().parent / "procs" / "chaos_client.py"
 POOL = "chaos"
-SECONDS = float(os.environ.get("REDISPOOL_CHAOS_SECONDS", "60"))
-KINDS = os.environ.get("REDISPOOL_CHAOS_KINDS", "redis").split(",")
+SECONDS = float(os.environ.get("REDISPOOL_CHAOS_SECONDS", "30"))
+#: ``kind:persistence`` runs, persistence ``off`` or ``aof``.
+CASES = [
+    tuple(case.split(":"))
+    for case in os.environ.get("REDISPOOL_CHAOS_CASES", "redis:off,valkey:aof").split(",")
+]
 SEED = int(os.environ.get("REDISPOOL_CHAOS_SEED", str(random.randrange(1 << 30))))
 CLIENTS = 5
 HOSTS = ("ha", "hb")
@@ -159,8 +167,10 @@ def _parent(pid: int) -> int:
 
 
 @pytest.fixture
-def chaos(server_kind: str, fresh_server: StartServer, tmp_path: Path) -> Iterator[Chaos]:
-    run = Chaos(fresh_server(), tmp_path)
+def chaos(
+    server_kind: str, persistence: str, fresh_server: StartServer, tmp_path: Path
+) -> Iterator[Chaos]:
+    run = Chaos(fresh_server(appendonly=persistence == "aof"), tmp_path)
     try:
         yield run
     finally:
@@ -171,8 +181,9 @@ FAULTS = {"kill client": "clients killed", "pause client": "clients paused",
           "kill worker": "workers killed"}  # fmt: skip
 
 
-def inject(run: Chaos, rng: random.Random, restart_at: float) -> None:
-    """One fault, chosen at random (Redis restarts once, at ``restart_at``)."""
+def inject(run: Chaos, rng: random.Random, restart_at: float, crash_at: float) -> None:
+    """One fault, chosen at random (Redis restarts cleanly once, at ``restart_at``,
+    and crashes once, at ``crash_at``)."""
     now = time.monotonic()
     for number, resume_at in list(run.paused.items()):
         if now >= resume_at:
@@ -181,6 +192,11 @@ def inject(run: Chaos, rng: random.Random, restart_at: float) -> None:
     if now >= restart_at and not run.faults["redis restarted"]:
         run.server.restart()
         run.faults["redis restarted"] += 1
+        return
+    if now >= crash_at and not run.faults["redis crashed (SIGKILL)"]:
+        run.server.kill()
+        run.server.start()
+        run.faults["redis crashed (SIGKILL)"] += 1
         return
     kind = rng.choice(sorted(FAULTS))
     running = [n for n, p in run.clients.items() if p.poll() is None and n not in run.paused]
@@ -202,9 +218,14 @@ def inject(run: Chaos, rng: random.Random, restart_at: float) -> None:
     run.faults[FAULTS[kind]] += 1
 
 
-@pytest.mark.parametrize("server_kind", KINDS, indirect=True)
+@pytest.mark.parametrize(
+    ("server_kind", "persistence"),
+    CASES,
+    indirect=["server_kind"],
+    ids=[":".join(c) for c in CASES],
+)
 @pytest.mark.timeout(SECONDS + 120)
-def test_chaos_loses_and_doubles_nothing(chaos: Chaos, server_kind: str) -> None:
+def test_chaos_loses_and_doubles_nothing(chaos: Chaos, server_kind: str, persistence: str) -> None:
     run = chaos
     rng = random.Random(SEED)
     for prefix in HOSTS:
@@ -215,13 +236,13 @@ def test_chaos_loses_and_doubles_nothing(chaos: Chaos, server_kind: str) -> None
         for _ in range(CLIENTS):
             run.start_client()
         began = time.monotonic()
-        restart_at = began + SECONDS / 2
+        restart_at, crash_at = began + SECONDS / 3, began + 2 * SECONDS / 3
         while time.monotonic() - began < SECONDS:
-            inject(run, rng, restart_at)
+            inject(run, rng, restart_at, crash_at)
             time.sleep(rng.uniform(0.3, 1.0))
         settle(run, pool, total)
         violations, figures = check(run, pool)
-    print(f"\n[chaos] {server_kind}, {SECONDS:.0f} s, seed {SEED}: {figures}")
+    print(f"\n[chaos] {server_kind}, AOF {persistence}, {SECONDS:.0f} s, seed {SEED}: {figures}")
     print(f"[chaos] violations: {len(violations)}")
     for violation in violations[:20]:
         print(f"[chaos]   {violation}")

@@ -56,9 +56,11 @@ class Agent:
             lease = self.leases[req["token"]]
             return {"result": compute(lease, req["n"], timeout=req.get("timeout", 10.0))}
         if op == "run_stale":
+            known = self.leases.get(req["token"])  # its nonce, as the stale client has it
             stale = Lease(
                 pool, req["worker"], req["token"], self.ttl,
                 auto_renew=False, deadline=time.monotonic() + self.ttl,
+                nonce=known.nonce if known is not None else "",
             )  # fmt: skip
             return {"result": compute(stale, req["n"], timeout=req.get("timeout", 10.0))}
         if op == "renew":

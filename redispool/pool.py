@@ -210,13 +210,13 @@ class Pool:
         waiter = Waiter(
             self,
             ticket,
-            nonce,
             holder,
             auto_renew,
             deadline=None if timeout is None else sent + timeout,
             ttl_ms=int(reply[3]),
             clock=(sent, int(reply[2])),
             next_lease_end=int(reply[1]),
+            nonce=nonce,
         )
         return waiter.wait()
 

@@ -47,13 +47,13 @@ class Waiter:
 
     pool: Pool
     ticket: str
-    nonce: str  # of the lease this waiter will hold, stored with its queue entry
     holder: str
     auto_renew: bool
     deadline: float | None  # local monotonic time to give up at; None: never
     ttl_ms: int  # the lease TTL this waiter asked for
     clock: tuple[float, int]  # (local send time, server ms) of the latest reply
     next_lease_end: int  # the earliest lease deadline (server ms), -1 if none
+    nonce: str  # of the lease this waiter will hold, stored with its queue entry
 
     @property
     def wake(self) -> str:

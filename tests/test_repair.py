@@ -19,6 +19,7 @@ from helpers import StartServer, StartWorkerMain, wait_for
 
 from redispool import Lease, Pool, scripts
 from redispool.check import MAX_TOKEN, check_pool
+from redispool.doubler import compute
 from redispool.keys import PoolKeys
 
 HEARTBEAT_TTL = 3.0  # worker_main beats every third of it
@@ -53,6 +54,23 @@ def test_a_pool_that_lost_any_one_key_is_whole_again_within_two_heartbeats(
             with pool.lease(block=False) as lease, pool.lease(block=False) as other:
                 assert {lease.worker_id, other.worker_id} == {w.id for w in pool.workers()}
         print("healed after losing:", {key: f"{s:.2f}s" for key, s in took.items()})
+
+
+def test_a_lost_deadlines_set_gives_live_leases_back_their_deadline_not_a_second_holder(
+    start_worker_main: StartWorkerMain, redis_url: str, r: redis.Redis
+) -> None:
+    start_worker_main("--heartbeat-ttl", str(HEARTBEAT_TTL), workers=2)
+    with Pool("doublers", redis_url) as pool:
+        held = pool.checkout(block=False, auto_renew=False)
+        r.delete(pool.keys.deadlines)
+        wait_for(lambda: pool.status().busy == 1, timeout=2 * INTERVAL, message="the lease back")
+        assert pool.status().idle == 1 and check_pool(pool) == []
+        with pool.lease(block=False) as other:
+            assert other.worker_id != held.worker_id
+        held.renew()
+        assert compute(held, 5) == 10
+        assert held.checkin() is True
+        assert whole(pool, 2)
 
 
 def test_the_sweep_puts_back_hand_added_workers_whose_idle_list_was_lost(

@@ -32,8 +32,19 @@ def fixed_keys(k: PoolKeys) -> list[str]:
 
 
 def whole(pool: Pool, size: int) -> bool:
+    """Every worker registered, idle and beating under the incarnation that runs it."""
     status = pool.status()
-    return status.size == size and status.idle == size and check_pool(pool) == []
+    if not (status.size == size and status.idle == size and check_pool(pool) == []):
+        return False
+    k, r = pool.keys, pool.client
+    ids = [w.id for w in pool.workers()]
+    incarnations = r.hgetall(k.incarnations)
+    return len(ids) == size and all(
+        r.zscore(k.heartbeats, wid) is not None
+        and incarnations.get(wid.encode()) is not None
+        and r.get(k.alive(wid)) == incarnations.get(wid.encode())
+        for wid in ids
+    )
 
 
 def test_a_pool_that_lost_any_one_key_is_whole_again_within_two_heartbeats(
@@ -50,7 +61,7 @@ def test_a_pool_that_lost_any_one_key_is_whole_again_within_two_heartbeats(
             r.delete(key)
             began = time.monotonic()
             wait_for(lambda: whole(pool, 2), timeout=2 * INTERVAL, message=f"{key} healed")
-            took[key.rsplit(":", 1)[-1]] = time.monotonic() - began
+            took[key.removeprefix(k.prefix)] = time.monotonic() - began
             with pool.lease(block=False) as lease, pool.lease(block=False) as other:
                 assert {lease.worker_id, other.worker_id} == {w.id for w in pool.workers()}
         print("healed after losing:", {key: f"{s:.2f}s" for key, s in took.items()})
@@ -157,14 +168,17 @@ def test_twenty_thousand_dead_waiters_cost_status_and_checkin_a_bounded_walk_and
 
     status, calls = commands_run(r, pool.status)
     assert status.waiting == 1 and sum(calls.values()) < 30, calls
+    print(f"\n[waiters] status() with {DEAD} dead waiters: {sum(calls.values())} commands")
 
     returned, calls = commands_run(r, held.checkin)
     assert returned is True
     assert calls.get("lpop", 0) <= 64, f"checkin walked {calls.get('lpop')} tickets"
+    print(f"[waiters] checkin: {sum(calls.values())} commands, {calls.get('lpop')} LPOPs")
     assert r.llen(k.waitq) > DEAD - 64  # the rest is the sweep's
     assert not got, "the live waiter was reached without a sweep"
 
-    pool.reclaim_expired()
+    _, calls = commands_run(r, pool.reclaim_expired)
+    print(f"[waiters] sweep: {calls.get('fcall')} reclaim calls, {sum(calls.values())} commands")
     live.join(10)
     assert got and got[0].worker_id == held.worker_id
     assert r.llen(k.waitq) == 0 and r.zcard(k.waiters) == 0

@@ -144,6 +144,8 @@ def test_after_a_rollback_the_stale_holder_can_never_act_and_the_new_one_is_unto
             assert value is not None
             r.set(key, f"{stale.token}|{value.decode().split('|', 1)[1]}", keepttl=True)
             fresh.token = stale.token
+        print(f"\n[rollback] {how} [{server.kind}]: A's token {stale.token}, counter after "
+              f"the rollback {int(counter)}, B's token {fresh.token} on {fresh.worker_id}")
         send_stale_job(server.url, stale, 7, main)
         with pytest.raises(LeaseLost):
             stale.renew()

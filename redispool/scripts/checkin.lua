@@ -2,8 +2,9 @@
   checkin: end a lease and return its worker.
 
   Only the current holder can check in: the lease key must exist (its
-  deadline has not passed) and carry this token and nonce. The worker goes to the
-  oldest live waiter, else back to the idle list (or leaves, if draining).
+  deadline has not passed) and carry this token and nonce. The worker goes
+  to the oldest live waiter, else back to the idle list (or leaves, if
+  draining).
   Expired leases found on the way are returned too.
 
   KEYS[1..9]  the pool's common keys (see includes/pool.lua)

@@ -137,7 +137,7 @@ local function settings()
   return tonumber(config[1]) or DEFAULT_TTL_MS, config[2] or 'lifo'
 end
 
--- Stop the script if the token counter cannot be INCRed into a token.
+-- Stop the script if the token counter cannot grow into a token.
 local function check_token()
   local token = probe('GET', K.token)
   if token and not valid_token(token) then
@@ -148,8 +148,9 @@ end
 -- The next fencing token: the larger of the counter + 1 and the server clock
 -- in microseconds. A counter that is missing or old (a snapshot restored, an
 -- AOF that lost its last second, a replica promoted, a hand SET) is never
--- trusted alone: every token issued before the loss was at most the clock of
--- its moment, which the clock has passed since (README: the clock assumption).
+-- trusted alone: while the counter is not ahead of the clock, every token
+-- issued before the loss was the clock of its moment, which the clock has
+-- passed since (README: "Tokens across a rollback", the clock assumption).
 local function issue_token(now_us)
   local token = (tonumber(rcall('GET', K.token)) or 0) + 1
   if token < now_us then token = now_us end

@@ -94,6 +94,13 @@ def roll_back(how: str, server: EmbeddedServer, r: redis.Redis) -> Callable[[], 
 
         return restore
     if how == "aof":
+        # Writes the server has answered are in the file once its AOF buffer is empty
+        # (a write can be postponed while a background fsync runs).
+        def flushed() -> bool:
+            info = r.info("persistence")
+            return int(info["aof_buffer_length"]) == 0 and not int(info["aof_pending_bio_fsync"])
+
+        wait_for(flushed, timeout=5, message="the AOF written")
         tail = aof_tail(server)
         size = tail.stat().st_size
 

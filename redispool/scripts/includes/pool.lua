@@ -43,6 +43,7 @@ local function bind_pool()
   rcall = redis.call
   K.prefix, K.config, K.workers, K.idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
   K.deadlines, K.token, K.draining, K.waitq, K.waiters = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+  K.counter = nil  -- the token counter's value once read in this call (false: missing)
 end
 
 local function fmt(n)
@@ -143,6 +144,7 @@ local function check_token()
   if token and not valid_token(token) then
     error(corrupt(K.token, 'holds ' .. string.format('%q', token) .. ', not a token'))
   end
+  K.counter = token or false
 end
 
 -- The next fencing token: the larger of the counter + 1 and the server clock
@@ -152,9 +154,12 @@ end
 -- issued before the loss was the clock of its moment, which the clock has
 -- passed since (README: "Tokens across a rollback", the clock assumption).
 local function issue_token(now_us)
-  local token = (tonumber(rcall('GET', K.token)) or 0) + 1
+  local counter = K.counter
+  if counter == nil then counter = rcall('GET', K.token) end
+  local token = (tonumber(counter) or 0) + 1
   if token < now_us then token = now_us end
-  rcall('SET', K.token, fmt(token))
+  K.counter = fmt(token)
+  rcall('SET', K.token, K.counter)
   return token
 end
 

@@ -7,6 +7,15 @@ it wakes, sweeps, and so gets the worker of a holder that died even when no
 Reaper runs; every third of its keep-alive it tells the pool it is still there.
 Giving up (timeout, interrupt, error) is one script that also returns anything
 handed over meanwhile, so no worker is ever leaked to a caller that left.
+
+A handoff stays in Redis until the waiter has made its Lease: the wait only
+peeks at it, and the script that then takes it (``cancel_wait``) runs after
+the Lease exists. So a waiter interrupted at any moment of a handoff (a
+``KeyboardInterrupt``, a timeout firing) either finds the handoff still in
+Redis or holds the Lease: it checks the worker in before the exception goes
+on, and the worker goes to the next waiter. (A worker that a ``wait_tick`` or
+``cancel_wait`` reply carries exists only in that reply: an interrupt inside
+redis-py's few microseconds of reading it would lose it until its TTL.)
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ class Waiter:
     ttl_ms: int  # the lease TTL this waiter asked for
     clock: tuple[float, int]  # (local send time, server ms) of the latest reply
     next_lease_end: int  # the earliest lease deadline (server ms), -1 if none
+    claiming: Lease | None = None  # made from a peeked handoff, kept until wait returns
 
     @property
     def wake(self) -> str:
@@ -64,9 +74,12 @@ class Waiter:
             while True:
                 now = mod_time.monotonic()
                 with self.pool.redis_errors("checkout (waiting)"):
-                    handoff = self.pool._wire.pop_wait(self.wake, self._wake_at(now) - now)
-                if handoff is not None:
-                    return self._handed(handoff)
+                    peeked = self.pool._wire.peek_wait(self.wake, self._wake_at(now) - now)
+                if peeked is not None:
+                    lease = self._claim(peeked)
+                    if lease is not None:
+                        return lease
+                    continue
                 if self.deadline is not None and mod_time.monotonic() >= self.deadline:
                     break
                 lease = self._tick()
@@ -88,37 +101,64 @@ class Waiter:
             wake_at = min(wake_at, self.deadline)
         return max(wake_at, now)
 
+    def _claim(self, peeked: Any) -> Lease | None:
+        """Take the handoff seen in the wake key; None if it was gone (then the
+        waiter has left the queue and rejoins it)."""
+        self.claiming = self._handed(peeked)  # before Redis lets go of it
+        cancel, acks = self._cancel()
+        if int(cancel[0]) != errors.OK:  # only this waiter takes its handoff: cannot happen
+            self.claiming = None
+            log.warning("pool %s: a handoff to waiter %s vanished", self.pool.name, self.ticket)
+            return self._tick()
+        return self._register(self.claiming, acks)
+
+    def _cancel(self) -> tuple[list[Any], int]:
+        return self.pool._run_acked("cancel_wait", (self.ticket,), extra_keys=(self.wake,))
+
+    def _register(self, lease: Lease, acks: int) -> Lease:
+        """``lease`` confirmed by enough replicas, renewed if asked."""
+        lease = self.pool._confirmed(lease, acks)
+        if self.auto_renew:
+            self.pool._renewer.add(lease)
+        return lease
+
     def _tick(self) -> Lease | None:
         """Sweep, say we are alive; a lease if that freed a worker for us."""
         sent = mod_time.monotonic()
         remaining = None if self.deadline is None else self.deadline - sent
         args = (self.ticket, self.ttl_ms, self.holder, alive_ms(self.ttl_ms, remaining))
-        tick = self.pool._run("wait_tick", args, extra_keys=(self.wake,))
+        tick, acks = self.pool._run_acked("wait_tick", args, extra_keys=(self.wake,))
         if int(tick[0]) == errors.OK:
             if len(tick) == 2:
-                return self._handed(tick[1])
-            return self.pool._lease(tick, self.auto_renew, sent)
+                return self._register(self._handed(tick[1]), acks)
+            return self.pool._confirmed(self.pool._lease(tick, self.auto_renew, sent), acks)
         self.next_lease_end, self.clock = int(tick[1]), (sent, int(tick[2]))
         return None
 
     def _give_up(self) -> Lease:
-        cancel = self.pool._run("cancel_wait", (self.ticket,), extra_keys=(self.wake,))
+        cancel, acks = self._cancel()
         if int(cancel[0]) == errors.OK:  # handed a worker just as we gave up: keep it
-            return self._handed(cancel[1])
+            return self._register(self._handed(cancel[1]), acks)
         raise self.pool._timeout()
 
     def _abandon(self) -> None:
-        """Leave the queue after an error; check in anything handed meanwhile."""
+        """Leave the queue after an error or interrupt; check in anything
+        handed meanwhile, whether still in Redis or already made a Lease."""
         try:
             cancel = self.pool._run("cancel_wait", (self.ticket,), extra_keys=(self.wake,))
+            handed = []
             if int(cancel[0]) == errors.OK:
-                self.auto_renew = False
-                self._handed(cancel[1]).checkin()
+                handed.append(self._handed(cancel[1]))
+            claiming = self.claiming
+            if claiming is not None and all(h.token != claiming.token for h in handed):
+                handed.append(claiming)
+            for lease in handed:
+                lease.checkin()
         except PoolError as exc:
             log.warning("pool %s: could not leave the wait queue: %s", self.pool.name, exc)
 
     def _handed(self, handoff: Any) -> Lease:
-        """A Lease from a handoff ``token|deadline_ms|ttl_ms|worker_id``."""
+        """A Lease (not yet renewed) from a handoff ``token|deadline_ms|ttl_ms|worker_id``."""
         token, deadline_ms, ttl_ms, worker_id = text(handoff).split("|", 3)
         sent, server_now = self.clock
         deadline = sent + (int(deadline_ms) - server_now) / 1000
@@ -127,6 +167,4 @@ class Waiter:
             self.pool, worker_id, int(token), ttl, auto_renew=self.auto_renew, deadline=deadline
         )
         lease.renewed_at = deadline - ttl
-        if self.auto_renew:
-            self.pool._renewer.add(lease)
         return lease

@@ -250,34 +250,17 @@ class Pool:
                 raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
             if not timeout >= 0:
                 raise ValueError(f"timeout must not be negative, got {timeout}")
-        holder = holder_id()
         waiting = block and (timeout is None or timeout > 0)
         ticket = uuid.uuid4().hex if waiting else ""
         # A waiter counts as alive for one lease TTL between its ticks (the script caps
         # this at the TTL it settles on); a timeout shortens that.
         bound = alive_ms(round(MAX_TTL * 1000), timeout)
-        sent = mod_time.monotonic()
-        reply, acks = self._run_acked("checkout", (self._ttl_ms, holder, ticket, bound))
-        code = int(reply[0])
-        if code == errors.OK:
-            return self._confirmed(self._lease(reply, auto_renew, sent), acks)
-        if not block:
-            raise PoolFull(
-                f"pool {self.name!r}: no worker is idle", pool=self.name, operation="checkout"
-            )
-        if not waiting:
-            raise self._timeout()
-        waiter = Waiter(
-            self,
-            ticket,
-            holder,
-            auto_renew,
-            deadline=None if timeout is None else sent + timeout,
-            ttl_ms=int(reply[3]),
-            clock=(sent, int(reply[2])),
-            next_lease_end=int(reply[1]),
-        )
-        return waiter.wait()
+        waiter = Waiter(self, ticket, holder_id(), auto_renew)
+        return waiter.checkout(block, timeout, bound)
+
+    def _full(self) -> PoolFull:
+        message = f"pool {self.name!r}: no worker is idle"
+        return PoolFull(message, pool=self.name, operation="checkout")
 
     def _lease(self, reply: list[Any], auto_renew: bool, sent: float) -> Lease:
         """A Lease from an ``{OK, worker_id, token, deadline_ms, ttl_ms}`` reply."""

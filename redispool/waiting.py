@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .errors import PoolError
+from .errors import CheckoutTimeout, PoolError, PoolFull
 from .lease import Lease
 from .wire import text
 
@@ -52,43 +52,70 @@ def alive_ms(keepalive_ms: int, timeout: float | None) -> int:
 
 @dataclass
 class Waiter:
-    """One queued ``checkout``; :meth:`wait` returns its lease or raises."""
+    """One ``checkout``, queued if it must wait; :meth:`checkout` returns its lease or raises."""
 
     pool: Pool
-    ticket: str
+    ticket: str  # '' for a checkout that does not wait
     holder: str
     auto_renew: bool
-    deadline: float | None  # local monotonic time to give up at; None: never
-    ttl_ms: int  # the lease TTL this waiter asked for
-    clock: tuple[float, int]  # (local send time, server ms) of the latest reply
-    next_lease_end: int  # the earliest lease deadline (server ms), -1 if none
-    claiming: Lease | None = None  # made from a peeked handoff, kept until wait returns
+    deadline: float | None = None  # local monotonic time to give up at; None: never
+    ttl_ms: int = 0  # the lease TTL this waiter asked for
+    clock: tuple[float, int] = (0.0, 0)  # (local send time, server ms) of the latest reply
+    next_lease_end: int = -1  # the earliest lease deadline (server ms), -1 if none
+    claiming: Lease | None = None  # a Lease made, kept until checkout returns
+
 
     @property
     def wake(self) -> str:
         return self.pool.keys.wake(self.ticket)
 
-    def wait(self) -> Lease:
-        """Block until handed a worker; :class:`CheckoutTimeout` at the deadline."""
+    def checkout(self, block: bool, timeout: float | None, alive_ms: int) -> Lease:
+        """The whole checkout, from its first script to its Lease.
+
+        Any exception (an interrupt included) from the first script on leaves
+        the queue and checks in whatever was handed over, then propagates.
+        """
         try:
-            while True:
-                now = mod_time.monotonic()
-                with self.pool.redis_errors("checkout (waiting)"):
-                    peeked = self.pool._wire.peek_wait(self.wake, self._wake_at(now) - now)
-                if peeked is not None:
-                    lease = self._claim(peeked)
-                    if lease is not None:
-                        return lease
-                    continue
-                if self.deadline is not None and mod_time.monotonic() >= self.deadline:
-                    break
-                lease = self._tick()
-                if lease is not None:
-                    return lease
+            return self._checkout(block, timeout, alive_ms)
+        except (PoolFull, CheckoutTimeout):
+            raise  # raised here after the ticket left the queue, or never was in it
         except BaseException:
             self._abandon()
             raise
-        return self._give_up()
+
+    def _checkout(self, block: bool, timeout: float | None, alive_ms: int) -> Lease:
+        pool = self.pool
+        sent = mod_time.monotonic()
+        self.deadline = None if timeout is None else sent + timeout
+        args = (pool._ttl_ms, self.holder, self.ticket, alive_ms)
+        reply, acks = pool._run_acked("checkout", args)
+        if int(reply[0]) == errors.OK:
+            self.claiming = pool._lease(reply, self.auto_renew, sent)
+            return pool._confirmed(self.claiming, acks)
+        if not block:
+            raise pool._full()
+        if not self.ticket:
+            raise pool._timeout()
+        self.ttl_ms, self.clock = int(reply[3]), (sent, int(reply[2]))
+        self.next_lease_end = int(reply[1])
+        return self._wait()
+
+    def _wait(self) -> Lease:
+        """Block until handed a worker; :class:`CheckoutTimeout` at the deadline."""
+        while True:
+            now = mod_time.monotonic()
+            with self.pool.redis_errors("checkout (waiting)"):
+                peeked = self.pool._wire.peek_wait(self.wake, self._wake_at(now) - now)
+            if peeked is not None:
+                lease = self._claim(peeked)
+                if lease is not None:
+                    return lease
+                continue
+            if self.deadline is not None and mod_time.monotonic() >= self.deadline:
+                return self._give_up()
+            lease = self._tick()
+            if lease is not None:
+                return lease
 
     def _wake_at(self, now: float) -> float:
         """When to stop blocking: keep-alive, the next lease deadline, or our own."""
@@ -145,10 +172,11 @@ class Waiter:
         """Leave the queue after an error or interrupt; check in anything
         handed meanwhile, whether still in Redis or already made a Lease."""
         try:
-            cancel = self.pool._run("cancel_wait", (self.ticket,), extra_keys=(self.wake,))
             handed = []
-            if int(cancel[0]) == errors.OK:
-                handed.append(self._handed(cancel[1]))
+            if self.ticket:
+                cancel = self.pool._run("cancel_wait", (self.ticket,), extra_keys=(self.wake,))
+                if int(cancel[0]) == errors.OK:
+                    handed.append(self._handed(cancel[1]))
             claiming = self.claiming
             if claiming is not None and all(h.token != claiming.token for h in handed):
                 handed.append(claiming)

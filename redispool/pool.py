@@ -305,9 +305,9 @@ class Pool:
         lease stays open so that checkin can be tried again; it is no longer
         renewed, so otherwise it ends after its TTL. With ``min_replicas``, a
         checkin the master made but too few replicas acknowledged raises
-        :class:`PoolUnavailable` with the lease closed (checkin again returns
-        False): after a failover to such a replica the lease may be back, held
-        by no one until its TTL ends.
+        :class:`PoolUnavailable` too, and the lease also stays open: after a
+        failover to a replica that missed it, checkin again returns the worker
+        (True); where the checkin did stick, it answers False.
 
         In a forked child, a lease of the parent is not the child's: checkin
         returns False without asking Redis (the parent still holds it).
@@ -332,7 +332,8 @@ class Pool:
             raise
         if int(reply[0]) == errors.OK:
             if acks < self.min_replicas:
-                raise self._unacked("checkin", acks, lease.worker_id, "the lease is closed")
+                lease._closed = False
+                raise self._unacked("checkin", acks, lease.worker_id, "checkin may be tried again")
             return True
         lease.worker_died = lease.worker_died or int(reply[0]) == errors.WORKER_DEAD
         lease.lost.set()

@@ -68,10 +68,21 @@ def text(value: Any) -> str:
 
 
 def _factory(client: redis.Redis) -> Callable[[], AbstractConnection]:
-    """Makes connections of ``client``'s kind, outside its pool's accounting."""
+    """Makes connected connections of ``client``'s kind, outside its pool's accounting.
+
+    ``connect()`` is called here, as redis-py's pool does: a Sentinel-managed
+    connection looks up the master there (sending on an unconnected one would
+    skip that and go to localhost).
+    """
     pool = client.connection_pool
     cls, kwargs = pool.connection_class, dict(pool.connection_kwargs)
-    return lambda: cls(**kwargs)
+
+    def make() -> AbstractConnection:
+        conn: AbstractConnection = cls(**kwargs)
+        conn.connect()
+        return conn
+
+    return make
 
 
 _WIRES: weakref.WeakSet[Wire] = weakref.WeakSet()

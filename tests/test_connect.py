@@ -214,3 +214,22 @@ def test_a_child_forked_while_the_renewer_holds_its_lock_never_hangs_nor_touches
     lease.renew()  # still the parent's, still held
     assert pool.status().busy == 1
     assert lease.checkin() is True
+
+
+def test_a_connection_that_meets_a_demoted_master_is_dropped_not_reused(
+    fresh_server: StartServer,
+) -> None:
+    srv = fresh_server()
+    other = fresh_server()
+    with Pool("p", url=srv.url) as pool:
+        pool.add_worker("w1")
+        pool.checkout(block=False).checkin()
+        admin = redis.Redis.from_url(srv.url)
+        admin.replicaof("127.0.0.1", other.port)  # demoted: now a replica of an empty server
+        with pytest.raises(PoolUnavailable, match="not the master"):
+            pool.checkout(block=False)
+        assert len(pool._wire) == 0, "a connection to the replica was kept"
+        admin.replicaof("NO", "ONE")
+        admin.close()
+        pool.add_worker("w1")  # the replica synced the empty master's data
+        pool.checkout(block=False).checkin()

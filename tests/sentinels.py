@@ -44,7 +44,7 @@ class SentinelSet:
 
     def start(self) -> SentinelSet:
         master = self._server()
-        self._server("--replicaof", "127.0.0.1", str(master.port))
+        self._server(*self._replica_of(master.port))
         for i in range(SENTINELS):
             port = free_port()
             conf = self._dir / f"sentinel-{i}.conf"
@@ -59,6 +59,11 @@ class SentinelSet:
             self.sentinel_ports.append(port)
         self.wait_healthy()
         return self
+
+    @staticmethod
+    def _replica_of(port: int) -> tuple[str, ...]:
+        # expired events off: once promoted, it has them only if a Reaper turns them on
+        return ("--replicaof", "127.0.0.1", str(port), "--notify-keyspace-events", "")
 
     def _server(self, *args: str, port: int | None = None) -> EmbeddedServer:
         srv = EmbeddedServer(self.kind, port=port, extra_args=args).start()
@@ -120,7 +125,7 @@ class SentinelSet:
         port = old.port
         old.stop()
         self.servers.remove(old)
-        self._server("--replicaof", "127.0.0.1", str(self.master_port()), port=port)
+        self._server(*self._replica_of(self.master_port()), port=port)
         self.wait_healthy()
 
     def stop(self) -> None:

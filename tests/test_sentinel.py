@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 from helpers import WorkerMain, wait_for
 from redis.sentinel import Sentinel
 from sentinels import SERVICE, SentinelSet
@@ -203,6 +204,12 @@ def _overlaps(jobs: list[Job]) -> list[str]:
     return found
 
 
+def _expiry_events_on(sentinels: SentinelSet) -> bool:
+    with redis.Redis(port=sentinels.master().port, socket_timeout=2) as master:
+        flags = str(master.config_get("notify-keyspace-events")["notify-keyspace-events"])
+    return "E" in flags and ("x" in flags or "A" in flags)
+
+
 def _settled(pool: Pool, workers: int) -> bool:
     try:
         status = pool.status()
@@ -235,6 +242,8 @@ def test_a_master_killed_under_load_is_followed_and_nothing_runs_twice(
                     sentinels.bring_back(old)
                     old = None
                 wait_for(lambda: load.ok_since(killed) >= 20, timeout=40, message="jobs after")
+                wait_for(lambda: _expiry_events_on(sentinels), timeout=10,
+                         message="the Reaper's expired events on at the new master")  # fmt: skip
             finally:
                 load.finish()
             wait_for(lambda: _settled(admin, 2), timeout=TTL + 10,

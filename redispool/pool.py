@@ -22,15 +22,16 @@ from redis import Redis
 
 from . import errors, scripts
 from .connect import client_from_url, close_client
-from .errors import CheckoutTimeout, LeaseLost, PoolError, PoolFull, PoolUnavailable
+from .errors import CheckoutTimeout, LeaseLost, PoolError, PoolFull
 from .keys import PoolKeys, validate_pool_name, validate_worker_id
 from .lease import Lease
 from .renewer import Renewer
+from .replicas import DEFAULT_REPLICA_TIMEOUT, Replicas
 from .status import LeaseInfo, PoolSettings, PoolStatus, WorkerInfo
 from .waiting import Waiter, alive_ms
 from .wire import Wire, text
 
-__all__ = ["DEFAULT_LEASE_TTL", "STRATEGIES", "Pool", "validate_replicas"]
+__all__ = ["DEFAULT_LEASE_TTL", "STRATEGIES", "Pool"]
 
 log = logging.getLogger("redispool.pool")
 
@@ -39,8 +40,6 @@ STRATEGIES = ("lifo", "fifo")
 MIN_TTL, MAX_TTL = 0.01, 7 * 24 * 3600.0
 DENIED = "Redis refused access (redispool.acl lists the rules a pool user needs)"
 SWEEP_BATCH = 1000
-DEFAULT_REPLICA_TIMEOUT = 1.0
-MAX_REPLICA_TIMEOUT = 5.0  # a WAIT must end well within the connection's reply timeout
 
 
 def _ttl_ms(value: float, what: str = "lease_ttl") -> int:
@@ -94,7 +93,8 @@ class Pool:
         self.name = validate_pool_name(name)
         self.keys = PoolKeys(self.name)
         self._ttl_ms = 0 if lease_ttl is None else _ttl_ms(lease_ttl)
-        self.min_replicas, self._replica_ms = validate_replicas(min_replicas, replica_timeout)
+        self.replicas = Replicas.of(min_replicas, replica_timeout)
+        self.min_replicas = self.replicas.need
         if (url is None) == (redis is None):
             raise ValueError("give exactly one of url= or redis=")
         self._owns_client = redis is None
@@ -182,20 +182,11 @@ class Pool:
         all_keys = (*self._common, *extra_keys) if keys is None else keys
         try:
             reply, acks = scripts.load(script).acked(
-                self._wire, all_keys, args, self.min_replicas, self._replica_ms
+                self._wire, all_keys, args, self.min_replicas, self.replicas.timeout_ms
             )
         except redis.RedisError as exc:
             raise self._translate(exc, script, worker_id) from exc
         return reply, acks
-
-    def _unacked(self, operation: str, acks: int, worker_id: str, done: str) -> PoolUnavailable:
-        return PoolUnavailable(
-            f"pool {self.name!r}: {operation}: {acks} of {self.min_replicas} replicas "
-            f"acknowledged within {self._replica_ms / 1000} s; {done}",
-            pool=self.name,
-            operation=operation,
-            worker_id=worker_id,
-        )
 
     def _confirmed(self, lease: Lease, acks: int) -> Lease:
         """``lease`` if enough replicas have it; else it is checked in and
@@ -207,7 +198,7 @@ class Pool:
             done = "the lease was checked in"
         except PoolError as exc:
             done = f"checking the lease in failed too ({exc}): it ends after its TTL"
-        raise self._unacked("checkout", acks, lease.worker_id, done)
+        raise self.replicas.unacked(self.name, "checkout", acks, lease.worker_id, done)
 
     # -- workers ----------------------------------------------------------------
 
@@ -333,7 +324,8 @@ class Pool:
         if int(reply[0]) == errors.OK:
             if acks < self.min_replicas:
                 lease._closed = False
-                raise self._unacked("checkin", acks, lease.worker_id, "checkin may be tried again")
+                done = "checkin may be tried again"
+                raise self.replicas.unacked(self.name, "checkin", acks, lease.worker_id, done)
             return True
         lease.worker_died = lease.worker_died or int(reply[0]) == errors.WORKER_DEAD
         lease.lost.set()
@@ -386,7 +378,8 @@ class Pool:
         sent = mod_time.monotonic()
         reply, acks = self._run_acked("renew", args, keys=keys)
         if acks < self.min_replicas:
-            raise self._unacked("renew", acks, leases[0].worker_id, "the lease was not extended")
+            done = "the lease was not extended"
+            raise self.replicas.unacked(self.name, "renew", acks, leases[0].worker_id, done)
         ended = []
         for lease, held in zip(leases, reply[1:], strict=True):
             if int(held):
@@ -484,21 +477,3 @@ def _worker_meta(host: str | None, pid: int | None) -> str:
     if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0):
         raise ValueError(f"pid must be a positive integer, got {pid!r}")
     return f"{host or ''}|{pid or ''}"
-
-
-def validate_replicas(min_replicas: int, replica_timeout: float) -> tuple[int, int]:
-    """``min_replicas`` and ``replica_timeout`` in ms, checked."""
-    if isinstance(min_replicas, bool) or not isinstance(min_replicas, int):
-        raise ValueError(f"min_replicas must be a whole number, got {min_replicas!r}")
-    if not 0 <= min_replicas <= 100:
-        raise ValueError(f"min_replicas must be between 0 and 100, got {min_replicas}")
-    if (
-        isinstance(replica_timeout, bool)
-        or not isinstance(replica_timeout, (int, float))
-        or not 0.001 <= replica_timeout <= MAX_REPLICA_TIMEOUT
-    ):
-        raise ValueError(
-            f"replica_timeout must be between 0.001 and {MAX_REPLICA_TIMEOUT} seconds, "
-            f"got {replica_timeout!r}"
-        )
-    return min_replicas, round(replica_timeout * 1000)

@@ -258,3 +258,22 @@ def test_a_lease_checked_in_is_never_reported_lost_by_the_renewer(make_pool: Mak
         leases.append(lease)
     time.sleep(0.05)  # let any renewal in flight come back
     assert not [lease for lease in leases if lease.lost.is_set()]
+
+
+def test_a_wait_takes_nothing_from_the_wake_list_whenever_its_clock_ends(
+    make_pool: MakePool, r: redis.Redis
+) -> None:
+    """The wait is a peek: a value pushed at the instant the client's timer ends the
+    wait is still in the list afterwards, for the script that takes it."""
+    pool = make_pool()
+    key = PoolKeys("p").wake("t")
+    r.rpush(key, "handoff")
+    assert pool._wire.peek_wait(key, 1.0) == b"handoff"
+    for delay in (0.0, 0.001, 0.005, 0.01):
+        r.delete(key)
+        pusher = threading.Timer(delay, lambda: r.rpush(key, "handoff"))
+        pusher.start()
+        pool._wire.peek_wait(key, delay)
+        pusher.join()
+        assert r.lrange(key, 0, -1) == [b"handoff"]
+    assert len(pool._wire) <= 1

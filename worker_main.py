@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from redispool.connect import validate_url
 from redispool.jobs import DEFAULT_FUNCTIONS, parse_functions
 from redispool.keys import validate_pool_name
 from redispool.metrics import start_metrics
@@ -29,6 +30,13 @@ def _pool_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
+def _url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return validate_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _functions(
     ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
 ) -> frozenset[str]:
@@ -39,7 +47,14 @@ def _functions(
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--url", "-u", envvar="REDISPOOL_URL", required=True, help="Redis URL.")
+@click.option(
+    "--url",
+    "-u",
+    envvar="REDISPOOL_URL",
+    required=True,
+    callback=_url,
+    help="Redis URL: redis://, rediss://, unix:// or redis+sentinel://h1:p1,h2:p2/<service>/<db>.",
+)
 @click.option(
     "--pool", "-p", envvar="REDISPOOL_POOL", required=True, callback=_pool_name, help="Pool name."
 )
@@ -101,6 +116,20 @@ def _functions(
     help="Dotted name of a function workers may run, besides the doubler (repeat).",
 )
 @click.option(
+    "--min-replicas",
+    envvar="REDISPOOL_MIN_REPLICAS",
+    default=0,
+    type=click.IntRange(0, 100),
+    help="Checkout, renew and checkin wait until this many replicas have their write.",
+)
+@click.option(
+    "--replica-timeout",
+    envvar="REDISPOOL_REPLICA_TIMEOUT",
+    default=1.0,
+    type=click.FloatRange(0.001, 5.0),
+    help="Seconds to wait for the replicas (--min-replicas).",
+)
+@click.option(
     "--log-level",
     envvar="REDISPOOL_LOG_LEVEL",
     default="INFO",
@@ -124,6 +153,8 @@ def main(
     heartbeat_ttl: float,
     sweep_interval: float,
     functions: frozenset[str],
+    min_replicas: int,
+    replica_timeout: float,
     log_level: str,
     metrics_port: int | None,
 ) -> None:
@@ -133,7 +164,8 @@ def main(
         url=url, pool=pool, workers=workers, max_overflow=max_overflow,
         overflow_idle=overflow_idle, worker_id_prefix=worker_id_prefix, lease_ttl=lease_ttl,
         heartbeat_ttl=heartbeat_ttl, sweep_interval=sweep_interval,
-        functions=tuple(sorted(functions)),
+        functions=tuple(sorted(functions)), min_replicas=min_replicas,
+        replica_timeout=replica_timeout,
     )  # fmt: skip
     metrics = None if metrics_port is None else start_metrics(metrics_port, pool, url=url)
     supervisor = Supervisor(settings, metrics)

@@ -12,7 +12,10 @@ against that one server, the project's four performance targets:
 3. 8 threads sharing 2 workers: cycles/s and Redis commands per cycle from
    ``INFO commandstats`` (target: at most 5);
 4. a pool of 100,000 workers cycling at >= 0.9x a pool of 10, and Redis memory per idle
-   worker (target: at most 200 bytes).
+   worker (target: at most 200 bytes);
+5. what replica acknowledgement costs: checkout+checkin cycles/s with ``min_replicas=1``
+   beside ``min_replicas=0``, same run, against a master with one replica (both started
+   by the bench, stopped by pid).
 
 Machines are shared and noisy: every figure is the median over several rounds, with the
 min-max spread beside it. Every process the bench starts it stops by pid.
@@ -453,6 +456,48 @@ def bench_scale(r: redis.Redis, cfg: Settings, report: Report) -> None:
 # -- main ------------------------------------------------------------------------------
 
 
+# -- 5. replica acknowledgement --------------------------------------------------------
+
+
+def wait_for_replica(master: redis.Redis, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while master.info("replication").get("connected_slaves", 0) < 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the replica did not connect to the master")
+        time.sleep(0.05)
+    while master.wait(1, 1000) < 1:  # the replica has caught up
+        if time.monotonic() > deadline:
+            raise RuntimeError("the replica did not catch up")
+
+
+def bench_replicas(kind: str, cfg: Settings, report: Report) -> None:
+    report.section("5. Replica acknowledgement: one client's checkout+checkin, master + 1 replica")
+    with EmbeddedServer(kind) as master:
+        replica_args = ("--replicaof", "127.0.0.1", str(master.port))
+        with EmbeddedServer(kind, extra_args=replica_args) as replica:
+            r = redis.Redis.from_url(master.url)
+            try:
+                wait_for_replica(r)
+                report.note(f"master pid {master.pid}, replica pid {replica.pid}")
+                name = fresh_name("acked")
+                plain = Pool(name, redis=r)
+                acked = Pool(name, redis=r, min_replicas=1, replica_timeout=1.0)
+                plain.add_worker("w1")
+                loops: dict[str, Callable[[], object]] = {
+                    "n0": pool_cycle(plain, auto_renew=False),
+                    "n1": pool_cycle(acked, auto_renew=False),
+                }
+                runs = compare(loops, cfg)
+                plain.close()
+                acked.close()
+            finally:
+                r.close()
+    ratio = [a / b for a, b in zip(runs["n1"], runs["n0"], strict=True)]
+    report.line("checkout+checkin, min_replicas=0", runs["n0"], "cycles/s")
+    report.line("checkout+checkin, min_replicas=1", runs["n1"], "cycles/s")
+    report.line("min_replicas=1 / min_replicas=0", ratio, "x")
+
+
 def describe(server: EmbeddedServer) -> str:
     try:
         import hiredis
@@ -490,6 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench_scale(r, cfg, report)
         finally:
             r.close()
+        kind = server.kind
+    bench_replicas(kind, cfg, report)
     report.summary()
     print(f"\n({time.perf_counter() - began:.0f} s)")
     return 0

@@ -25,7 +25,7 @@ __all__ = ["CLIENT_COMMANDS", "JOB_COMMANDS", "acl_rules", "acl_setuser", "scrip
 CLIENT_COMMANDS = frozenset(
     {
         "fcall", "function|load",  # run the pool's operations, load the library if missing
-        "blpop", "client|id", "client|unblock",  # wait for a handoff on its own clock
+        "blmove",  # wait for a handoff on its own clock (a peek: BLMOVE key key)
         "ping", "hello",  # connection set-up and health
         "hgetall", "zrange", "smembers", "mget", "get", "pttl", "zscore",  # workers(), leases()
         "multi", "exec",  # consistent reads of several keys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time as mod_time
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class Lease:
         self.deadline = deadline
         self.renewed_at = mod_time.monotonic()
         self._closed = False
+        self._pid = os.getpid()  # a forked child neither renews nor checks in this lease
         #: True once the lease is known to have ended because its worker died.
         self.worker_died = False
 

@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .connect import client_from_url
 from .errors import CheckoutTimeout, PoolError, PoolFull
 from .keys import NAMESPACE, PoolKeys, pool_name_from_key, validate_pool_name
 from .pool import Pool
@@ -197,7 +198,7 @@ def start_metrics(
     if (client is None) == (url is None):
         raise ValueError("give exactly one of client= or url=")
     if client is None:
-        client = redis.Redis.from_url(url or "", socket_connect_timeout=5.0, socket_timeout=5.0)
+        client = client_from_url(url or "", socket_timeout=5.0)
     metrics = Metrics(client, pools, reaper=reaper)
     metrics.serve(port, addr)
     return metrics

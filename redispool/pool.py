@@ -21,10 +21,12 @@ import redis
 from redis import Redis
 
 from . import errors, scripts
+from .connect import client_from_url, close_client
 from .errors import CheckoutTimeout, LeaseLost, PoolError, PoolFull
 from .keys import PoolKeys, validate_pool_name, validate_worker_id
 from .lease import Lease
 from .renewer import Renewer
+from .replicas import DEFAULT_REPLICA_TIMEOUT, Replicas
 from .status import LeaseInfo, PoolSettings, PoolStatus, WorkerInfo
 from .waiting import Waiter, alive_ms
 from .wire import Wire, text
@@ -64,8 +66,18 @@ class Pool:
     """A pool of workers shared through Redis by any number of hosts.
 
     ``lease_ttl`` is this client's lease TTL in seconds; None uses the pool's
-    setting in Redis. Give either ``url`` or a ``redis`` client (the Pool
-    closes only a client it made itself).
+    setting in Redis. Give either ``url`` (any URL of :mod:`redispool.connect`,
+    ``redis+sentinel://`` included) or a ``redis`` client, which may be
+    Sentinel-managed (``Sentinel(...).master_for(service)``); the Pool closes
+    only a client it made itself.
+
+    ``min_replicas=N`` (Redisson's ``checkLockSyncedSlaves``): checkout, renew
+    and checkin return only once N replicas acknowledged their write (``WAIT``
+    on the same connection, at most ``replica_timeout`` seconds), so a
+    failover to one of those replicas keeps it. Short of N in time, a checkout
+    is undone (checked in) and raises :class:`PoolUnavailable`; a renew or
+    checkin raises it too (see each for the state it leaves). 0, the default,
+    sends no ``WAIT``.
     """
 
     def __init__(
@@ -75,14 +87,18 @@ class Pool:
         *,
         redis: Redis | None = None,
         lease_ttl: float | None = None,
+        min_replicas: int = 0,
+        replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
     ) -> None:
         self.name = validate_pool_name(name)
         self.keys = PoolKeys(self.name)
         self._ttl_ms = 0 if lease_ttl is None else _ttl_ms(lease_ttl)
+        self.replicas = Replicas.of(min_replicas, replica_timeout)
+        self.min_replicas = self.replicas.need
         if (url is None) == (redis is None):
             raise ValueError("give exactly one of url= or redis=")
         self._owns_client = redis is None
-        self.client: Redis = redis if redis is not None else _client_from_url(url or "")
+        self.client: Redis = redis if redis is not None else client_from_url(url or "")
         self._wire = Wire(self.client)
         self._renewer = Renewer(self)
         k = self.keys
@@ -125,6 +141,8 @@ class Pool:
             return errors.PoolAccessDenied(f"{where}: {DENIED}: {exc}", **about)
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             return errors.PoolUnavailable(f"{where}: Redis unreachable: {exc}", **about)
+        if isinstance(exc, redis.exceptions.ReadOnlyError):  # a demoted master or a replica
+            return errors.PoolUnavailable(f"{where}: Redis is not the master: {exc}", **about)
         if isinstance(exc, redis.ResponseError):
             return errors.PoolCorrupted(
                 f"{where} failed; a key of the pool holds data redispool did not write: {exc}",
@@ -147,6 +165,40 @@ class Pool:
         except redis.RedisError as exc:
             raise self._translate(exc, script, worker_id) from exc
         return reply
+
+    def _run_acked(
+        self,
+        script: str,
+        args: Sequence[Any] = (),
+        *,
+        extra_keys: Sequence[str] = (),
+        keys: Sequence[str] | None = None,
+        worker_id: str | None = None,
+    ) -> tuple[list[Any], int]:
+        """``_run``, and how many replicas acknowledged its writes (0 with no
+        ``min_replicas``: then no ``WAIT`` is sent)."""
+        if not self.min_replicas:
+            return self._run(script, args, extra_keys=extra_keys, keys=keys, worker_id=worker_id), 0
+        all_keys = (*self._common, *extra_keys) if keys is None else keys
+        try:
+            reply, acks = scripts.load(script).acked(
+                self._wire, all_keys, args, self.min_replicas, self.replicas.timeout_ms
+            )
+        except redis.RedisError as exc:
+            raise self._translate(exc, script, worker_id) from exc
+        return reply, acks
+
+    def _confirmed(self, lease: Lease, acks: int) -> Lease:
+        """``lease`` if enough replicas have it; else it is checked in and
+        :class:`PoolUnavailable` raised."""
+        if acks >= self.min_replicas:
+            return lease
+        try:
+            lease.checkin()
+            done = "the lease was checked in"
+        except PoolError as exc:
+            done = f"checking the lease in failed too ({exc}): it ends after its TTL"
+        raise self.replicas.unacked(self.name, "checkout", acks, lease.worker_id, done)
 
     # -- workers ----------------------------------------------------------------
 
@@ -189,36 +241,18 @@ class Pool:
                 raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
             if not timeout >= 0:
                 raise ValueError(f"timeout must not be negative, got {timeout}")
-        holder = holder_id()
         waiting = block and (timeout is None or timeout > 0)
         ticket = uuid.uuid4().hex if waiting else ""
         nonce = uuid.uuid4().hex
         # A waiter counts as alive for one lease TTL between its ticks (the script caps
         # this at the TTL it settles on); a timeout shortens that.
         bound = alive_ms(round(MAX_TTL * 1000), timeout)
-        sent = mod_time.monotonic()
-        reply = self._run("checkout", (self._ttl_ms, holder, ticket, bound, nonce))
-        code = int(reply[0])
-        if code == errors.OK:
-            return self._lease(reply, nonce, auto_renew, sent)
-        if not block:
-            raise PoolFull(
-                f"pool {self.name!r}: no worker is idle", pool=self.name, operation="checkout"
-            )
-        if not waiting:
-            raise self._timeout()
-        waiter = Waiter(
-            self,
-            ticket,
-            holder,
-            auto_renew,
-            deadline=None if timeout is None else sent + timeout,
-            ttl_ms=int(reply[3]),
-            clock=(sent, int(reply[2])),
-            next_lease_end=int(reply[1]),
-            nonce=nonce,
-        )
-        return waiter.wait()
+        waiter = Waiter(self, ticket, holder_id(), auto_renew, nonce=nonce)
+        return waiter.checkout(block, timeout, bound)
+
+    def _full(self) -> PoolFull:
+        message = f"pool {self.name!r}: no worker is idle"
+        return PoolFull(message, pool=self.name, operation="checkout")
 
     def _lease(self, reply: list[Any], nonce: str, auto_renew: bool, sent: float) -> Lease:
         """A Lease from an ``{OK, worker_id, token, deadline_ms, ttl_ms}`` reply."""
@@ -262,15 +296,25 @@ class Pool:
 
         If Redis cannot be asked (:class:`PoolUnavailable` and the like), the
         lease stays open so that checkin can be tried again; it is no longer
-        renewed, so otherwise it ends after its TTL.
+        renewed, so otherwise it ends after its TTL. With ``min_replicas``, a
+        checkin the master made but too few replicas acknowledged raises
+        :class:`PoolUnavailable` too, and the lease also stays open: after a
+        failover to a replica that missed it, checkin again returns the worker
+        (True); where the checkin did stick, it answers False.
+
+        In a forked child, a lease of the parent is not the child's: checkin
+        returns False without asking Redis (the parent still holds it).
         """
         self._check_own(lease)
+        if lease._pid != os.getpid():
+            log.warning("pool %s: a forked child did not check in its parent's lease", self.name)
+            return False
         if lease.auto_renew:
             self._renewer.discard(lease)
         if not lease._mark_closed():
             return False
         try:
-            reply = self._run(
+            reply, acks = self._run_acked(
                 "checkin",
                 (lease.worker_id, lease.token, lease.nonce),
                 extra_keys=(self.keys.lease(lease.worker_id), self.keys.dead_leases),
@@ -280,14 +324,30 @@ class Pool:
             lease._closed = False
             raise
         if int(reply[0]) == errors.OK:
+            if acks < self.min_replicas:
+                lease._closed = False
+                done = "checkin may be tried again"
+                raise self.replicas.unacked(self.name, "checkin", acks, lease.worker_id, done)
             return True
         lease.worker_died = lease.worker_died or int(reply[0]) == errors.WORKER_DEAD
         lease.lost.set()
         return False
 
     def renew(self, lease: Lease) -> None:
-        """Extend ``lease`` by its TTL; raise :class:`LeaseLost` if it has ended."""
+        """Extend ``lease`` by its TTL; raise :class:`LeaseLost` if it has ended.
+
+        With ``min_replicas``, a renewal too few replicas acknowledged raises
+        :class:`PoolUnavailable` and leaves the lease as if it had not been
+        renewed (its local deadline stays; the master did extend it).
+        A forked child cannot renew its parent's lease: :class:`LeaseLost`.
+        """
         self._check_own(lease)
+        if lease._pid != os.getpid():
+            raise LeaseLost(
+                f"pool {self.name!r}: lease of worker {lease.worker_id!r} belongs to "
+                f"process {lease._pid}, not this forked child",
+                pool=self.name, worker_id=lease.worker_id, operation="renew",
+            )  # fmt: skip
         if lease.active and not self._renew_many([lease]):
             return
         self._renewer.discard(lease)
@@ -318,7 +378,10 @@ class Pool:
         for lease in leases:
             args += (lease.worker_id, lease.token, lease.nonce, round(lease.ttl * 1000))
         sent = mod_time.monotonic()
-        reply = self._run("renew", args, keys=keys)
+        reply, acks = self._run_acked("renew", args, keys=keys)
+        if acks < self.min_replicas:
+            done = "the lease was not extended"
+            raise self.replicas.unacked(self.name, "renew", acks, leases[0].worker_id, done)
         ended = []
         for lease, held in zip(leases, reply[1:], strict=True):
             if int(held):
@@ -397,7 +460,7 @@ class Pool:
         self._renewer.stop()
         self._wire.close()
         if self._owns_client:
-            self.client.close()
+            close_client(self.client)
 
     def __enter__(self) -> Pool:
         return self
@@ -421,9 +484,3 @@ def _worker_meta(host: str | None, pid: int | None) -> str:
     if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0):
         raise ValueError(f"pid must be a positive integer, got {pid!r}")
     return f"{host or ''}|{pid or ''}"
-
-
-def _client_from_url(url: str) -> Redis:
-    if not isinstance(url, str) or "://" not in url:
-        raise ValueError(f"url must look like redis://host:port/db, got {url!r}")
-    return Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=10.0)

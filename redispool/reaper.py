@@ -126,8 +126,11 @@ class Reaper:
         self.by_event += returned
 
     def run(self) -> None:
-        """Listen and sweep until :meth:`stop` is called."""
-        enable_expiry_events(self.client)
+        """Listen and sweep until :meth:`stop` is called.
+
+        Each (re)connection turns expired events on again: after a failover the
+        new master may not have them on.
+        """
         db = self.client.connection_pool.connection_kwargs.get("db", 0)
         channel = f"__keyevent@{db}__:expired"
         while not self._stop.is_set():
@@ -139,6 +142,7 @@ class Reaper:
                 self._stop.wait(RECONNECT_DELAY)
 
     def _listen(self, channel: str) -> None:
+        enable_expiry_events(self.client)
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(channel)

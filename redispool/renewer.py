@@ -14,6 +14,7 @@ import math
 import os
 import threading
 import time as mod_time
+import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -27,24 +28,40 @@ log = logging.getLogger("redispool.renewer")
 RETRY_DELAY = 0.2  # seconds between attempts while Redis is unreachable
 IDLE_NAP = 1.0  # most seconds the thread sleeps with no lease (a third of the shortest TTL seen)
 
+_RENEWERS: weakref.WeakSet[Renewer] = weakref.WeakSet()
+
+
+def _forget_parents_leases() -> None:
+    """In a forked child: no renewer thread, no lease of the parent, no lock it held."""
+    for renewer in list(_RENEWERS):
+        renewer._reset()
+
+
+os.register_at_fork(after_in_child=_forget_parents_leases)
+
 
 class Renewer:
-    """Renews the registered leases of one pool until they end."""
+    """Renews the registered leases of one pool until they end.
+
+    A forked child starts with an empty renewer (``os.register_at_fork``): it
+    never renews its parent's leases, and never waits on a lock that the
+    parent's renewer thread held at the fork.
+    """
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
+        self._idle_nap = IDLE_NAP
+        self._reset()
+        _RENEWERS.add(self)
+
+    def _reset(self) -> None:
         self._leases: dict[int, Lease] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._pid = os.getpid()
         self._wake_at = math.inf  # when the thread wakes next (monotonic)
-        self._idle_nap = IDLE_NAP
 
     def add(self, lease: Lease) -> None:
-        if self._pid != os.getpid():  # a forked child renews none of its parent's leases
-            self._pid = os.getpid()
-            self._leases, self._cond, self._thread = {}, threading.Condition(), None
         with self._cond:
             self._leases[lease.token] = lease
             if self._thread is None or not self._thread.is_alive():

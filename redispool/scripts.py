@@ -110,6 +110,20 @@ class Script:
             wire.call("FUNCTION", "LOAD", "REPLACE", library().source)
             return wire.call(*command)
 
+    def acked(
+        self, wire: Wire, keys: Sequence[str], args: Sequence[Any], replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """The reply, and how many replicas acknowledged the call's writes
+        (``WAIT replicas timeout_ms`` on the same connection, same round trip)."""
+        command = ("FCALL", self.function, len(keys), *keys, *args)
+        try:
+            return wire.call_acked(command, replicas, timeout_ms)
+        except ResponseError as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+            wire.call("FUNCTION", "LOAD", "REPLACE", library().source)
+            return wire.call_acked(command, replicas, timeout_ms)
+
 
 @cache
 def load(name: str) -> Script:

@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
 
-import redis
-
+from .connect import client_from_url, close_client
 from .errors import PoolError
 from .jobs import DEFAULT_FUNCTIONS
 from .pool import Pool
@@ -64,6 +63,8 @@ class SupervisorSettings:
     heartbeat_ttl: float = 5.0
     sweep_interval: float = 1.0
     functions: tuple[str, ...] = tuple(sorted(DEFAULT_FUNCTIONS))
+    min_replicas: int = 0
+    replica_timeout: float = 1.0
 
 
 @dataclass
@@ -102,10 +103,12 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until drained; the exit code."""
-        client = redis.Redis.from_url(
-            self.settings.url, socket_connect_timeout=5.0, socket_timeout=10.0
-        )
-        pool = Pool(self.settings.pool, redis=client, lease_ttl=self.settings.lease_ttl)
+        s = self.settings
+        client = client_from_url(s.url)
+        pool = Pool(
+            s.pool, redis=client, lease_ttl=s.lease_ttl,
+            min_replicas=s.min_replicas, replica_timeout=s.replica_timeout,
+        )  # fmt: skip
         reaper = Reaper(client, [pool.name], sweep_interval=self.settings.sweep_interval).start()
         if self.metrics is not None:
             self.metrics.watch_reaper(reaper)
@@ -119,7 +122,7 @@ class Supervisor:
         finally:
             reaper.stop()
             pool.close()
-            client.close()
+            close_client(client)
         log.info("supervisor of pool %s: every worker has left", pool.name)
         return 0
 
@@ -136,6 +139,7 @@ class Supervisor:
             heartbeat_ttl=s.heartbeat_ttl, functions=s.functions,
             replaces=slot.dead_incarnation, lease_ttl=s.lease_ttl,
             overflow_idle=s.overflow_idle if slot.overflow else None,
+            min_replicas=s.min_replicas, replica_timeout=s.replica_timeout,
         )  # fmt: skip
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{SETTINGS_ENV: settings.to_json()})
         slot.proc = subprocess.Popen([sys.executable, "-m", "redispool.worker"], env=env)

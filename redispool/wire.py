@@ -2,15 +2,22 @@
 
 redis-py's per-command layer costs more than a whole checkout script does on
 the server (../shared/FACTS.md measured it), so the pool keeps its own list of
-free :class:`redis.connection.Connection` objects, made by the client's
-connection pool with all its settings (URL, auth, TLS, RESP version), and
-talks to them with ``send_command``/``read_response``.
+free :class:`redis.connection.Connection` objects and talks to them with
+``send_command``/``read_response``. Connections are made the way the client's
+connection pool makes them (its class and settings: URL, auth, TLS, RESP
+version, and for a Sentinel-managed client the master lookup at each connect),
+but they are the Wire's own: redis-py's pool never counts them, so failed
+attempts cannot use up its ``max_connections``. The Wire holds only the
+connections it is using and those free in its list; one that failed is
+dropped, and so are its free siblings, which met the same server.
 
-A blocking wait (``BLPOP``) is timed by the client, not by Redis: Redis fires
-blocking timeouts only on its timer tick, up to ~100 ms late. The waiting
-connection is woken with ``CLIENT UNBLOCK`` from another connection, and the
-blocked command's reply is still read, so a value pushed at that instant is
-never lost.
+A wait for a handoff is a *blocking peek*: ``BLMOVE key key LEFT LEFT`` hands
+back the head of the waiter's own wake list and leaves it there, so whatever
+happens to the client (its own timer ends the wait by dropping the connection,
+an interrupt, a lost reply) the value stays in Redis until a script takes it.
+The wait is timed by the client, not by Redis, whose blocking timeouts fire
+only on its timer tick, up to ~100 ms late; ending a wait needs no right over
+other clients (no ``CLIENT UNBLOCK``).
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from redis.connection import AbstractConnection
+from redis.exceptions import ReadOnlyError
 
 _pack_command: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis packs a command in C; redis-py's packer loops over arguments in Python
@@ -32,11 +41,13 @@ except ImportError:  # pragma: no cover - without hiredis redis-py packs
 
 __all__ = ["Wire", "text"]
 
-#: Seconds the server's own BLPOP timeout runs past ours, in case an UNBLOCK is lost.
+#: Seconds the server's own BLMOVE timeout runs past ours: only a backstop.
 BLOCK_BACKSTOP = 1.0
 #: A pooled connection idle longer than this (seconds) is checked for a close by
 #: the server before use; one just released is not worth the system call.
 STALE_CHECK_AFTER = 0.05
+#: Seconds a ``WAIT`` reply may come after the replica timeout it was given.
+WAIT_SLACK = 2.0
 
 
 def _closed_by_server(conn: AbstractConnection) -> bool:
@@ -56,34 +67,53 @@ def text(value: Any) -> str:
     return str(value)
 
 
+def _factory(client: redis.Redis) -> Callable[[], AbstractConnection]:
+    """Makes connected connections of ``client``'s kind, outside its pool's accounting.
+
+    ``connect()`` is called here, as redis-py's pool does: a Sentinel-managed
+    connection looks up the master there (sending on an unconnected one would
+    skip that and go to localhost).
+    """
+    pool = client.connection_pool
+    cls, kwargs = pool.connection_class, dict(pool.connection_kwargs)
+
+    def make() -> AbstractConnection:
+        conn: AbstractConnection = cls(**kwargs)
+        conn.connect()
+        return conn
+
+    return make
+
+
+_WIRES: weakref.WeakSet[Wire] = weakref.WeakSet()
+
+
+def _forget_parents_connections() -> None:
+    """In a forked child: no Wire reuses its parent's sockets or a lock it held."""
+    for wire in list(_WIRES):
+        wire._free, wire._lock = [], threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_parents_connections)
+
+
 class Wire:
     """Commands over a private list of connections of one redis-py client.
 
     Thread-safe: each call takes a connection for itself. Safe across
-    ``fork``: a child never reuses its parent's sockets.
+    ``fork``: a child starts with no connection of its parent.
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._new = _factory(client)
         self._free: list[AbstractConnection] = []
         self._lock = threading.Lock()
-        self._pid = os.getpid()
-
-    def _acquire(self) -> tuple[AbstractConnection, bool]:
-        """A connection for this caller alone, and whether it was used before."""
-        if self._pid != os.getpid():
-            with self._lock:
-                self._free = []
-                self._pid = os.getpid()
-        try:
-            return self._free.pop(), True
-        except IndexError:
-            return self.client.connection_pool.make_connection(), False  # type: ignore[return-value]
+        _WIRES.add(self)
 
     def _release(self, conn: AbstractConnection) -> None:
-        if self._pid == os.getpid():
-            conn._redispool_idle_since = time.monotonic()  # type: ignore[attr-defined]
-            self._free.append(conn)
+        conn._redispool_idle_since = time.monotonic()  # type: ignore[attr-defined]
+        self._free.append(conn)
 
     def call(self, *args: Any) -> Any:
         """Send one command and return its reply; Redis errors are raised.
@@ -95,92 +125,114 @@ class Wire:
         at all; once sent, a lost reply raises, since the server may have run
         it: no operation ever runs twice.
         """
-        conn, reused = self._usable()
-        try:
-            self._send(conn, args)
-        except redis.ConnectionError:
-            if not reused:
-                raise  # a new connection failed: Redis is unreachable
-            self.close()
-            conn = self.client.connection_pool.make_connection()  # type: ignore[assignment]
-            self._send(conn, args)
+        conn = self._sent(args)
         reply = self._read(conn)
         self._release(conn)
         return reply
 
+    def call_acked(self, args: tuple[Any, ...], replicas: int, timeout_ms: int) -> tuple[Any, int]:
+        """``call(*args)`` followed on the same connection by ``WAIT replicas timeout_ms``.
+
+        Returns the command's reply and how many replicas acknowledged every
+        write this connection made so far. Both go out in one round trip. A
+        command that fails raises (after its ``WAIT`` reply was read).
+        """
+        conn = self._sent(args, ("WAIT", replicas, timeout_ms))
+        try:
+            reply = conn.read_response()
+        except ReadOnlyError:
+            self._drop(conn)
+            raise
+        except redis.ResponseError as exc:
+            reply = exc
+        except BaseException:
+            self._drop(conn)
+            raise
+        acks = self._read(conn, timeout=timeout_ms / 1000 + WAIT_SLACK)
+        self._release(conn)
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply, int(acks)
+
+    def _sent(self, *commands: tuple[Any, ...]) -> AbstractConnection:
+        """A connection on which ``commands`` were sent, pipelined."""
+        conn, reused = self._usable()
+        try:
+            self._send(conn, commands)
+        except redis.ConnectionError:
+            if not reused:
+                raise  # a new connection failed: Redis is unreachable
+            self.close()
+            conn = self._new()
+            self._send(conn, commands)
+        return conn
+
     def _usable(self) -> tuple[AbstractConnection, bool]:
         """A connection for this caller, and whether it was pooled; a pooled one
         the server closed is replaced (with its siblings) by a new one."""
-        conn, reused = self._acquire()
+        try:
+            conn = self._free.pop()
+        except IndexError:
+            return self._new(), False
         idle = time.monotonic() - getattr(conn, "_redispool_idle_since", 0.0)
-        if reused and idle > STALE_CHECK_AFTER and _closed_by_server(conn):
-            self.close()  # the others sat as long: drop them all
-            conn.disconnect()
-            return self.client.connection_pool.make_connection(), False  # type: ignore[return-value]
-        return conn, reused
+        if idle > STALE_CHECK_AFTER and _closed_by_server(conn):
+            self._drop(conn)  # the others sat as long: drop them all
+            return self._new(), False
+        return conn, True
 
-    def _send(self, conn: AbstractConnection, args: tuple[Any, ...]) -> None:
+    def _send(self, conn: AbstractConnection, commands: tuple[tuple[Any, ...], ...]) -> None:
         try:
             if _pack_command is not None:
-                conn.send_packed_command([_pack_command(args)], check_health=False)
+                conn.send_packed_command([_pack_command(c) for c in commands], check_health=False)
+            elif len(commands) == 1:
+                conn.send_command(*commands[0])
             else:
-                conn.send_command(*args)
+                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
         except BaseException:
             conn.disconnect()
             raise
 
-    def _read(self, conn: AbstractConnection) -> Any:
+    def _read(self, conn: AbstractConnection, timeout: float | None = None) -> Any:
         try:
-            return conn.read_response()
+            if timeout is None:
+                return conn.read_response()
+            return conn.read_response(timeout=timeout)
+        except ReadOnlyError:  # a demoted master, or a replica: never reuse it
+            self._drop(conn)
+            raise
         except redis.ResponseError:
             self._release(conn)
             raise
         except BaseException:
-            conn.disconnect()
+            self._drop(conn)
             raise
 
-    def pop_wait(self, key: str, timeout: float) -> Any:
-        """``BLPOP key`` for at most ``timeout`` seconds by the client's clock.
+    def _drop(self, conn: AbstractConnection) -> None:
+        """Disconnect ``conn`` and its free siblings, which met the same server."""
+        conn.disconnect()
+        self.close()
 
-        Returns the popped value, or None when nothing came in time.
+    def peek_wait(self, key: str, timeout: float) -> Any:
+        """The head of list ``key``, waiting at most ``timeout`` seconds by the
+        client's clock; None when nothing came in time.
+
+        The value stays in the list (``BLMOVE key key LEFT LEFT``): a caller
+        interrupted at any point, even after Redis answered, has lost nothing.
         """
         conn, _ = self._usable()
+        backstop = f"{max(timeout, 0.0) + BLOCK_BACKSTOP:.3f}"
+        self._send(conn, (("BLMOVE", key, key, "LEFT", "LEFT", backstop),))
         try:
-            value = self._pop_wait(conn, key, timeout)
+            ready = conn.can_read(timeout=max(timeout, 0.0))
         except BaseException:
             conn.disconnect()
             raise
+        if not ready:  # our clock ran out: leave the blocked connection behind
+            conn.disconnect()
+            return None
+        reply = self._read(conn)
         self._release(conn)
-        return value
-
-    def _pop_wait(self, conn: AbstractConnection, key: str, timeout: float) -> Any:
-        client_id = getattr(conn, "_redispool_id", None)
-        if client_id is None or not conn._sock:
-            conn.send_command("CLIENT", "ID")
-            client_id = conn.read_response()
-            conn._redispool_id = client_id  # type: ignore[attr-defined]
-        # The server's own timeout is only a backstop: our clock ends the wait.
-        conn.send_command("BLPOP", key, f"{max(timeout, 0.0) + BLOCK_BACKSTOP:.3f}")
-        try:
-            ready = conn.can_read(timeout=timeout)
-        except BaseException:
-            self._unblock(conn, client_id)
-            raise
-        if not ready:
-            self._unblock(conn, client_id)
-        reply = conn.read_response()
-        return None if reply is None else reply[1]
-
-    def _unblock(self, conn: AbstractConnection, client_id: int) -> None:
-        """End the BLPOP on ``conn`` now; its reply is then ready to read.
-
-        The UNBLOCK travels on another connection, so it can reach the server
-        before the BLPOP has blocked (it answers 0 then) or after the BLPOP was
-        answered (0 too, and the reply is on its way): retry until one of them.
-        """
-        while not self.call("CLIENT", "UNBLOCK", client_id):
-            if conn.can_read(timeout=0.001):
-                return
+        return reply
 
     def close(self) -> None:
         """Disconnect every free connection."""
@@ -188,3 +240,7 @@ class Wire:
             free, self._free = self._free, []
         for conn in free:
             conn.disconnect()
+
+    def __len__(self) -> int:
+        """How many free connections the Wire holds."""
+        return len(self._free)

@@ -38,6 +38,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from . import errors, liveness
+from .connect import client_from_url, close_client
 from .errors import PoolError, PoolUnavailable, WorkerIdTaken
 from .jobs import DEFAULT_FUNCTIONS, NONCE_META, TOKEN_META
 from .pool import Pool
@@ -73,6 +74,8 @@ class WorkerSettings:
     #: Seconds an overflow worker stays idle before it leaves; None: not overflow.
     overflow_idle: float | None = None
     lease_ttl: float | None = None
+    min_replicas: int = 0
+    replica_timeout: float = 1.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -100,7 +103,10 @@ class Worker:
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        self.pool = Pool(settings.pool, settings.url, lease_ttl=settings.lease_ttl)
+        self.pool = Pool(
+            settings.pool, settings.url, lease_ttl=settings.lease_ttl,
+            min_replicas=settings.min_replicas, replica_timeout=settings.replica_timeout,
+        )  # fmt: skip
         self.me = liveness.Incarnation(
             worker_id=settings.worker_id,
             incarnation=settings.incarnation,
@@ -110,9 +116,8 @@ class Worker:
             overflow=settings.overflow_idle is not None,
         )
         self.functions = frozenset(settings.functions)
-        self._rq_client = redis.Redis.from_url(
+        self._rq_client = client_from_url(
             settings.url,
-            socket_connect_timeout=5.0,
             socket_timeout=DEQUEUE_WAIT + 10.0,  # a silent partition must not block forever
         )
         self._queue = Queue(
@@ -194,7 +199,7 @@ class Worker:
             self._rq.register_death()  # type: ignore[no-untyped-call]
         log.info("worker %s left pool %s", self.me.worker_id, self.pool.name)
         self.pool.close()
-        self._rq_client.close()
+        close_client(self._rq_client)
 
     # -- heartbeat and draining (a thread) -------------------------------------
 

@@ -29,7 +29,7 @@ def smoke(pool: Pool) -> None:
     pool.add_worker("w1", host="h", pid=1)
     lease = pool.checkout(block=False, auto_renew=False)
     lease.renew()
-    with pytest.raises(CheckoutTimeout):  # a real wait: BLPOP, CLIENT UNBLOCK, cancel
+    with pytest.raises(CheckoutTimeout):  # a real wait: BLMOVE peek, cancel
         pool.checkout(timeout=0.05)
     assert pool.status().busy == 1
     assert [w.id for w in pool.workers()] == ["w1"]
@@ -61,7 +61,7 @@ def test_a_worker_host_and_a_client_run_jobs_as_a_user_limited_to_pool_and_rq_ke
             with pool.lease(timeout=5) as lease:
                 assert compute(lease, 21) == 42
                 lease.renew()
-                with pytest.raises(CheckoutTimeout):  # waiting: BLPOP, CLIENT UNBLOCK, cancel
+                with pytest.raises(CheckoutTimeout):  # waiting: BLMOVE peek, cancel
                     pool.checkout(timeout=0.05)
             assert [w.state for w in pool.workers()] == ["idle"]
         assert "NOPERM" not in main.log() and "no permissions" not in main.log()

@@ -132,13 +132,13 @@ def test_interrupted_waiter_leaves_the_queue(make_pool: MakePool, r: redis.Redis
     held = pool.checkout()
     keys = PoolKeys("p")
     failing = make_pool()
-    real_pop = failing._wire.pop_wait
+    real_peek = failing._wire.peek_wait
 
     def interrupted(key: str, timeout: float) -> object:
-        real_pop(key, min(timeout, 0.05))
+        real_peek(key, min(timeout, 0.05))
         raise KeyboardInterrupt
 
-    failing._wire.pop_wait = interrupted  # type: ignore[method-assign]
+    failing._wire.peek_wait = interrupted  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         failing.checkout(timeout=5)
     assert r.llen(keys.waitq) == 0 and r.zcard(keys.waiters) == 0
@@ -220,15 +220,15 @@ def test_a_checkin_that_could_not_reach_redis_can_be_tried_again(
     pool.close()
 
 
-def test_pop_wait_with_tiny_timeouts_never_hangs(make_pool: MakePool) -> None:
-    """An UNBLOCK can reach the server before the BLPOP blocks; the waiter must not hang."""
+def test_peek_wait_with_tiny_timeouts_never_hangs(make_pool: MakePool) -> None:
+    """A wait its own clock ends at once must not hang, however often."""
     pool = make_pool()
     slowest = 0.0
     for _ in range(2000):
         started = time.monotonic()
-        assert pool._wire.pop_wait("redispool:{p}:nothing", 0.0) is None
+        assert pool._wire.peek_wait("redispool:{p}:nothing", 0.0) is None
         slowest = max(slowest, time.monotonic() - started)
-    assert slowest < 0.5, f"a pop_wait took {slowest:.2f} s"
+    assert slowest < 0.5, f"a peek_wait took {slowest:.2f} s"
 
 
 def test_a_waiter_counts_as_alive_for_the_pools_ttl_between_its_ticks(
@@ -258,3 +258,22 @@ def test_a_lease_checked_in_is_never_reported_lost_by_the_renewer(make_pool: Mak
         leases.append(lease)
     time.sleep(0.05)  # let any renewal in flight come back
     assert not [lease for lease in leases if lease.lost.is_set()]
+
+
+def test_a_wait_takes_nothing_from_the_wake_list_whenever_its_clock_ends(
+    make_pool: MakePool, r: redis.Redis
+) -> None:
+    """The wait is a peek: a value pushed at the instant the client's timer ends the
+    wait is still in the list afterwards, for the script that takes it."""
+    pool = make_pool()
+    key = PoolKeys("p").wake("t")
+    r.rpush(key, "handoff")
+    assert pool._wire.peek_wait(key, 1.0) == b"handoff"
+    for delay in (0.0, 0.001, 0.005, 0.01):
+        r.delete(key)
+        pusher = threading.Timer(delay, lambda: r.rpush(key, "handoff"))
+        pusher.start()
+        pool._wire.peek_wait(key, delay)
+        pusher.join()
+        assert r.lrange(key, 0, -1) == [b"handoff"]
+    assert len(pool._wire) <= 1

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import redis
 
+from ..connect import client_from_url, close_client, redact_url
 from ..errors import LeaseLost, PoolCorrupted, PoolError, PoolFull, PoolUnavailable
 from ..keys import NAMESPACE, PoolKeys, pool_name_from_key
 from ..pool import Pool
@@ -60,16 +61,20 @@ def redact(url: str) -> str:
         return url
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    try:
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # several hosts (redis+sentinel://): hide all before the '@'
+        return redact_url(url)
     return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Connection:
     """The Redis URL of this invocation; the client is made once, on first use."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, min_replicas: int = 0, replica_timeout: float = 1.0) -> None:
         self.url = url
+        self.min_replicas, self.replica_timeout = min_replicas, replica_timeout
         self._client: redis.Redis | None = None
         self._pools: dict[str, Pool] = {}
 
@@ -77,9 +82,7 @@ class Connection:
     def client(self) -> redis.Redis:
         if self._client is None:
             try:
-                self._client = redis.Redis.from_url(
-                    self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=10.0
-                )
+                self._client = client_from_url(self.url, connect_timeout=CONNECT_TIMEOUT)
             except ValueError as exc:
                 raise CliError(f"bad Redis URL {redact(self.url)!r}: {exc}") from exc
         return self._client
@@ -88,7 +91,10 @@ class Connection:
         """The Pool ``name`` on this connection; exit 2 if it must exist and does not."""
         pool = self._pools.get(name)
         if pool is None:
-            pool = Pool(name, redis=self.client)
+            pool = Pool(
+                name, redis=self.client, min_replicas=self.min_replicas,
+                replica_timeout=self.replica_timeout,
+            )  # fmt: skip
             if must_exist and not self.client.exists(pool.keys.config, pool.keys.workers):
                 raise CliError(
                     f"no pool named {name!r} at {redact(self.url)} "
@@ -102,7 +108,7 @@ class Connection:
             pool.close()
         self._pools.clear()
         if self._client is not None:
-            self._client.close()
+            close_client(self._client)
             self._client = None
 
 
@@ -193,10 +199,28 @@ def _fail(message: str, code: int) -> NoReturn:
     default=DEFAULT_URL,
     show_default=True,
     metavar="URL",
-    help="Redis to use (also REDISPOOL_URL).",
+    help="Redis to use (also REDISPOOL_URL): redis://, rediss://, unix:// or "
+    "redis+sentinel://[user:password@]h1:p1,h2:p2/<service>/<db>.",
+)
+@click.option(
+    "--min-replicas",
+    envvar="REDISPOOL_MIN_REPLICAS",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="Checkout, renew and checkin wait until this many replicas have their write.",
+)
+@click.option(
+    "--replica-timeout",
+    envvar="REDISPOOL_REPLICA_TIMEOUT",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.001, 5.0),
+    metavar="S",
+    help="Seconds to wait for the replicas (--min-replicas).",
 )
 @click.pass_context
-def cli(ctx: click.Context, url: str) -> None:
+def cli(ctx: click.Context, url: str, min_replicas: int, replica_timeout: float) -> None:
     """Inspect and steer redispool pools shared through Redis.
 
     \b
@@ -206,6 +230,6 @@ def cli(ctx: click.Context, url: str) -> None:
       2  usage error, bad input, unknown pool or worker, Redis unreachable
     Errors are one line on stderr.
     """
-    conn = Connection(url)
+    conn = Connection(url, min_replicas=min_replicas, replica_timeout=replica_timeout)
     ctx.obj = conn
     ctx.call_on_close(conn.close)

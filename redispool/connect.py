@@ -1,0 +1,186 @@
+"""The one place that makes a Redis client from a URL.
+
+Every part of redispool that is given a URL (a Pool, worker processes, their
+supervisor and Reaper, the CLI, the metrics server) makes its client here, with
+the same timeouts. Accepted URLs:
+
+- ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) and
+  ``unix://[[user]:password@]/path/to/socket[?db=N]``, as redis-py reads them;
+- ``redis+sentinel://[[user]:password@]host1:port1,host2:port2/<service>[/<db>]``:
+  a master found through Redis Sentinel. redis-py has no URL for it, so it is
+  read here into ``Sentinel(...).master_for(service, db=db)``. A port left out
+  is Sentinel's 26379, the db 0. The user and password authenticate to the
+  master (and its replicas), never to the sentinels: sentinels usually run
+  without a password, or with one of their own, given as the query parameters
+  ``sentinel_username`` and ``sentinel_password``. Every connection asks the
+  sentinels where the master is, so a client follows a failover by itself.
+
+A URL that is none of these raises :class:`ValueError` before anything
+connects.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from redis import Redis
+from redis.sentinel import Sentinel, SentinelConnectionPool
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "SCHEMES",
+    "SOCKET_TIMEOUT",
+    "SentinelURL",
+    "client_from_url",
+    "close_client",
+    "redact_url",
+    "validate_url",
+]
+
+#: Seconds to wait for a TCP (or TLS, or Unix socket) connection.
+CONNECT_TIMEOUT = 5.0
+#: Seconds to wait for any reply; blocking reads ask for more themselves.
+SOCKET_TIMEOUT = 10.0
+#: Seconds a sentinel may take to answer where the master is.
+SENTINEL_TIMEOUT = 2.0
+SENTINEL_SCHEME = "redis+sentinel"
+SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
+SENTINEL_PORT = 26379
+SENTINEL_PARAMS = frozenset({"sentinel_username", "sentinel_password"})
+
+_SERVICE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+")
+_EXAMPLES = (
+    "redis://host:6379/0, rediss://..., unix:///path/to/socket "
+    "or redis+sentinel://[user:password@]host:26379,host2:26379/<service>/<db>"
+)
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A ``redis+sentinel://`` URL, read."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelURL:
+        """Read ``url``; :class:`ValueError` says what is wrong with it."""
+        rest = url[len(SENTINEL_SCHEME) + 3 :]
+        rest, _, query = rest.partition("?")
+        netloc, _, path = rest.partition("/")
+        userinfo, at, hosts = netloc.rpartition("@")
+        username = password = None
+        if at:
+            user, colon, secret = userinfo.partition(":")
+            username, password = unquote(user) or None, unquote(secret) if colon else None
+        service, db = _service_and_db(url, path)
+        params = _sentinel_params(url, query)
+        return cls(
+            _sentinel_hosts(url, hosts), service, db, username, password,
+            params.get("sentinel_username"), params.get("sentinel_password"),
+        )  # fmt: skip
+
+
+def _sentinel_hosts(url: str, hosts: str) -> tuple[tuple[str, int], ...]:
+    found = []
+    for item in hosts.split(","):
+        host, port = item, str(SENTINEL_PORT)
+        if ":" in item and not item.endswith("]"):
+            host, _, port = item.rpartition(":")
+        if not _HOST.fullmatch(host) or not port.isdigit() or not 0 < int(port) < 65536:
+            where = redact_url(url)
+            raise ValueError(f"bad sentinel address {item!r} in {where!r}: want host:port")
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
+
+
+def _service_and_db(url: str, path: str) -> tuple[str, int]:
+    parts = path.rstrip("/").split("/") if path else []
+    if not 1 <= len(parts) <= 2 or not _SERVICE.fullmatch(parts[0]):
+        raise ValueError(f"{redact_url(url)!r} must name the Sentinel service: .../<service>/<db>")
+    db = parts[1] if len(parts) == 2 else "0"
+    if not db.isdigit() or int(db) > 1_000_000:
+        raise ValueError(f"bad database number {db!r} in {redact_url(url)!r}")
+    return parts[0], int(db)
+
+
+def _sentinel_params(url: str, query: str) -> dict[str, str]:
+    params = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+    unknown = set(params) - SENTINEL_PARAMS
+    if unknown:
+        raise ValueError(
+            f"unknown parameter {sorted(unknown)[0]!r} in {redact_url(url)!r} "
+            f"(known: {', '.join(sorted(SENTINEL_PARAMS))})"
+        )
+    return {key: values[-1] for key, values in params.items()}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with anything between ``://`` and ``@`` hidden."""
+    scheme, sep, rest = url.partition("://")
+    _, at, hosts = rest.rpartition("@")
+    return f"{scheme}{sep}***@{hosts}" if at else url
+
+
+def validate_url(url: object) -> str:
+    """``url`` if it is one redispool can connect to; else :class:`ValueError`."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(f"url must look like {_EXAMPLES}, got {url!r}")
+    scheme = url.partition("://")[0].lower()
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown URL scheme {scheme!r}: want one of {', '.join(SCHEMES)}")
+    if scheme == SENTINEL_SCHEME:
+        SentinelURL.parse(url)
+    elif scheme != "unix" and not url.partition("://")[2].rpartition("@")[2].strip("/"):
+        raise ValueError(f"{redact_url(url)!r} names no host")
+    return url
+
+
+def client_from_url(
+    url: str,
+    *,
+    socket_timeout: float = SOCKET_TIMEOUT,
+    connect_timeout: float = CONNECT_TIMEOUT,
+) -> Redis:
+    """A client of the Redis that ``url`` names (see the module's doc for URLs).
+
+    Nothing connects yet: connections are made on first use. Close it with
+    :func:`close_client`, which also closes a Sentinel client's sentinels.
+    """
+    validate_url(url)
+    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
+    if not url.lower().startswith(SENTINEL_SCHEME + "://"):
+        try:
+            return Redis.from_url(url, **timeouts)
+        except ValueError as exc:
+            raise ValueError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
+    parsed = SentinelURL.parse(url)
+    ask = min(SENTINEL_TIMEOUT, socket_timeout, connect_timeout)
+    sentinel_kwargs: dict[str, Any] = {"socket_timeout": ask, "socket_connect_timeout": ask}
+    if parsed.sentinel_password is not None:
+        sentinel_kwargs["username"] = parsed.sentinel_username
+        sentinel_kwargs["password"] = parsed.sentinel_password
+    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    client: Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        parsed.service, db=parsed.db, username=parsed.username, password=parsed.password,
+        **timeouts,
+    )  # fmt: skip
+    return client
+
+
+def close_client(client: Redis) -> None:
+    """Close ``client``, and the sentinels' clients of a Sentinel-managed one."""
+    client.close()
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            sentinel.close()

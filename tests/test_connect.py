@@ -233,3 +233,15 @@ def test_a_connection_that_meets_a_demoted_master_is_dropped_not_reused(
         admin.close()
         pool.add_worker("w1")  # the replica synced the empty master's data
         pool.checkout(block=False).checkin()
+
+
+def test_the_cli_waits_for_replicas_when_asked_and_undoes_an_unacknowledged_checkout(
+    make_pool: MakePool, redis_url: str
+) -> None:
+    pool = make_pool(workers=1)
+    args = ["-u", redis_url, "--min-replicas", "1", "--replica-timeout", "0.05", "checkout", "p"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "0 of 1 replicas acknowledged" in result.output
+    assert pool.status().idle == 1
+    result = CliRunner().invoke(cli, ["-u", redis_url, "--min-replicas", "0", "checkout", "p"])
+    assert result.exit_code == 0, result.output

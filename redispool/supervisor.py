@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from . import rqkeys
 from .errors import PoolError
 from .jobs import DEFAULT_FUNCTIONS
 from .pool import Pool
@@ -138,6 +139,7 @@ class Supervisor:
             overflow_idle=s.overflow_idle if slot.overflow else None,
         )  # fmt: skip
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{SETTINGS_ENV: settings.to_json()})
+        env.update(rqkeys.environment(s.pool))  # RQ's keys of the process are the pool's
         slot.proc = subprocess.Popen([sys.executable, "-m", "redispool.worker"], env=env)
         slot.started = mod_time.monotonic()
         log.info("started worker %s (pid %d)", slot.worker_id, slot.proc.pid)

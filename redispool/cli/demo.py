@@ -16,7 +16,7 @@ import sys
 import threading
 import time as mod_time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -207,34 +207,9 @@ def run_story(story: Story, url: str, pool: Pool, seen: set[str]) -> None:
         story.say(f"stopped worker_main.py (pid {host.proc.pid}, exit status {code})")
 
 
-def _rq_keys(client: redis.Redis, name: str, worker_ids: Iterable[str]) -> set[str]:
-    """RQ's keys for the pool's queues (``rq:<kind>:<queue>``), the jobs in their
-    registries, and the RQ workers of ``worker_ids`` (``rq:worker:<id>.<suffix>``)."""
-    prefix = PoolKeys(name).prefix
-    registries = {text(k) for k in client.scan_iter(match=f"rq:*{prefix}*")}
-    found = set(registries)
-    for wid in worker_ids:
-        found.update(text(k) for k in client.scan_iter(match=f"rq:worker:{wid}.*"))
-    for key in registries:
-        kind = text(client.type(key))
-        if kind == "zset":  # finished, failed, started, ... : job ids
-            for job in (text(m).split(":")[0] for m in client.zrange(key, 0, -1)):
-                found.update((f"rq:job:{job}", f"rq:results:{job}"))
-        elif kind == "set" and key.startswith("rq:workers:"):
-            found.update(text(m) for m in client.smembers(key))
-    return found
-
-
-def delete_pool(client: redis.Redis, name: str, worker_ids: Iterable[str] = ()) -> int:
-    """Delete every key of pool ``name`` and RQ's keys of its queues, jobs and
-    workers; how many keys there were."""
-    keys = {text(k) for k in client.scan_iter(match=PoolKeys(name).prefix + "*")}
-    keys |= _rq_keys(client, name, worker_ids)
-    for shared in ("rq:queues", "rq:workers"):  # sets of queue and worker keys
-        prefix = PoolKeys(name).prefix
-        stale = [m for m in client.smembers(shared) if text(m) in keys or prefix in text(m)]
-        if stale:
-            client.srem(shared, *stale)
+def delete_pool(client: redis.Redis, name: str) -> int:
+    """Delete every key of pool ``name``, its jobs' RQ keys included; how many there were."""
+    keys = [text(k) for k in client.scan_iter(match=PoolKeys(name).prefix + "*")]
     return int(client.delete(*keys)) if keys else 0
 
 
@@ -254,7 +229,7 @@ def demo_redis(
         try:
             yield conn.url, name
         finally:
-            story.say(f"deleted the {delete_pool(conn.client, name, seen)} keys of pool {name}")
+            story.say(f"deleted the {delete_pool(conn.client, name)} keys of pool {name}")
         return
     from ..server import EmbeddedServer, ServerError
 

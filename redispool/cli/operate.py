@@ -1,4 +1,4 @@
-"""Commands that change a pool: init, checkout, checkin, drain, reaper."""
+"""Commands that change a pool or the server: install, init, checkout, checkin, drain, reaper."""
 
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ from ..keys import validate_pool_name, validate_worker_id
 from ..lease import Lease
 from ..pool import STRATEGIES
 from ..reaper import Reaper
+from ..scripts import install as install_library
 from .app import EXIT_REFUSED, CliError, Connection, cli, emit_json
 
-__all__ = ["checkin", "checkout", "double", "drain", "init", "reaper", "sigterm_interrupts"]
+__all__ = [
+    "checkin", "checkout", "double", "drain", "init", "install", "reaper", "sigterm_interrupts",
+]  # fmt: skip
 
 seconds_type = click.FloatRange(min=0)
 
@@ -45,6 +48,27 @@ def setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+
+
+@cli.command()
+@click.option("--keep-old", is_flag=True,
+              help="Keep the other versions (a rolling upgrade: run again without it later).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"library", "removed"}.')
+@click.pass_obj
+def install(conn: Connection, keep_old: bool, as_json: bool) -> None:
+    """Load this version's server-side library; remove the versions no client uses.
+
+    An operator's step (pool users may not load code): run it once per
+    server before clients of a new version start. Every other redispool_<hash>
+    library is removed unless --keep-old.
+    """
+    done = install_library(conn.client, remove_old=not keep_old)
+    if as_json:
+        emit_json({"library": done.library, "removed": list(done.removed)})
+        return
+    click.echo(f"installed {done.library}")
+    for name in done.removed:
+        click.echo(f"removed {name}")
 
 
 @cli.command()

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import click
+from redis.exceptions import NoPermissionError
 
 from ..keys import validate_pool_name, validate_worker_id
 from ..lease import Lease
@@ -62,7 +63,13 @@ def install(conn: Connection, keep_old: bool, as_json: bool) -> None:
     server before clients of a new version start. Every other redispool_<hash>
     library is removed unless --keep-old.
     """
-    done = install_library(conn.client, remove_old=not keep_old)
+    try:
+        done = install_library(conn.client, remove_old=not keep_old)
+    except NoPermissionError as exc:
+        raise CliError(
+            f"install: this user may not load or delete server-side code ({exc}); "
+            "run it as an operator's user"
+        ) from exc
     if as_json:
         emit_json({"library": done.library, "removed": list(done.removed)})
         return

@@ -18,7 +18,13 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-__all__ = ["PoolKeys", "pool_name_from_key", "validate_pool_name", "validate_worker_id"]
+__all__ = [
+    "PoolKeys",
+    "pool_name_from_key",
+    "validate_pool_name",
+    "validate_worker_id",
+    "validate_worker_id_prefix",
+]
 
 NAMESPACE = "redispool"
 #: The part after a pool's prefix under which RQ keeps the pool's jobs; the
@@ -46,6 +52,17 @@ def validate_worker_id(worker_id: object) -> str:
             "no whitespace"
         )
     return worker_id
+
+
+def validate_worker_id_prefix(prefix: object) -> str:
+    """Return ``prefix`` if ``<prefix>-<n>`` is a valid worker id for any n a
+    supervisor makes (up to 9 digits), else raise ``ValueError``."""
+    if not isinstance(prefix, str) or not _WORKER_ID.fullmatch(prefix + "-123456789"):
+        raise ValueError(
+            f"invalid worker id prefix {prefix!r}: worker ids are <prefix>-<n>, so use 1 to "
+            "190 printable ASCII characters, no whitespace"
+        )
+    return prefix
 
 
 def pool_name_from_key(key: str) -> str | None:

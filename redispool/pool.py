@@ -11,14 +11,17 @@ import contextlib
 import logging
 import math
 import os
+import re
 import socket
 import time as mod_time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis import Redis
+from redis.connection import parse_url
 
 from . import errors, scripts
 from .errors import CheckoutTimeout, LeaseLost, PoolError, PoolFull
@@ -29,7 +32,7 @@ from .status import LeaseInfo, PoolSettings, PoolStatus, WorkerInfo
 from .waiting import Waiter, alive_ms
 from .wire import Wire, text
 
-__all__ = ["DEFAULT_LEASE_TTL", "STRATEGIES", "Pool"]
+__all__ = ["DEFAULT_LEASE_TTL", "STRATEGIES", "Pool", "validate_url"]
 
 log = logging.getLogger("redispool.pool")
 
@@ -415,7 +418,30 @@ def _worker_meta(host: str | None, pid: int | None) -> str:
     return f"{host or ''}|{pid or ''}"
 
 
-def _client_from_url(url: str) -> Redis:
+def validate_url(url: object) -> str:
+    """Return ``url`` if redis-py can connect with it, else raise ``ValueError``.
+
+    ``redis://[user:password@]host[:port][/db]``, ``rediss://`` the same over
+    TLS, or ``unix:///path``; the message never shows the password.
+    """
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(f"url must look like redis://host:port/db, got {url!r}")
-    return Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=10.0)
+    shown = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+        parts = urlsplit(url)
+        db = parts.path.strip("/") if parts.scheme != "unix" else ""
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("no host")
+        if db and not db.isdigit():
+            raise ValueError(f"database {db!r} is not a number")
+    except ValueError as exc:
+        raise ValueError(
+            f"bad Redis URL {shown!r}: {exc} (use redis://host:port/db, rediss://... or "
+            "unix:///path)"
+        ) from None
+    return url
+
+
+def _client_from_url(url: str) -> Redis:
+    return Redis.from_url(validate_url(url), socket_connect_timeout=5.0, socket_timeout=10.0)

@@ -35,7 +35,8 @@ import redis
 from . import rqkeys
 from .errors import PoolError
 from .jobs import DEFAULT_FUNCTIONS
-from .pool import Pool
+from .keys import validate_pool_name, validate_worker_id_prefix
+from .pool import Pool, validate_url
 from .reaper import Reaper
 from .worker import EXIT_ID_TAKEN, EXIT_OK, SETTINGS_ENV, WorkerSettings
 
@@ -85,6 +86,10 @@ class Supervisor:
     """Runs and replaces this host's worker processes until drained."""
 
     def __init__(self, settings: SupervisorSettings, metrics: Metrics | None = None) -> None:
+        validate_url(settings.url)
+        validate_pool_name(settings.pool)
+        if settings.worker_id_prefix is not None:
+            validate_worker_id_prefix(settings.worker_id_prefix)
         self.settings = settings
         self.metrics = metrics
         self.prefix = settings.worker_id_prefix or f"{socket.gethostname()}-{os.getpid()}"

@@ -21,6 +21,7 @@ from ..errors import LeaseLost, PoolCorrupted, PoolError, PoolFull, PoolUnavaila
 from ..keys import NAMESPACE, PoolKeys, pool_name_from_key
 from ..pool import Pool
 from ..wire import text
+from . import options
 
 __all__ = [
     "DEFAULT_URL",
@@ -193,6 +194,7 @@ def _fail(message: str, code: int) -> NoReturn:
     default=DEFAULT_URL,
     show_default=True,
     metavar="URL",
+    callback=options.url,
     help="Redis to use (also REDISPOOL_URL).",
 )
 @click.pass_context

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import threading
 import time as mod_time
@@ -19,12 +20,13 @@ from ..pool import STRATEGIES
 from ..reaper import Reaper
 from ..scripts import install as install_library
 from .app import EXIT_REFUSED, CliError, Connection, cli, emit_json
+from .options import Seconds, pool_name, pool_names, worker_id
 
 __all__ = [
     "checkin", "checkout", "double", "drain", "init", "install", "reaper", "sigterm_interrupts",
 ]  # fmt: skip
 
-seconds_type = click.FloatRange(min=0)
+seconds_type = Seconds(min=0)
 
 
 @contextlib.contextmanager
@@ -79,8 +81,8 @@ def install(conn: Connection, keep_old: bool, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("pool")
-@click.option("--lease-ttl", type=float, default=None, metavar="S",
+@click.argument("pool", callback=pool_name)
+@click.option("--lease-ttl", type=Seconds(), default=None, metavar="S",
               help="Lease TTL in seconds for clients that give none.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
               help="Which idle worker checkout takes: lifo (the most recently returned) or fifo.")
@@ -107,7 +109,7 @@ def _lease_line(lease: Lease, as_json: bool) -> str:
 
 
 @cli.command()
-@click.argument("pool")
+@click.argument("pool", callback=pool_name)
 @click.option("--timeout", "-t", type=seconds_type, default=None, metavar="S",
               help="Wait up to S seconds for a worker (default: answer at once).")
 @click.option("--hold", type=seconds_type, default=None, metavar="S",
@@ -149,8 +151,8 @@ def checkout(
 
 
 @cli.command()
-@click.argument("pool")
-@click.argument("worker")
+@click.argument("pool", callback=pool_name)
+@click.argument("worker", callback=worker_id)
 @click.argument("token", type=click.IntRange(min=0))
 @click.pass_obj
 def checkin(conn: Connection, pool: str, worker: str, token: int) -> None:
@@ -168,8 +170,8 @@ def checkin(conn: Connection, pool: str, worker: str, token: int) -> None:
 
 
 @cli.command()
-@click.argument("pool")
-@click.argument("worker")
+@click.argument("pool", callback=pool_name)
+@click.argument("worker", callback=worker_id)
 @click.pass_obj
 def drain(conn: Connection, pool: str, worker: str) -> None:
     """Take WORKER of POOL out of service: now if idle, else when its lease ends."""
@@ -183,8 +185,8 @@ def drain(conn: Connection, pool: str, worker: str) -> None:
 
 
 @cli.command()
-@click.argument("pools", nargs=-1, metavar="[POOL]...")
-@click.option("--sweep-interval", type=click.FloatRange(min=0.01), default=1.0,
+@click.argument("pools", nargs=-1, metavar="[POOL]...", callback=pool_names)
+@click.option("--sweep-interval", type=Seconds(0.01, 3600), default=1.0,
               show_default=True, metavar="S", help="Seconds between sweeps.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
               help="Serve Prometheus metrics on this port.")
@@ -234,18 +236,20 @@ def _number(ctx: click.Context, param: click.Parameter, value: str) -> int | flo
     """An int, or a float when it has a point or an exponent."""
     for kind in (int, float):
         try:
-            return kind(value)
+            number = kind(value)
         except ValueError:
             continue
-    raise click.BadParameter(f"{value!r} is not a number", ctx, param)
+        if math.isfinite(number):
+            return number
+    raise click.BadParameter(f"{value!r} is not a finite number", ctx, param)
 
 
 @cli.command()
-@click.argument("pool")
+@click.argument("pool", callback=pool_name)
 @click.argument("n", callback=_number)
 @click.option("--timeout", "-t", type=seconds_type, default=5.0, show_default=True, metavar="S",
               help="Seconds to wait for a worker.")
-@click.option("--job-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+@click.option("--job-timeout", type=Seconds(0.1, 86400), default=30.0, show_default=True,
               metavar="S", help="Seconds the job may take.")
 @click.pass_obj
 def double(conn: Connection, pool: str, n: int | float, timeout: float, job_timeout: float) -> None:

@@ -14,8 +14,10 @@ Two parts make that true:
   subclasses, whose key templates carry the pool's prefix. A client process
   may use several pools at once: it enqueues and reads through these classes
   (and :meth:`~redispool.keys.PoolKeys.rq_result`), never through RQ's
-  defaults. ``Job.fetch(id, connection=r, serializer=JSONSerializer)`` on
-  ``classes(pool).job`` reads a job record.
+  defaults. ``classes(pool).job.fetch(id, connection=r,
+  serializer=JSONSerializer)`` reads a job record, and its
+  ``latest_result()``, ``return_value()`` and ``results()`` the pool's
+  results.
 - A worker process serves one pool. RQ also builds some keys from module
   constants no class can change (results, executions, per-queue worker
   sets), so the process runs with ``RQ_KEY_PREFIX`` set to the pool's prefix
@@ -48,6 +50,7 @@ class PoolRQ:
     job: type[Any]
     queue: type[Any]
     worker: type[Any]
+    result: type[Any]
 
     def queue_for(self, worker_id: str, connection: Any) -> Any:
         """The JSON queue of ``worker_id`` (nothing is written until a job is enqueued)."""
@@ -60,14 +63,31 @@ class PoolRQ:
 
 @cache
 def classes(pool: str) -> PoolRQ:
-    """``pool``'s RQ ``Job``, ``Queue`` and ``SimpleWorker`` subclasses (made once)."""
+    """``pool``'s RQ ``Job``, ``Queue``, ``SimpleWorker`` and ``Result`` subclasses (made once)."""
     from rq import Queue, SimpleWorker
     from rq.job import Job
+    from rq.results import Result
 
     keys = PoolKeys(validate_pool_name(pool))
     prefix = keys.rq_prefix
     tag = "".join(ch if ch.isalnum() else "_" for ch in pool)
-    job = type(f"Job_{tag}", (Job,), {"redis_job_namespace_prefix": f"{prefix}:job:"})
+    result: Any = type(f"Result_{tag}", (Result,), {"get_key": classmethod(_result_key(keys))})
+
+    def latest_result(self: Job, timeout: int = 0) -> Any:
+        return result.fetch_latest(self, serializer=self.serializer, timeout=timeout)
+
+    def results(self: Job) -> Any:
+        return result.all(self, serializer=self.serializer)
+
+    job = type(
+        f"Job_{tag}",
+        (Job,),
+        {
+            "redis_job_namespace_prefix": f"{prefix}:job:",
+            "latest_result": latest_result,  # RQ's own name the results key from the env
+            "results": results,
+        },
+    )
     queue = type(
         f"Queue_{tag}",
         (Queue,),
@@ -87,7 +107,14 @@ def classes(pool: str) -> PoolRQ:
             "redis_workers_keys": f"{prefix}:workers",
         },
     )
-    return PoolRQ(keys, job, queue, worker)
+    return PoolRQ(keys, job, queue, worker, result)
+
+
+def _result_key(keys: PoolKeys) -> Any:
+    def get_key(cls: type, job_id: str) -> str:
+        return keys.rq_result(job_id)
+
+    return get_key
 
 
 def environment(pool: str) -> dict[str, str]:

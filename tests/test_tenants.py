@@ -4,11 +4,15 @@ Pool A ("alpha") and pool B ("beta") each run worker_main.py as their own ACL
 user and a job client as another, every user made by ``redispool.acl``. While
 B's clients double numbers on B's workers, A's users try every attack of
 issue 9; each must be refused with a permission error (NOPERM) and B's work
-must go on undisturbed (every result correct, counted).
+must go on undisturbed (every result correct, counted). RQ's own tools still
+read a pool's records, given the pool's prefix.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,15 +21,16 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import FAST, WorkerMain, wait_for
+from helpers import FAST, StartWorkerMain, WorkerMain, wait_for
 from redis.exceptions import NoPermissionError, ResponseError
+from rq.serializers import JSONSerializer
 
 from redispool import Pool, install
 from redispool.acl import acl_rules
 from redispool.doubler import compute
 from redispool.jobs import TOKEN_META
 from redispool.keys import PoolKeys
-from redispool.rqkeys import classes
+from redispool.rqkeys import classes, environment
 from redispool.scripts import library
 
 A, B = "alpha", "beta"
@@ -265,3 +270,22 @@ def test_pool_a_users_are_refused_every_attack_while_pool_b_doubles_undisturbed(
     for main in tenants["mains"]:
         assert "NOPERM" not in main.log() and "no permissions" not in main.log()
         assert main.stop() == 0
+
+
+def test_rq_tools_read_a_pools_records_with_its_prefix(
+    r: redis.Redis, redis_url: str, start_worker_main: StartWorkerMain
+) -> None:
+    start_worker_main(workers=1)
+    with Pool("doublers", url=redis_url) as pool, pool.lease(timeout=5) as lease:
+        assert compute(lease, 21) == 42
+        worker_id = lease.worker_id
+    rq = classes("doublers")
+    (key,) = r.scan_iter(match=rq.keys.rq_prefix + ":job:*")
+    job = rq.job.fetch(key.decode().rsplit(":", 1)[1], connection=r, serializer=JSONSerializer)
+    assert job.get_status() == "finished" and job.return_value() == 42
+    assert job.meta[TOKEN_META] == str(lease.token) and len(job.results()) == 1
+    env = dict(os.environ, **environment("doublers"))
+    info = subprocess.run([str(Path(sys.executable).parent / "rq"), "info", "-u", redis_url],
+                          env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert info.returncode == 0, info.stderr
+    assert f"{worker_id} " in info.stdout and "1 finished" in info.stdout

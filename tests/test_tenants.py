@@ -208,6 +208,8 @@ def attacks_on_b(r: redis.Redis, wid: str, token: str, job_id: str) -> list[Atta
         ("CLIENT LIST", lambda c: c.client_list()),
         ("CLIENT KILL", lambda c: c.client_kill_filter(user="b_app")),
         ("CONFIG SET", lambda c: c.config_set("notify-keyspace-events", "")),
+        ("CONFIG GET requirepass (the server's password)",
+         lambda c: c.config_get("requirepass")),
         ("FLUSHALL", lambda c: c.flushall()),
         ("FLUSHDB", lambda c: c.flushdb()),
         ("KEYS", lambda c: c.keys("*")),

@@ -184,14 +184,13 @@ def step_worker_killed(story: Story, pool: Pool) -> None:
               f"{new.id} pid {new.pid}; {len(fresh)} workers idle")
 
 
-def run_story(story: Story, url: str, pool: Pool, seen: set[str]) -> None:
-    """Every step, in order; the worker ids it met are added to ``seen``."""
+def run_story(story: Story, url: str, pool: Pool) -> None:
+    """Every step, in order."""
     host = WorkerHost(url, pool.name, WORKERS)
     try:
         story.say(f"started worker_main.py (pid {host.proc.pid}) with {WORKERS} workers")
         ready = story.wait(f"{WORKERS} workers registered",
                            lambda: _idle_workers(pool, WORKERS), timeout=15)
-        seen.update(w.id for w in ready)
         story.say("workers idle: " + ", ".join(f"{w.id} (pid {w.pid})" for w in ready))
         leases = step_checkouts(story, pool)
         step_double(story, leases[0], host)
@@ -201,8 +200,6 @@ def run_story(story: Story, url: str, pool: Pool, seen: set[str]) -> None:
         step_client_dies(story, pool, url)
         step_worker_killed(story, pool)
     finally:
-        with contextlib.suppress(Exception):
-            seen.update(w.id for w in pool.workers())
         code = host.stop()
         story.say(f"stopped worker_main.py (pid {host.proc.pid}, exit status {code})")
 
@@ -214,11 +211,9 @@ def delete_pool(client: redis.Redis, name: str) -> int:
 
 
 @contextlib.contextmanager
-def demo_redis(
-    ctx: click.Context, story: Story, seen: set[str]
-) -> Iterator[tuple[str, str]]:
+def demo_redis(ctx: click.Context, story: Story) -> Iterator[tuple[str, str]]:
     """The (url, pool name) to use: a throwaway server, or a pool of its own at the given
-    URL, deleted at the end with the RQ keys of the workers in ``seen``."""
+    URL, deleted at the end (its jobs' RQ keys are the pool's keys)."""
     conn: Connection = ctx.obj
     given = ctx.parent is not None and ctx.parent.get_parameter_source("url") not in (
         click.core.ParameterSource.DEFAULT, None)
@@ -253,12 +248,12 @@ def demo(ctx: click.Context) -> None:
 
     Without --url it starts a throwaway server; with one it uses a pool of its own there.
     """
-    story, seen = Story(), set[str]()
-    with demo_redis(ctx, story, seen) as (url, name):
+    story = Story()
+    with demo_redis(ctx, story) as (url, name):
         pool = Pool(name, url)
         try:
             pool.configure(lease_ttl=DEMO_LEASE_TTL)
-            run_story(story, url, pool, seen)
+            run_story(story, url, pool)
         finally:
             pool.close()
     story.say("done")

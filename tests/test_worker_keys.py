@@ -15,16 +15,19 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from helpers import wait_for
+from helpers import StartWorkerMain, wait_for
 
-from redispool import JobFailed, Pool, liveness
+import redispool
+from redispool import JobFailed, Lease, Pool, WorkerLost, liveness
 from redispool.doubler import compute, double
+from redispool.jobs import RESULT_TTL
 from redispool.keys import PoolKeys
 from redispool.rqkeys import classes, environment
 from redispool.worker import SETTINGS_ENV, WorkerSettings
@@ -152,6 +155,21 @@ def _rq_keys_of_queue(name: str) -> list[str]:
     return [classes(POOL).keys.rq_prefix + n[len("rq") :] for n in names]
 
 
+def test_junk_in_a_workers_rq_keys_is_deleted_not_a_failed_burial(
+    redis_url: str, r: redis.Redis
+) -> None:
+    with Pool(POOL, url=redis_url) as pool:
+        me = liveness.Incarnation("w1", "inc-1", "h", 1, heartbeat_ms=5000)
+        liveness.register(pool, me)
+        rq = classes(POOL)
+        for key in _rq_keys_of_queue("w1"):
+            r.hset(key, "junk", 1)  # the wrong type for every one of them
+        r.set(rq.worker.redis_workers_keys, "junk")
+        assert liveness.leave(pool, me, "exit") == 1
+        assert [k for k in _rq_keys_of_queue("w1") if r.exists(k)] == []
+        assert not r.hexists(pool.keys.workers, "w1")
+
+
 @pytest.mark.parametrize("leaves", ["exit", "reaped", "replaced"])
 def test_an_id_leaving_takes_every_rq_key_rq_names_after_its_queue(
     redis_url: str, r: redis.Redis, leaves: str
@@ -161,8 +179,15 @@ def test_an_id_leaving_takes_every_rq_key_rq_names_after_its_queue(
         liveness.register(pool, me)
         rq = classes(POOL)
         record = f"{rq.keys.rq_prefix}:worker:w1.inc"
-        for key in _rq_keys_of_queue("w1"):
-            r.sadd(key, record) if ":workers:" in key else r.rpush(key, "x")
+        for key in _rq_keys_of_queue("w1"):  # each of the type RQ gives it
+            if ":workers:" in key:
+                r.sadd(key, record)
+            elif ":queue:" in key:
+                r.rpush(key, "job-1")
+            elif ":clean_registries:" in key:
+                r.set(key, 1)
+            else:
+                r.zadd(key, {"job-1:exec-1": 1})
         r.hset(record, "name", "w1.inc")
         r.zadd(record + ":executions", {"x": 1})
         r.sadd(rq.worker.redis_workers_keys, record, "other")
@@ -179,3 +204,39 @@ def test_an_id_leaving_takes_every_rq_key_rq_names_after_its_queue(
     assert r.smembers(rq.worker.redis_workers_keys) == {b"other"}
     assert r.smembers(rq.queue.redis_queues_keys) == {b"other"}
     assert r.hgetall(pool.keys.jobs_failed) == {b"w2": b"1"}
+
+
+def test_a_worker_killed_mid_job_leaves_its_job_record_with_a_ttl_not_for_ever(
+    redis_url: str, r: redis.Redis, start_worker_main: StartWorkerMain
+) -> None:
+    main = start_worker_main("--function", "time.sleep", pool=POOL, workers=1)
+    with Pool(POOL, url=redis_url) as pool:
+        lease = pool.checkout(timeout=5)
+        outcome: list[BaseException] = []
+        job = threading.Thread(target=lambda: _run_catching(lease, outcome))
+        job.start()
+        wait_for(lambda: r.hlen(pool.keys.jobs), timeout=10, message="the job to start")
+        (pid,) = main.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        job.join(timeout=20)
+        assert [type(e) for e in outcome] == [WorkerLost]
+        wait_for(lambda: len(main.worker_pids()) == 2 and pool.status().idle == 1, timeout=20,
+                 message="the replacement, which buries the dead one")  # fmt: skip
+    (record,) = [k for k in r.scan_iter(match=f"{PoolKeys(POOL).rq_prefix}:job:*")]
+    assert 0 < r.ttl(record) <= RESULT_TTL
+    rq = PoolKeys(POOL).rq_prefix
+    forever = {k.decode() for k in r.scan_iter(match=rq + ":*") if r.ttl(k) == -1}
+    wid = lease.worker_id  # the replacement holds the same id: what a fresh worker has
+    assert forever <= {f"{rq}:queues", f"{rq}:workers", f"{rq}:workers:{wid}"}, forever
+
+
+def _run_catching(lease: Lease, outcome: list[BaseException]) -> None:
+    try:
+        lease.run("time.sleep", 5, timeout=10)
+    except BaseException as exc:  # the test reports it
+        outcome.append(exc)
+
+
+def test_a_dead_job_lasts_as_long_as_a_result() -> None:
+    lua = (Path(redispool.__file__).parent / "scripts" / "includes" / "workers.lua").read_text()
+    assert f"local DEAD_JOB_TTL_MS = {RESULT_TTL * 1000}\n" in lua

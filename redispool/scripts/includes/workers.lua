@@ -29,6 +29,11 @@ local RQ_QUEUE_KINDS = {
   'clean_registries',
 }
 
+-- How long the record of a job its worker died running stays (ms): RQ made
+-- it permanent when the job started; it now lasts as long as a result does
+-- (jobs.py RESULT_TTL; a test checks they agree).
+local DEAD_JOB_TTL_MS = 300000
+
 local W = {}
 
 -- Point W at this call's KEYS (after bind_pool).
@@ -37,23 +42,40 @@ local function bind_workers()
   W.jobs, W.overflow, W.jobs_failed = KEYS[13], KEYS[14], KEYS[15]
 end
 
+-- The members of `key` if it is a `kind` ('zset' or 'set'), else none.
+local function members_if(key, kind)
+  if rcall('TYPE', key)['ok'] ~= kind then return {} end
+  if kind == 'zset' then return rcall('ZRANGE', key, 0, -1) end
+  return rcall('SMEMBERS', key)
+end
+
+local function srem_if(key, member)
+  if rcall('TYPE', key)['ok'] == 'set' then rcall('SREM', key, member) end
+end
+
 -- Delete the RQ keys of `wid`'s queue and its RQ worker records. Job records
--- and results stay: they expire with the TTL RQ gave them.
+-- and results stay: they expire with the TTL RQ gave them, or, for a job the
+-- worker was running, DEAD_JOB_TTL_MS.
 local function forget_rq(wid)
   local rq = K.prefix .. 'rq:'
   local queue = rq .. 'queue:' .. wid
+  -- Junk of another type in an RQ key is deleted, never a reason to fail halfway.
+  for _, entry in ipairs(members_if(rq .. 'wip:' .. wid, 'zset')) do  -- '<job id>:<execution id>'
+    local job = rq .. 'job:' .. (string.match(entry, '^(.*):[^:]*$') or entry)
+    if rcall('PTTL', job) == -1 then rcall('PEXPIRE', job, DEAD_JOB_TTL_MS) end
+  end
   for _, kind in ipairs(RQ_QUEUE_KINDS) do
     rcall('DEL', rq .. kind .. ':' .. wid)
   end
   rcall('DEL', queue .. ':intermediate')
-  rcall('SREM', rq .. 'queues', queue)
+  srem_if(rq .. 'queues', queue)
   local by_queue = rq .. 'workers:' .. wid
   local record = rq .. 'worker:'
-  for _, member in ipairs(rcall('SMEMBERS', by_queue)) do
+  for _, member in ipairs(members_if(by_queue, 'set')) do
     if string.sub(member, 1, #record) == record then  -- never a key outside the pool
       rcall('DEL', member, member .. ':executions')
     end
-    rcall('SREM', rq .. 'workers', member)
+    srem_if(rq .. 'workers', member)
   end
   rcall('DEL', by_queue)
 end

@@ -15,26 +15,13 @@ import sys
 
 import click
 
+from redispool.cli.options import Seconds, checked
 from redispool.connect import validate_url
 from redispool.jobs import DEFAULT_FUNCTIONS, parse_functions
-from redispool.keys import validate_pool_name
+from redispool.keys import validate_pool_name, validate_worker_id_prefix
 from redispool.metrics import start_metrics
 from redispool.supervisor import Supervisor, SupervisorSettings
 from redispool.worker import LOG_FORMAT
-
-
-def _pool_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    try:
-        return validate_pool_name(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _url(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    try:
-        return validate_url(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 def _functions(
@@ -52,11 +39,16 @@ def _functions(
     "-u",
     envvar="REDISPOOL_URL",
     required=True,
-    callback=_url,
+    callback=checked(validate_url),
     help="Redis URL: redis://, rediss://, unix:// or redis+sentinel://h1:p1,h2:p2/<service>/<db>.",
 )
 @click.option(
-    "--pool", "-p", envvar="REDISPOOL_POOL", required=True, callback=_pool_name, help="Pool name."
+    "--pool",
+    "-p",
+    envvar="REDISPOOL_POOL",
+    required=True,
+    callback=checked(validate_pool_name),
+    help="Pool name.",
 )
 @click.option(
     "--workers",
@@ -77,34 +69,35 @@ def _functions(
     "--overflow-idle",
     envvar="REDISPOOL_OVERFLOW_IDLE",
     default=10.0,
-    type=click.FloatRange(0.1, 86400),
+    type=Seconds(0.1, 86400),
     help="Seconds an overflow worker stays idle.",
 )
 @click.option(
     "--worker-id-prefix",
     envvar="REDISPOOL_WORKER_ID_PREFIX",
     default=None,
+    callback=checked(validate_worker_id_prefix),
     help="Worker ids are <prefix>-<n>; default <host>-<pid>.",
 )
 @click.option(
     "--lease-ttl",
     envvar="REDISPOOL_LEASE_TTL",
     default=None,
-    type=click.FloatRange(0.01, 7 * 86400),
+    type=Seconds(0.01, 7 * 86400),
     help="Lease TTL of a new pool, seconds.",
 )
 @click.option(
     "--heartbeat-ttl",
     envvar="REDISPOOL_HEARTBEAT_TTL",
     default=5.0,
-    type=click.FloatRange(0.1, 3600),
+    type=Seconds(0.1, 3600),
     help="A worker whose heartbeat is this old counts as dead, seconds.",
 )
 @click.option(
     "--sweep-interval",
     envvar="REDISPOOL_SWEEP_INTERVAL",
     default=1.0,
-    type=click.FloatRange(0.01, 3600),
+    type=Seconds(0.01, 3600),
     help="Reaper sweep interval, seconds.",
 )
 @click.option(

@@ -21,12 +21,14 @@ from .errors import (
 from .lease import Lease
 from .pool import DEFAULT_LEASE_TTL, STRATEGIES, Pool
 from .reaper import Reaper
+from .scripts import Installed, install
 from .status import LeaseInfo, PoolSettings, PoolStatus, WorkerInfo
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
     "STRATEGIES",
     "CheckoutTimeout",
+    "Installed",
     "JobFailed",
     "JobTimeout",
     "Lease",
@@ -44,4 +46,5 @@ __all__ = [
     "WorkerInfo",
     "WorkerLost",
     "doubler",
+    "install",
 ]

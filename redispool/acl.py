@@ -4,11 +4,16 @@
 for a user limited to the keys of the named pools and the commands redispool
 sends: the commands its Lua scripts call (read from the scripts, so the rules
 follow the scripts) and the few it sends itself. No ``KEYS``, ``SCAN``,
-``CONFIG SET`` or ``FLUSH*``. With ``jobs=True`` it adds what ``lease.run``
-and worker hosts need: RQ's keys (``rq:*``, shared by every pool: RQ has no
-per-pool prefix) and commands, and the Reaper's expired-events channel (the
-events must already be on: the user cannot ``CONFIG SET`` them). Operators
-paste the line into ``redis-cli`` or an ACL file.
+``CONFIG SET`` or ``FLUSH*``, and no right to load, replace or delete
+server-side code (``FUNCTION LOAD``/``DELETE``/``FLUSH``/``RESTORE``,
+``SCRIPT``, ``EVAL``): the library every client runs is installed by an
+operator (``redispool install``), so no pool user can change the code another
+client runs. With ``jobs=True`` it adds what ``lease.run`` and worker hosts
+need: RQ's commands (RQ keeps a pool's jobs under the pool's own keys, see
+:mod:`redispool.rqkeys`, so no other key pattern) and the Reaper's
+expired-events channel (the events must already be on: the user cannot
+``CONFIG SET`` them). Operators paste the line into ``redis-cli`` or an ACL
+file.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ __all__ = ["CLIENT_COMMANDS", "JOB_COMMANDS", "acl_rules", "acl_setuser", "scrip
 #: Commands a pool client sends itself (besides running scripts).
 CLIENT_COMMANDS = frozenset(
     {
-        "fcall", "function|load",  # run the pool's operations, load the library if missing
+        "fcall",  # run the pool's operations (the library is installed by an operator)
         "blmove",  # wait for a handoff on its own clock (a peek: BLMOVE key key)
         "ping", "hello",  # connection set-up and health
         "hgetall", "zrange", "smembers", "mget", "get", "pttl", "zscore",  # workers(), leases()
@@ -39,11 +44,10 @@ JOB_COMMANDS = frozenset(
         "blmove", "expire", "persist", "hincrbyfloat", "watch", "unwatch",  # RQ queues, jobs
         "xadd", "xread",  # RQ results
         "client|setname", "client|info", "info",  # RQ worker registration
-        "subscribe", "config|get",  # the Reaper: expired events (already turned on)
+        "subscribe",  # the Reaper: expired events (turned on by an operator; no CONFIG
+        # rights at all: CONFIG GET would show the server's passwords)
     }
 )  # fmt: skip
-#: RQ keeps its keys (jobs, queues, results, workers) under this prefix, shared by all pools.
-RQ_KEYS = "~rq:*"
 EXPIRED_EVENTS = "&__keyevent@*__:expired"
 
 _CALL = re.compile(r"(?:rcall|probe)\('([A-Z]+)'")
@@ -60,8 +64,9 @@ def script_commands() -> frozenset[str]:
 def acl_rules(pools: Iterable[str], *, jobs: bool = False) -> list[str]:
     """ACL rules for a user of ``pools``: their keys, and redispool's commands only.
 
-    With ``jobs``, what ``lease.run`` and worker hosts need too: RQ's keys and
-    commands, and the Reaper's subscription to expired events.
+    With ``jobs``, what ``lease.run`` and worker hosts need too: RQ's
+    commands (its keys are the pool's) and the Reaper's subscription to
+    expired events.
     """
     names = [validate_pool_name(p) for p in pools]
     if not names:
@@ -70,7 +75,6 @@ def acl_rules(pools: Iterable[str], *, jobs: bool = False) -> list[str]:
     commands = CLIENT_COMMANDS | script_commands()
     channels: list[str] = []
     if jobs:
-        keys.append(RQ_KEYS)
         commands |= JOB_COMMANDS
         channels.append(EXPIRED_EVENTS)
     return [

@@ -24,9 +24,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis import Redis
+from redis.connection import parse_url
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 __all__ = [
@@ -132,17 +133,34 @@ def redact_url(url: str) -> str:
 
 
 def validate_url(url: object) -> str:
-    """``url`` if it is one redispool can connect to; else :class:`ValueError`."""
+    """``url`` if it is one redispool can connect to; else :class:`ValueError`
+    (the message never shows the password)."""
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(f"url must look like {_EXAMPLES}, got {url!r}")
     scheme = url.partition("://")[0].lower()
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown URL scheme {scheme!r}: want one of {', '.join(SCHEMES)}")
-    if scheme == SENTINEL_SCHEME:
-        SentinelURL.parse(url)
-    elif scheme != "unix" and not url.partition("://")[2].rpartition("@")[2].strip("/"):
-        raise ValueError(f"{redact_url(url)!r} names no host")
+    try:
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown URL scheme {scheme!r}: want one of {', '.join(SCHEMES)}")
+        if scheme == SENTINEL_SCHEME:
+            SentinelURL.parse(url)
+        else:
+            _check_plain(url, scheme)
+    except ValueError as exc:
+        raise ValueError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
     return url
+
+
+def _check_plain(url: str, scheme: str) -> None:
+    """Raise ValueError unless redis-py can read ``url`` (redis://, rediss://, unix://)."""
+    parse_url(url)  # type: ignore[no-untyped-call]
+    if scheme == "unix":
+        return
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError("the URL names no host")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"database {db!r} is not a number")
 
 
 def client_from_url(

@@ -16,7 +16,7 @@ import time as mod_time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import errors, liveness
+from . import errors, liveness, rqkeys
 from .errors import JobFailed, JobTimeout, LeaseLost, WorkerLost
 from .wire import text
 
@@ -93,13 +93,8 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
     except (TypeError, ValueError) as exc:
         raise ValueError(f"job arguments must be JSON: {exc}") from None
     _check_active(lease, "run")
-    from rq import Queue
-    from rq.serializers import JSONSerializer
-
     pool = lease.pool
-    queue = Queue(
-        pool.keys.queue(lease.worker_id), connection=pool.client, serializer=JSONSerializer
-    )
+    queue = rqkeys.classes(pool.name).queue_for(lease.worker_id, pool.client)
     seconds = max(1, math.ceil(timeout))
     with pool.redis_errors("run", lease.worker_id):
         job = queue.enqueue_call(
@@ -135,9 +130,7 @@ def _check_active(lease: Lease, operation: str) -> None:
 
 def _wait(lease: Lease, job_id: str, deadline: float) -> tuple[str, dict[bytes, bytes]]:
     """The result entry of ``job_id``; checks the lease between short waits."""
-    from rq.results import Result
-
-    key: str = Result.get_key(job_id)  # type: ignore[no-untyped-call]
+    key = lease.pool.keys.rq_result(job_id)
     client = lease.pool.client
     while True:
         left = deadline - mod_time.monotonic()

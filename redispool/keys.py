@@ -4,6 +4,12 @@ All keys of pool ``P`` are ``redispool:{P}:<part>``. The braces are a Redis
 Cluster hash tag: one pool lives in one slot, so every script of a pool runs
 unchanged on a cluster. Scripts never build key names from strings except by
 appending a worker id or a waiter ticket to the prefix they were given in KEYS.
+
+The pool's jobs live there too: RQ keeps every key of the pool's jobs under
+the RQ key prefix :attr:`PoolKeys.rq_prefix` (``redispool:{P}:rq``), so its
+queues, job records, results, registries and worker records are the pool's
+keys, readable and writable only by users of the pool (see
+:mod:`redispool.rqkeys`).
 """
 
 from __future__ import annotations
@@ -12,9 +18,18 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-__all__ = ["PoolKeys", "pool_name_from_key", "validate_pool_name", "validate_worker_id"]
+__all__ = [
+    "PoolKeys",
+    "pool_name_from_key",
+    "validate_pool_name",
+    "validate_worker_id",
+    "validate_worker_id_prefix",
+]
 
 NAMESPACE = "redispool"
+#: The part after a pool's prefix under which RQ keeps the pool's jobs; the
+#: scripts that bury a worker delete its RQ keys under ``<prefix>rq:``.
+RQ_PART = "rq"
 
 _POOL_NAME = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 _WORKER_ID = re.compile(r"[\x21-\x7e]{1,200}")
@@ -37,6 +52,17 @@ def validate_worker_id(worker_id: object) -> str:
             "no whitespace"
         )
     return worker_id
+
+
+def validate_worker_id_prefix(prefix: object) -> str:
+    """Return ``prefix`` if ``<prefix>-<n>`` is a valid worker id for any n a
+    supervisor makes (up to 9 digits), else raise ``ValueError``."""
+    if not isinstance(prefix, str) or not _WORKER_ID.fullmatch(prefix + "-123456789"):
+        raise ValueError(
+            f"invalid worker id prefix {prefix!r}: worker ids are <prefix>-<n>, so use 1 to "
+            "190 printable ASCII characters, no whitespace"
+        )
+    return prefix
 
 
 def pool_name_from_key(key: str) -> str | None:
@@ -143,10 +169,20 @@ class PoolKeys:
         """String with a TTL: the incarnation of ``worker_id`` while its process beats."""
         return self.prefix + "alive:" + worker_id
 
-    def queue(self, worker_id: str) -> str:
-        """Name of the RQ queue of ``worker_id`` (RQ keys it ``rq:queue:<name>``;
-        the hash tag keeps it in the pool's slot)."""
-        return self.prefix + "queue:" + worker_id
+    @property
+    def rq_prefix(self) -> str:
+        """``redispool:{pool}:rq``: the RQ key prefix (``RQ_KEY_PREFIX``) of the pool's
+        jobs. Every key RQ writes for them starts with it and a colon."""
+        return self.prefix + RQ_PART
+
+    def rq_queue(self, worker_id: str) -> str:
+        """Name of the RQ queue of ``worker_id``: the id itself. Its list is
+        ``<rq_prefix>:queue:<id>``; RQ's registries of it ``<rq_prefix>:<kind>:<id>``."""
+        return worker_id
+
+    def rq_result(self, job_id: str) -> str:
+        """Stream: RQ's results of job ``job_id`` (``<rq_prefix>:results:<id>``)."""
+        return f"{self.rq_prefix}:results:{job_id}"
 
     def alive_worker(self, key: str) -> str | None:
         """The worker id of an alive key of this pool, else None."""

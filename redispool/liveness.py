@@ -27,7 +27,7 @@ REAP_BATCH = 1000
 
 def _worker_keys(pool: Pool) -> tuple[str, ...]:
     k = pool.keys
-    return (k.heartbeats, k.incarnations, k.dead_leases, k.jobs, k.overflow)
+    return (k.heartbeats, k.incarnations, k.dead_leases, k.jobs, k.overflow, k.jobs_failed)
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,22 @@ RECONNECT_DELAY = 0.5
 
 def enable_expiry_events(client: redis.Redis) -> bool:
     """Turn on ``notify-keyspace-events`` for expired events, merging with the
-    flags already set. False (with a warning) where ``CONFIG`` is forbidden."""
+    flags already set. False where ``CONFIG`` is forbidden: a pool user (see
+    :mod:`redispool.acl`) has no ``CONFIG`` rights at all, since ``CONFIG GET``
+    would show it the server's passwords; the events are then an operator's
+    setting, and the sweep returns expired leases without them."""
     try:
         raw = client.config_get("notify-keyspace-events")
+    except redis.exceptions.NoPermissionError:
+        log.info(
+            "this user may not read or change notify-keyspace-events: an operator turns "
+            "expired events on (Ex); until then the sweep returns expired leases"
+        )
+        return False
+    except redis.ResponseError as exc:
+        log.warning("cannot read notify-keyspace-events (%s); relying on the sweep", exc)
+        return False
+    try:
         flags = text(next(iter(raw.values()), "")) if raw else ""
         wanted = flags
         if "E" not in wanted:

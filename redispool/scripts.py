@@ -9,9 +9,15 @@ would be in an inlined EVAL script (measured here: 12-17 us less Redis time
 per call, a quarter of a checkout). Each operation is called with ``FCALL``.
 
 The library's name carries a hash of its text, so clients of different
-versions can share a server. A server that lost it (a restart without
-persistence, ``FUNCTION FLUSH``) is sent it again by the first call that
-misses it. Needs Redis 7 or Valkey 7.2 or later.
+versions can share a server. Loading it is an operator's step:
+:func:`install` (``redispool install``) loads this version's library and
+removes every other version. Pool users have no right to load, replace or
+delete server-side code (see :mod:`redispool.acl`), so no pool user can
+change the code another client runs. A client whose user may load code (an
+operator's, or a server without ACLs) still loads the library itself when a
+call misses it (a restart without persistence, ``FUNCTION FLUSH``); a pool
+user's call then fails with :class:`~redispool.PoolAccessDenied` naming the
+step. Needs Redis 7 or Valkey 7.2 or later.
 """
 
 from __future__ import annotations
@@ -24,12 +30,23 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ResponseError
+import redis
+from redis.exceptions import NoPermissionError, ResponseError
 
 if TYPE_CHECKING:
     from .wire import Wire
 
-__all__ = ["INCLUDES", "SCRIPT_NAMES", "Script", "library", "load", "source_of"]
+__all__ = [
+    "INCLUDES",
+    "SCRIPT_NAMES",
+    "Installed",
+    "Script",
+    "install",
+    "installed_versions",
+    "library",
+    "load",
+    "source_of",
+]
 
 SCRIPT_NAMES = (
     "add_worker",
@@ -51,6 +68,9 @@ SCRIPT_NAMES = (
 INCLUDES = ("pool", "workers")
 
 _INCLUDE = re.compile(r"^-- @include (\w+)$", re.MULTILINE)
+#: The name of every version of the library: ``redispool_`` and 12 hex digits.
+LIBRARY_NAME = re.compile(r"redispool_[0-9a-f]{12}")
+INSTALL_HINT = "an operator must run `redispool install` (see redispool.scripts)"
 
 
 def _read(relative: str) -> str:
@@ -107,7 +127,13 @@ class Script:
         except ResponseError as exc:
             if "function not found" not in str(exc).lower():
                 raise
-            wire.call("FUNCTION", "LOAD", "REPLACE", library().source)
+            try:
+                wire.call("FUNCTION", "LOAD", "REPLACE", library().source)
+            except NoPermissionError as refused:
+                raise NoPermissionError(
+                    f"the server lacks redispool's library {library().name} and this user "
+                    f"may not load code: {INSTALL_HINT} ({refused})"
+                ) from refused
             return wire.call(*command)
 
     def acked(
@@ -131,3 +157,48 @@ def load(name: str) -> Script:
     if name not in SCRIPT_NAMES:
         raise ValueError(f"no such operation {name!r}")
     return Script(name, library().function(name))
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What :func:`install` did: the version now loaded and the versions removed."""
+
+    library: str
+    removed: tuple[str, ...]
+
+
+def installed_versions(client: redis.Redis) -> list[str]:
+    """The names of every version of redispool's library on the server, sorted."""
+    reply: Any = client.function_list(library="redispool_*")
+    names = []
+    for entry in reply:
+        if not isinstance(entry, dict):  # RESP2: a flat list of names and values
+            entry = dict(zip(entry[::2], entry[1::2], strict=True))
+        fields = entry
+        name = fields.get(b"library_name", fields.get("library_name"))
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        if LIBRARY_NAME.fullmatch(name):
+            names.append(name)
+    return sorted(names)
+
+
+def install(client: redis.Redis, *, remove_old: bool = True) -> Installed:
+    """Load this version's library (an operator's step); remove the other versions.
+
+    Atomic per command: a client of this version never misses its functions
+    (``FUNCTION LOAD REPLACE`` swaps the library in one step). Every other
+    ``redispool_<hash>`` library is taken as no longer used and deleted
+    (with ``remove_old=False`` they stay, for a rolling upgrade: install the
+    new version first, move every client to it, then install again);
+    libraries of other names are never touched. Needs a user allowed
+    ``FUNCTION LOAD``/``DELETE`` and ``FUNCTION LIST``.
+    """
+    current = library()
+    client.function_load(current.source, replace=True)
+    removed = []
+    if remove_old:
+        for name in installed_versions(client):
+            if name != current.name:
+                client.function_delete(name)
+                removed.append(name)
+    return Installed(current.name, tuple(removed))

@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from .connect import client_from_url, close_client
+from . import rqkeys
+from .connect import client_from_url, close_client, validate_url
 from .errors import PoolError
 from .jobs import DEFAULT_FUNCTIONS
+from .keys import validate_pool_name, validate_worker_id_prefix
 from .pool import Pool
 from .reaper import Reaper
 from .worker import EXIT_ID_TAKEN, EXIT_OK, SETTINGS_ENV, WorkerSettings
@@ -85,6 +87,10 @@ class Supervisor:
     """Runs and replaces this host's worker processes until drained."""
 
     def __init__(self, settings: SupervisorSettings, metrics: Metrics | None = None) -> None:
+        validate_url(settings.url)
+        validate_pool_name(settings.pool)
+        if settings.worker_id_prefix is not None:
+            validate_worker_id_prefix(settings.worker_id_prefix)
         self.settings = settings
         self.metrics = metrics
         self.prefix = settings.worker_id_prefix or f"{socket.gethostname()}-{os.getpid()}"
@@ -142,6 +148,7 @@ class Supervisor:
             min_replicas=s.min_replicas, replica_timeout=s.replica_timeout,
         )  # fmt: skip
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{SETTINGS_ENV: settings.to_json()})
+        env.update(rqkeys.environment(s.pool))  # RQ's keys of the process are the pool's
         slot.proc = subprocess.Popen([sys.executable, "-m", "redispool.worker"], env=env)
         slot.started = mod_time.monotonic()
         log.info("started worker %s (pid %d)", slot.worker_id, slot.proc.pid)

@@ -17,7 +17,6 @@ The supervisor (:mod:`redispool.supervisor`) starts worker processes with
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from rq.exceptions import DequeueTimeout
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from . import errors, liveness
+from . import errors, liveness, rqkeys
 from .connect import client_from_url, close_client
 from .errors import PoolError, PoolUnavailable, WorkerIdTaken
 from .jobs import DEFAULT_FUNCTIONS, NONCE_META, TOKEN_META
@@ -54,7 +53,7 @@ REGISTER_RETRY = 0.5
 SETTINGS_ENV = "REDISPOOL_WORKER_SETTINGS"
 #: Seconds one dequeue blocks; also how soon the loop notices it should stop.
 DEQUEUE_WAIT = 1
-#: RQ's own worker record (``rq:worker:<name>``) lives this long without a beat.
+#: RQ's own worker record (``<rq prefix>:worker:<name>``) lives this long without a beat.
 RQ_WORKER_TTL = 60
 RQ_BEAT_INTERVAL = 15.0
 LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
@@ -120,15 +119,15 @@ class Worker:
             settings.url,
             socket_timeout=DEQUEUE_WAIT + 10.0,  # a silent partition must not block forever
         )
-        self._queue = Queue(
-            self.pool.keys.queue(settings.worker_id),
-            connection=self._rq_client,
-            serializer=JSONSerializer,
-        )
+        rqkeys.check_process(settings.pool)  # RQ's keys of this process are the pool's
+        pool_rq = rqkeys.classes(settings.pool)
+        self._queue = pool_rq.queue_for(settings.worker_id, self._rq_client)
         self._rq = _RQWorker(
             [self._queue],
             connection=self._rq_client,
             serializer=JSONSerializer,
+            job_class=pool_rq.job,
+            queue_class=pool_rq.queue,
             name=f"{settings.worker_id}.{settings.incarnation[:12]}",
             worker_ttl=RQ_WORKER_TTL,
             log_job_description=False,
@@ -195,8 +194,7 @@ class Worker:
                 liveness.leave(self.pool, self.me, "exit")
             except PoolError as exc:
                 log.warning("worker %s could not leave the pool: %s", self.me.worker_id, exc)
-        with contextlib.suppress(redis.RedisError):
-            self._rq.register_death()  # type: ignore[no-untyped-call]
+        # No RQ register_death: leaving (or a later burial) deletes RQ's worker record.
         log.info("worker %s left pool %s", self.me.worker_id, self.pool.name)
         self.pool.close()
         close_client(self._rq_client)
@@ -250,7 +248,7 @@ class Worker:
     def _next_job(self) -> None:
         """Wait up to DEQUEUE_WAIT for a job and handle it."""
         try:
-            found = Queue.dequeue_any(
+            found = type(self._queue).dequeue_any(
                 [self._queue], DEQUEUE_WAIT, connection=self._rq_client, serializer=JSONSerializer
             )
         except DequeueTimeout:
@@ -278,7 +276,9 @@ class Worker:
         for raw in self._rq_client.lrange(key, 0, -1):
             job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
             try:
-                Job.fetch(job_id, connection=self._rq_client, serializer=JSONSerializer)
+                self._queue.job_class.fetch(
+                    job_id, connection=self._rq_client, serializer=JSONSerializer
+                )
             except Exception:
                 self._rq_client.lrem(key, 0, job_id)
                 log.warning(
@@ -403,7 +403,11 @@ def main() -> int:
             f"error: {SETTINGS_ENV} is not set; start workers with worker_main.py", file=sys.stderr
         )
         return 2
-    worker = Worker(WorkerSettings.from_json(raw))
+    try:
+        worker = Worker(WorkerSettings.from_json(raw))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, worker._on_signal)
     signal.signal(signal.SIGINT, worker._on_signal)
     return worker.run()

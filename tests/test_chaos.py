@@ -53,6 +53,7 @@ import pytest
 from helpers import StartServer, pid_alive, wait_for
 
 from redispool import Pool
+from redispool.rqkeys import classes
 from redispool.server import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -397,7 +398,7 @@ def check_pool(run: Chaos, pool: Pool) -> list[str]:
     for w in workers:
         if w.state != "idle" or w.pid not in live:
             violations.append(f"worker {w.id} is {w.state}, pid {w.pid} live: {w.pid in live}")
-        left = pool.client.llen(f"rq:queue:{pool.keys.queue(w.id)}")
+        left = pool.client.llen(classes(pool.name).queue_for(w.id, pool.client).key)
         if left:
             violations.append(f"{left} jobs left in the queue of {w.id}")
     return violations

@@ -215,6 +215,72 @@ def test_bad_input_exits_2_with_one_clear_line(
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["checkin", "toy", "rack 7", "1"], "invalid worker id"),
+        (["drain", "toy", "w\u00e9"], "invalid worker id"),
+        (["checkout", "toy", "--timeout", "nan"], "not a finite number of seconds"),
+        (["checkout", "toy", "--hold", "inf"], "not a finite number of seconds"),
+        (["double", "toy", "nan"], "'nan' is not a finite number"),
+        (["double", "toy", "21", "--job-timeout", "nan"], "not a finite number of seconds"),
+        (["init", "toy", "--lease-ttl", "nan"], "not a finite number of seconds"),
+        (["reaper", "ok", "bad pool"], "invalid pool name"),
+        (["watch", "toy", "--interval", "nan"], "not a finite number of seconds"),
+    ],
+)
+def test_bad_options_exit_2_before_any_redis_call(args: list[str], says: str) -> None:
+    nothing_listens = f"redis://127.0.0.1:{free_port()}/0"  # a Redis call would say unreachable
+    result = invoke(nothing_listens, *args)
+    assert result.exit_code == 2, result.output
+    assert says in one_error_line(result.stderr)
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis://127.0.0.1:99999/0", "Port out of range"),
+        ("redis://127.0.0.1:6379/zero", "database 'zero' is not a number"),
+        ("redis://:hunter2@/0", "no host"),
+        ("127.0.0.1:6379", "must look like redis://"),
+    ],
+)
+def test_a_bad_url_exits_2_before_any_command_runs(url: str, says: str) -> None:
+    result = CliRunner().invoke(cli, ["--url", url, "pools"])
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result.stderr)
+    assert says in line and "hunter2" not in line
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        (("--worker-id-prefix", "rack 7"), "invalid worker id prefix"),
+        (("--worker-id-prefix", "x" * 195), "invalid worker id prefix"),
+        (("--url", "http://127.0.0.1:6379/0"), "bad Redis URL"),
+        (("--url", "redis://127.0.0.1:70000/0"), "Port out of range"),
+        (("--pool", "bad pool"), "invalid pool name"),
+        (("--function", "os.system; rm"), "function name must be a dotted path"),
+        (("--heartbeat-ttl", "nan"), "not a finite number of seconds"),
+        (("--sweep-interval", "0"), "not in the range"),
+        (("--workers", "-1"), "not in the range"),
+        (("--metrics-port", "70000"), "not in the range"),
+    ],
+)
+def test_worker_main_refuses_a_bad_option_before_it_starts_anything(
+    r: redis.Redis, redis_url: str, option: tuple[str, str], says: str
+) -> None:
+    base = ["--url", redis_url, "--pool", "toy", "--workers", "1"]  # the last of each counts
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "worker_main.py"), *base, *option],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr and "started worker" not in result.stderr
+    assert r.dbsize() == 0, "something started"
+
+
 # -- real processes -----------------------------------------------------------------
 
 Spawn = Callable[..., subprocess.Popen[str]]

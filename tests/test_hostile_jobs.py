@@ -14,7 +14,6 @@ from pathlib import Path
 
 import redis
 from helpers import StartWorkerMain, wait_for
-from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -22,6 +21,7 @@ from redispool import Pool
 from redispool.check import check_pool
 from redispool.doubler import compute
 from redispool.jobs import TOKEN_META
+from redispool.rqkeys import classes
 
 
 class Evil:
@@ -39,11 +39,11 @@ def _push(r: redis.Redis, pool: Pool, worker_id: str, job: Job, data: bytes | No
     job.save()
     if data is not None:
         r.hset(job.key, "data", data)  # the payload an attacker writes
-    r.rpush(Queue(pool.keys.queue(worker_id), connection=r).key, job.id)
+    r.rpush(classes(pool.name).queue_for(worker_id, r).key, job.id)
 
 
 def _crafted(r: redis.Redis, func: str, token: int) -> Job:
-    return Job.create(
+    return classes("doublers").job.create(  # type: ignore[no-any-return]
         func, args=[21], connection=r, serializer=JSONSerializer, meta={TOKEN_META: str(token)}
     )
 
@@ -69,7 +69,7 @@ def test_an_unregistered_function_written_by_hand_never_runs(
     main = start_worker_main(workers=1)
     marker = tmp_path / "pwned"
     with Pool("doublers", url=redis_url) as pool, pool.lease(timeout=5) as lease:
-        job = Job.create(
+        job = classes(pool.name).job.create(
             "os.system", args=[f"touch {marker}"], connection=r, serializer=JSONSerializer,
             meta={TOKEN_META: str(lease.token)},
         )  # fmt: skip
@@ -113,9 +113,10 @@ def test_a_job_record_rq_cannot_read_is_dropped_and_the_worker_lives_on(
     main = start_worker_main(workers=1)
     pids = set(main.worker_pids())
     with Pool("doublers", url=redis_url) as pool, pool.lease(timeout=5) as lease:
-        queue = Queue(pool.keys.queue(lease.worker_id), connection=r)
+        queue = classes(pool.name).queue_for(lease.worker_id, r)
         junk = {"status": "bogus", "created_at": "not a date", "data": "[]", "origin": "x"}
-        r.hset("rq:job:junk-1", mapping=junk)  # RQ's Job.restore raises ValueError on it
+        # RQ's Job.restore raises ValueError on it
+        r.hset(queue.job_class.key_for("junk-1"), mapping=junk)
         r.rpush(queue.key, "junk-1")
         wait_for(lambda: "unreadable job junk-1 dropped" in main.log(), timeout=10,
                  message="the worker to drop the junk")  # fmt: skip

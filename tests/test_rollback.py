@@ -21,11 +21,9 @@ from pathlib import Path
 import pytest
 import redis
 from helpers import FAST, StartServer, WorkerMain, wait_for
-from rq import Queue
 from rq.job import JobStatus
-from rq.serializers import JSONSerializer
 
-from redispool import Lease, LeaseLost, Pool
+from redispool import Lease, LeaseLost, Pool, rqkeys
 from redispool.doubler import compute
 from redispool.jobs import NONCE_META, TOKEN_META
 from redispool.server import EmbeddedServer
@@ -59,8 +57,7 @@ def send_stale_job(url: str, lease: Lease, n: int, main: WorkerMain) -> None:
     client that does not know its lease ended would) and assert the fence refused it."""
     client = redis.Redis.from_url(url)
     try:
-        queue = Queue(lease.pool.keys.queue(lease.worker_id), connection=client,
-                      serializer=JSONSerializer)  # fmt: skip
+        queue = rqkeys.classes(lease.pool.name).queue_for(lease.worker_id, client)
         job = queue.enqueue_call(
             "redispool.doubler.double", args=[n], timeout=10, ttl=10, result_ttl=300,
             failure_ttl=300, meta={TOKEN_META: str(lease.token), NONCE_META: lease.nonce},

@@ -16,7 +16,7 @@ import pytest
 import redis
 from helpers import FAST, WorkerMain, wait_for
 
-from redispool import CheckoutTimeout, Pool, PoolAccessDenied, Reaper
+from redispool import CheckoutTimeout, Pool, PoolAccessDenied, Reaper, install
 from redispool.acl import acl_rules, acl_setuser, script_commands
 from redispool.doubler import compute
 from redispool.server import EmbeddedServer, free_port, server_binaries
@@ -43,15 +43,17 @@ def smoke(pool: Pool) -> None:
 def test_a_user_limited_by_the_generated_acl_walks_the_whole_smoke_path(
     r: redis.Redis, redis_url: str
 ) -> None:
+    install(r)  # the operator's step: pool users may not load code
     r.execute_command(*acl_setuser("app", "s3cret", ["jobs"]).split())
     url = redis_url.replace("redis://", "redis://app:s3cret@")
     with Pool("jobs", url=url, lease_ttl=1) as pool:
         smoke(pool)
 
 
-def test_a_worker_host_and_a_client_run_jobs_as_a_user_limited_to_pool_and_rq_keys(
+def test_a_worker_host_and_a_client_run_jobs_as_a_user_limited_to_the_pool_keys(
     r: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
+    install(r)
     r.execute_command(*acl_setuser("host", "s3cret", ["doublers"], jobs=True).split())
     url = redis_url.replace("redis://", "redis://host:s3cret@")
     main = WorkerMain(url, "doublers", tmp_path / "worker_main.log", ("--workers", "1", *FAST))
@@ -83,6 +85,7 @@ def test_a_user_without_rights_on_the_pool_gets_a_clear_error(
 def test_a_user_missing_a_command_gets_a_clear_error_and_add_worker_heals(
     r: redis.Redis, redis_url: str
 ) -> None:
+    install(r)
     rules = [rule for rule in acl_rules(["jobs"]) if rule != "+set"]
     r.execute_command("ACL", "SETUSER", "noset", "on", ">pw", *rules)
     with Pool("jobs", url=redis_url) as admin:
@@ -96,6 +99,32 @@ def test_a_user_missing_a_command_gets_a_clear_error_and_add_worker_heals(
         assert admin.status().idle == 0
         assert admin.add_worker("w1") is False
         assert admin.checkout(block=False).worker_id == "w1"
+
+
+def test_a_pool_user_on_a_server_without_the_library_is_told_to_run_install(
+    r: redis.Redis, redis_url: str
+) -> None:
+    r.function_flush()
+    r.execute_command(*acl_setuser("app", "pw", ["jobs"]).split())
+    url = redis_url.replace("redis://", "redis://app:pw@")
+    with Pool("jobs", url=url) as pool, pytest.raises(PoolAccessDenied, match="redispool install"):
+        pool.add_worker("w1")
+    assert r.function_list() == []  # nothing was loaded
+    with Pool("jobs", url=redis_url) as admin:  # a user who may load code loads it on first use
+        assert admin.add_worker("w1") is True
+    assert len(r.function_list()) == 1
+
+
+def test_the_pool_rules_grant_no_right_over_server_code_or_other_clients() -> None:
+    for jobs in (False, True):
+        rules = acl_rules(["jobs"], jobs=jobs)
+        granted = {rule[1:] for rule in rules if rule.startswith("+")}
+        forbidden = {c for c in granted if c.split("|")[0] in ("function", "script", "eval",
+                     "evalsha", "config", "keys", "scan", "flushall", "flushdb", "debug")}
+        assert forbidden == set(), forbidden
+        assert "client|kill" not in granted and "fcall" in granted
+        assert [r for r in rules if r.startswith("~")] == ["~redispool:{jobs}:*"]
+        assert "allkeys" not in rules and "allcommands" not in rules
 
 
 def test_a_wrong_password_is_access_denied_not_unreachable(redis_url: str) -> None:
@@ -116,6 +145,7 @@ def test_the_readme_gives_the_acl_lines_the_code_generates() -> None:
 def test_the_reaper_works_for_a_user_with_the_documented_extra_rights(
     r: redis.Redis, redis_url: str
 ) -> None:
+    install(r)
     r.execute_command(*acl_setuser("reaper", "pw", ["jobs"]).split())
     r.execute_command("ACL", "SETUSER", "reaper", "+subscribe", "&__keyevent@*__:expired")
     url = redis_url.replace("redis://", "redis://reaper:pw@")

@@ -22,6 +22,7 @@ from ..errors import LeaseLost, PoolCorrupted, PoolError, PoolFull, PoolUnavaila
 from ..keys import NAMESPACE, PoolKeys, pool_name_from_key
 from ..pool import Pool
 from ..wire import text
+from . import options
 
 __all__ = [
     "DEFAULT_URL",
@@ -199,6 +200,7 @@ def _fail(message: str, code: int) -> NoReturn:
     default=DEFAULT_URL,
     show_default=True,
     metavar="URL",
+    callback=options.url,
     help="Redis to use (also REDISPOOL_URL): redis://, rediss://, unix:// or "
     "redis+sentinel://[user:password@]h1:p1,h2:p2/<service>/<db>.",
 )

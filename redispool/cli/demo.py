@@ -16,7 +16,7 @@ import sys
 import threading
 import time as mod_time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -184,14 +184,13 @@ def step_worker_killed(story: Story, pool: Pool) -> None:
               f"{new.id} pid {new.pid}; {len(fresh)} workers idle")
 
 
-def run_story(story: Story, url: str, pool: Pool, seen: set[str]) -> None:
-    """Every step, in order; the worker ids it met are added to ``seen``."""
+def run_story(story: Story, url: str, pool: Pool) -> None:
+    """Every step, in order."""
     host = WorkerHost(url, pool.name, WORKERS)
     try:
         story.say(f"started worker_main.py (pid {host.proc.pid}) with {WORKERS} workers")
         ready = story.wait(f"{WORKERS} workers registered",
                            lambda: _idle_workers(pool, WORKERS), timeout=15)
-        seen.update(w.id for w in ready)
         story.say("workers idle: " + ", ".join(f"{w.id} (pid {w.pid})" for w in ready))
         leases = step_checkouts(story, pool)
         step_double(story, leases[0], host)
@@ -201,49 +200,20 @@ def run_story(story: Story, url: str, pool: Pool, seen: set[str]) -> None:
         step_client_dies(story, pool, url)
         step_worker_killed(story, pool)
     finally:
-        with contextlib.suppress(Exception):
-            seen.update(w.id for w in pool.workers())
         code = host.stop()
         story.say(f"stopped worker_main.py (pid {host.proc.pid}, exit status {code})")
 
 
-def _rq_keys(client: redis.Redis, name: str, worker_ids: Iterable[str]) -> set[str]:
-    """RQ's keys for the pool's queues (``rq:<kind>:<queue>``), the jobs in their
-    registries, and the RQ workers of ``worker_ids`` (``rq:worker:<id>.<suffix>``)."""
-    prefix = PoolKeys(name).prefix
-    registries = {text(k) for k in client.scan_iter(match=f"rq:*{prefix}*")}
-    found = set(registries)
-    for wid in worker_ids:
-        found.update(text(k) for k in client.scan_iter(match=f"rq:worker:{wid}.*"))
-    for key in registries:
-        kind = text(client.type(key))
-        if kind == "zset":  # finished, failed, started, ... : job ids
-            for job in (text(m).split(":")[0] for m in client.zrange(key, 0, -1)):
-                found.update((f"rq:job:{job}", f"rq:results:{job}"))
-        elif kind == "set" and key.startswith("rq:workers:"):
-            found.update(text(m) for m in client.smembers(key))
-    return found
-
-
-def delete_pool(client: redis.Redis, name: str, worker_ids: Iterable[str] = ()) -> int:
-    """Delete every key of pool ``name`` and RQ's keys of its queues, jobs and
-    workers; how many keys there were."""
-    keys = {text(k) for k in client.scan_iter(match=PoolKeys(name).prefix + "*")}
-    keys |= _rq_keys(client, name, worker_ids)
-    for shared in ("rq:queues", "rq:workers"):  # sets of queue and worker keys
-        prefix = PoolKeys(name).prefix
-        stale = [m for m in client.smembers(shared) if text(m) in keys or prefix in text(m)]
-        if stale:
-            client.srem(shared, *stale)
+def delete_pool(client: redis.Redis, name: str) -> int:
+    """Delete every key of pool ``name``, its jobs' RQ keys included; how many there were."""
+    keys = [text(k) for k in client.scan_iter(match=PoolKeys(name).prefix + "*")]
     return int(client.delete(*keys)) if keys else 0
 
 
 @contextlib.contextmanager
-def demo_redis(
-    ctx: click.Context, story: Story, seen: set[str]
-) -> Iterator[tuple[str, str]]:
+def demo_redis(ctx: click.Context, story: Story) -> Iterator[tuple[str, str]]:
     """The (url, pool name) to use: a throwaway server, or a pool of its own at the given
-    URL, deleted at the end with the RQ keys of the workers in ``seen``."""
+    URL, deleted at the end (its jobs' RQ keys are the pool's keys)."""
     conn: Connection = ctx.obj
     given = ctx.parent is not None and ctx.parent.get_parameter_source("url") not in (
         click.core.ParameterSource.DEFAULT, None)
@@ -254,7 +224,7 @@ def demo_redis(
         try:
             yield conn.url, name
         finally:
-            story.say(f"deleted the {delete_pool(conn.client, name, seen)} keys of pool {name}")
+            story.say(f"deleted the {delete_pool(conn.client, name)} keys of pool {name}")
         return
     from ..server import EmbeddedServer, ServerError
 
@@ -278,12 +248,12 @@ def demo(ctx: click.Context) -> None:
 
     Without --url it starts a throwaway server; with one it uses a pool of its own there.
     """
-    story, seen = Story(), set[str]()
-    with demo_redis(ctx, story, seen) as (url, name):
+    story = Story()
+    with demo_redis(ctx, story) as (url, name):
         pool = Pool(name, url)
         try:
             pool.configure(lease_ttl=DEMO_LEASE_TTL)
-            run_story(story, url, pool, seen)
+            run_story(story, url, pool)
         finally:
             pool.close()
     story.say("done")

@@ -1,9 +1,10 @@
-"""Commands that change a pool: init, checkout, checkin, drain, reaper."""
+"""Commands that change a pool or the server: install, init, checkout, checkin, drain, reaper."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import signal
 import threading
@@ -12,16 +13,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import click
+from redis.exceptions import NoPermissionError
 
 from ..keys import validate_pool_name, validate_worker_id
 from ..lease import Lease
 from ..pool import STRATEGIES
 from ..reaper import Reaper
+from ..scripts import install as install_library
 from .app import EXIT_REFUSED, CliError, Connection, cli, emit_json
+from .options import Seconds, pool_name, pool_names, worker_id
 
-__all__ = ["checkin", "checkout", "double", "drain", "init", "reaper", "sigterm_interrupts"]
+__all__ = [
+    "checkin", "checkout", "double", "drain", "init", "install", "reaper", "sigterm_interrupts",
+]  # fmt: skip
 
-seconds_type = click.FloatRange(min=0)
+seconds_type = Seconds(min=0)
 
 
 @contextlib.contextmanager
@@ -49,8 +55,35 @@ def setup_logging() -> None:
 
 
 @cli.command()
-@click.argument("pool")
-@click.option("--lease-ttl", type=float, default=None, metavar="S",
+@click.option("--keep-old", is_flag=True,
+              help="Keep the other versions (a rolling upgrade: run again without it later).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"library", "removed"}.')
+@click.pass_obj
+def install(conn: Connection, keep_old: bool, as_json: bool) -> None:
+    """Load this version's server-side library; remove the versions no client uses.
+
+    An operator's step (pool users may not load code): run it once per
+    server before clients of a new version start. Every other redispool_<hash>
+    library is removed unless --keep-old.
+    """
+    try:
+        done = install_library(conn.client, remove_old=not keep_old)
+    except NoPermissionError as exc:
+        raise CliError(
+            f"install: this user may not load or delete server-side code ({exc}); "
+            "run it as an operator's user"
+        ) from exc
+    if as_json:
+        emit_json({"library": done.library, "removed": list(done.removed)})
+        return
+    click.echo(f"installed {done.library}")
+    for name in done.removed:
+        click.echo(f"removed {name}")
+
+
+@cli.command()
+@click.argument("pool", callback=pool_name)
+@click.option("--lease-ttl", type=Seconds(), default=None, metavar="S",
               help="Lease TTL in seconds for clients that give none.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
               help="Which idle worker checkout takes: lifo (the most recently returned) or fifo.")
@@ -77,7 +110,7 @@ def _lease_line(lease: Lease, as_json: bool) -> str:
 
 
 @cli.command()
-@click.argument("pool")
+@click.argument("pool", callback=pool_name)
 @click.option("--timeout", "-t", type=seconds_type, default=None, metavar="S",
               help="Wait up to S seconds for a worker (default: answer at once).")
 @click.option("--hold", type=seconds_type, default=None, metavar="S",
@@ -119,8 +152,8 @@ def checkout(
 
 
 @cli.command()
-@click.argument("pool")
-@click.argument("worker")
+@click.argument("pool", callback=pool_name)
+@click.argument("worker", callback=worker_id)
 @click.argument("token", type=click.IntRange(min=0))
 @click.argument("nonce", required=False, default=None)
 @click.pass_obj
@@ -149,8 +182,8 @@ def checkin(conn: Connection, pool: str, worker: str, token: int, nonce: str | N
 
 
 @cli.command()
-@click.argument("pool")
-@click.argument("worker")
+@click.argument("pool", callback=pool_name)
+@click.argument("worker", callback=worker_id)
 @click.pass_obj
 def drain(conn: Connection, pool: str, worker: str) -> None:
     """Take WORKER of POOL out of service: now if idle, else when its lease ends."""
@@ -164,8 +197,8 @@ def drain(conn: Connection, pool: str, worker: str) -> None:
 
 
 @cli.command()
-@click.argument("pools", nargs=-1, metavar="[POOL]...")
-@click.option("--sweep-interval", type=click.FloatRange(min=0.01), default=1.0,
+@click.argument("pools", nargs=-1, metavar="[POOL]...", callback=pool_names)
+@click.option("--sweep-interval", type=Seconds(0.01, 3600), default=1.0,
               show_default=True, metavar="S", help="Seconds between sweeps.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
               help="Serve Prometheus metrics on this port.")
@@ -215,18 +248,20 @@ def _number(ctx: click.Context, param: click.Parameter, value: str) -> int | flo
     """An int, or a float when it has a point or an exponent."""
     for kind in (int, float):
         try:
-            return kind(value)
+            number = kind(value)
         except ValueError:
             continue
-    raise click.BadParameter(f"{value!r} is not a number", ctx, param)
+        if math.isfinite(number):
+            return number
+    raise click.BadParameter(f"{value!r} is not a finite number", ctx, param)
 
 
 @cli.command()
-@click.argument("pool")
+@click.argument("pool", callback=pool_name)
 @click.argument("n", callback=_number)
 @click.option("--timeout", "-t", type=seconds_type, default=5.0, show_default=True, metavar="S",
               help="Seconds to wait for a worker.")
-@click.option("--job-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+@click.option("--job-timeout", type=Seconds(0.1, 86400), default=30.0, show_default=True,
               metavar="S", help="Seconds the job may take.")
 @click.pass_obj
 def double(conn: Connection, pool: str, n: int | float, timeout: float, job_timeout: float) -> None:

@@ -31,11 +31,12 @@ from ..errors import PoolCorrupted
 from ..pool import Pool
 from ..status import LeaseInfo, WorkerInfo
 from .app import EXIT_USAGE, CliError, Connection, cli, emit_json, list_pools
+from .options import Seconds, pool_name
 
 __all__ = ["check", "leases", "pools", "status", "watch", "workers"]
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (shape above).")
-pool_argument = click.argument("pool")
+pool_argument = click.argument("pool", callback=pool_name)
 
 
 def status_record(pool: Pool) -> dict[str, Any]:
@@ -215,7 +216,7 @@ def leases(conn: Connection, pool: str, as_json: bool) -> None:
 
 @cli.command()
 @pool_argument
-@click.option("--interval", "-n", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+@click.option("--interval", "-n", type=Seconds(0.1, 3600), default=1.0, show_default=True,
               help="Seconds between refreshes.")
 @click.option("--count", "-c", type=click.IntRange(min=1), default=None,
               help="Stop after this many refreshes (default: until Ctrl-C).")

@@ -8,7 +8,7 @@
     mode 'exit'   the process is exiting: everything about the worker goes;
                   a lease still held ends as "worker dead"
 
-  KEYS[1..14] the pool's common keys and the workers keys (see
+  KEYS[1..15] the pool's common keys and the workers keys (see
               includes/pool.lua and includes/workers.lua)
   ARGV[1]     worker_id
   ARGV[2]     incarnation

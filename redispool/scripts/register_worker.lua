@@ -11,7 +11,7 @@
   a dead incarnation's worker is buried first (its lease ends as "worker
   dead"). The worker then goes to the oldest live waiter, else idle.
 
-  KEYS[1..14] the pool's common keys and the workers keys (see
+  KEYS[1..15] the pool's common keys and the workers keys (see
               includes/pool.lua and includes/workers.lua)
   ARGV[1]     worker_id
   ARGV[2]     meta          'host|pid'

@@ -139,6 +139,12 @@ class PoolKeys:
         """Set: overflow workers (started on demand, leave when idle)."""
         return self.prefix + "overflow"
 
+    @property
+    def removed(self) -> str:
+        """Hash: worker id -> incarnation taken out of service (removed, drained,
+        left idle); that incarnation's heartbeat does not register it again."""
+        return self.prefix + "removed"
+
     def alive(self, worker_id: str) -> str:
         """String with a TTL: the incarnation of ``worker_id`` while its process beats."""
         return self.prefix + "alive:" + worker_id

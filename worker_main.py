@@ -93,6 +93,13 @@ def _functions(
     help="Reaper sweep interval, seconds.",
 )
 @click.option(
+    "--stop-grace",
+    envvar="REDISPOOL_STOP_GRACE",
+    default=1.0,
+    type=click.FloatRange(0, 3600),
+    help="Seconds a job whose lease ended may take to return before it is killed.",
+)
+@click.option(
     "--function",
     "functions",
     envvar="REDISPOOL_FUNCTIONS",
@@ -123,6 +130,7 @@ def main(
     lease_ttl: float | None,
     heartbeat_ttl: float,
     sweep_interval: float,
+    stop_grace: float,
     functions: frozenset[str],
     log_level: str,
     metrics_port: int | None,
@@ -133,7 +141,7 @@ def main(
         url=url, pool=pool, workers=workers, max_overflow=max_overflow,
         overflow_idle=overflow_idle, worker_id_prefix=worker_id_prefix, lease_ttl=lease_ttl,
         heartbeat_ttl=heartbeat_ttl, sweep_interval=sweep_interval,
-        functions=tuple(sorted(functions)),
+        functions=tuple(sorted(functions)), stop_grace=stop_grace,
     )  # fmt: skip
     metrics = None if metrics_port is None else start_metrics(metrics_port, pool, url=url)
     supervisor = Supervisor(settings, metrics)

@@ -23,12 +23,23 @@ from .wire import text
 if TYPE_CHECKING:
     from .lease import Lease
 
-__all__ = ["DEFAULT_FUNCTIONS", "TOKEN_META", "FunctionNotRegistered", "function_name", "run"]
+__all__ = [
+    "DEFAULT_FUNCTIONS",
+    "TOKEN_META",
+    "VERDICT_META",
+    "FunctionNotRegistered",
+    "function_name",
+    "run",
+]
 
 #: Functions a worker runs unless configured otherwise.
 DEFAULT_FUNCTIONS = frozenset({"redispool.doubler.double"})
 #: Key of ``job.meta`` that carries the lease's fencing token.
 TOKEN_META = "redispool_token"
+#: Key of ``job.meta`` where the worker puts its verdict on a job it refused or
+#: stopped: a result code of :mod:`redispool.errors` (``NOT_HELD``,
+#: ``WORKER_DEAD``, ``JOB_TIMEOUT``). A job's own exception never sets it.
+VERDICT_META = "redispool_verdict"
 #: How often a client waiting for a result checks that its lease still holds.
 CHECK_INTERVAL = 0.25
 #: How long results and failures stay in Redis, seconds.
@@ -107,7 +118,7 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
         except BaseException:
             queue.remove(job.id)  # not started yet: never runs
             raise
-    return _outcome(lease, name, entry)
+    return _outcome(lease, name, job.id, entry)
 
 
 def _check_active(lease: Lease, operation: str) -> None:
@@ -158,7 +169,7 @@ def _ended(lease: Lease, state: int) -> None:
     _check_active(lease, "run")
 
 
-def _outcome(lease: Lease, name: str, entry: tuple[str, dict[bytes, bytes]]) -> Any:
+def _outcome(lease: Lease, name: str, job_id: str, entry: tuple[str, dict[bytes, bytes]]) -> Any:
     from rq.results import Result
     from rq.serializers import JSONSerializer
 
@@ -169,11 +180,10 @@ def _outcome(lease: Lease, name: str, entry: tuple[str, dict[bytes, bytes]]) -> 
         return result.return_value
     remote_type, remote_message = _remote_error(result.exc_string or "")
     where = {"pool": lease.pool.name, "worker_id": lease.worker_id, "operation": "run"}
-    if remote_type.endswith(".WorkerLost"):
-        _ended(lease, errors.WORKER_DEAD)
-    if remote_type.endswith(".LeaseLost"):
-        _ended(lease, errors.NOT_HELD)
-    kind = JobTimeout if remote_type.endswith("JobTimeoutException") else JobFailed
+    verdict = _verdict(lease, job_id)
+    if verdict in (errors.NOT_HELD, errors.WORKER_DEAD):
+        _ended(lease, verdict)
+    kind = JobTimeout if verdict == errors.JOB_TIMEOUT else JobFailed
     raise kind(
         f"pool {lease.pool.name!r}: job {name} on worker {lease.worker_id!r} failed: "
         f"{remote_type}: {remote_message}",
@@ -181,6 +191,19 @@ def _outcome(lease: Lease, name: str, entry: tuple[str, dict[bytes, bytes]]) -> 
         remote_message=remote_message,
         **where,
     )
+
+
+def _verdict(lease: Lease, job_id: str) -> int | None:
+    """The worker's verdict on a failed job (VERDICT_META), None if it has none."""
+    from rq.job import Job
+
+    raw = lease.pool.client.hget(Job.key_for(job_id), "meta")
+    try:
+        meta = json.loads(raw) if raw else {}
+    except ValueError:
+        return None
+    code = meta.get(VERDICT_META) if isinstance(meta, dict) else None
+    return code if isinstance(code, int) and code in errors.CODES else None
 
 
 def _remote_error(exc_string: str) -> tuple[str, str]:

@@ -12,7 +12,13 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-__all__ = ["PoolKeys", "pool_name_from_key", "validate_pool_name", "validate_worker_id"]
+__all__ = [
+    "FenceKeys",
+    "PoolKeys",
+    "pool_name_from_key",
+    "validate_pool_name",
+    "validate_worker_id",
+]
 
 NAMESPACE = "redispool"
 
@@ -163,3 +169,24 @@ class PoolKeys:
         """The worker id of a lease key of this pool, else None."""
         head = self.prefix + "lease:"
         return key[len(head) :] if key.startswith(head) else None
+
+
+@dataclass(frozen=True)
+class FenceKeys:
+    """The key names of one fenced store (:mod:`redispool.fence`), all in one
+    Cluster slot: ``redispool:fence:{name}:<part>``."""
+
+    name: str
+
+    @cached_property
+    def prefix(self) -> str:
+        return f"{NAMESPACE}:fence:{{{self.name}}}:"
+
+    @property
+    def highest(self) -> str:
+        """String: the highest fencing token that has written to this store."""
+        return self.prefix + "highest"
+
+    def data(self, key: str) -> str:
+        """String: the value last written under ``key``."""
+        return self.prefix + "data:" + key

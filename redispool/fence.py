@@ -78,8 +78,8 @@ class Fence:
 
     def read(self, key: str) -> bytes | None:
         """The value last written under ``key``, or None."""
-        value: bytes | None = self.client.get(self.keys.data(key))
-        return value
+        value = self.client.get(self.keys.data(key))
+        return value.encode() if isinstance(value, str) else value
 
     def highest(self) -> int | None:
         """The newest token that has written here, or None."""

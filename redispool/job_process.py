@@ -91,7 +91,8 @@ class JobProcess:
         up_r, up_w = os.pipe()
         env = dict(os.environ, **{FUNCTIONS_ENV: json.dumps(self.functions)})
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "redispool.job_process", str(down_r), str(up_w)],
+            [sys.executable, "-m", "redispool.job_process", str(down_r), str(up_w),
+             str(os.getpid())],
             env=env, stdin=subprocess.DEVNULL, pass_fds=(down_r, up_w),
         )  # fmt: skip
         os.close(down_r)
@@ -287,8 +288,24 @@ class _Child:
         self.up.flush()
 
 
+def _die_with_parent(parent: int) -> None:
+    """On Linux, the kernel kills this process when its worker dies (even by SIGKILL),
+    so a job never outlives the worker that would have recorded it."""
+    if not sys.platform.startswith("linux"):
+        return  # elsewhere it ends at the end of its input, after its current job
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the worker died before the line above
+        os._exit(0)
+
+
 def main(argv: list[str]) -> int:
-    """Entry point of the job process: ``python -m redispool.job_process DOWN_FD UP_FD``."""
+    """Entry point of the job process: ``python -m redispool.job_process DOWN UP PARENT``
+    (the pipes' file descriptors and the worker's pid)."""
+    _die_with_parent(int(argv[2]))
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when the child ends
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

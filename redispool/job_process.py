@@ -113,18 +113,23 @@ class JobProcess:
             self._ready = True
 
     def run(
-        self, call: dict[str, Any], timeout: float | None, held: Callable[[], bool]
+        self,
+        call: dict[str, Any],
+        timeout: float | None,
+        held: Callable[[], bool],
+        held_at: float,
     ) -> Outcome:
         """Run ``call`` in the job process while ``held()`` says its lease holds.
 
-        ``held`` is asked every WATCH_INTERVAL while the job runs and once
-        more after it returns: a result that comes after the lease's end is
-        ``lost``, never ``returned``.
+        ``held_at`` is when the caller last saw the lease held (monotonic).
+        ``held`` is asked every WATCH_INTERVAL while the job runs, and once
+        more when it returns if the last look is older than that: a result
+        is ``returned`` only if the lease was seen held at most
+        WATCH_INTERVAL before it came, else it is ``lost``.
         """
         self.ensure_ready()
         self._send({"op": "run", **call})
-        started = mod_time.monotonic()
-        deadline = None if timeout is None else started + timeout
+        deadline = None if timeout is None else mod_time.monotonic() + timeout
         lost_at: float | None = None
         while True:
             now = mod_time.monotonic()
@@ -132,18 +137,20 @@ class JobProcess:
             if deadline is not None:
                 until = min(until, deadline)
             message = self._receive(max(0.0, until - now))
-            if message is not None:
-                if lost_at is None and not held():
-                    lost_at = mod_time.monotonic()
-                if lost_at is not None:
-                    return Outcome("lost", lost_after=mod_time.monotonic() - lost_at)
-                return _outcome_of(message)
             now = mod_time.monotonic()
+            if message is not None:
+                if lost_at is None and now - held_at > WATCH_INTERVAL and not held():
+                    lost_at = now
+                if lost_at is not None:
+                    return Outcome("lost", lost_after=now - lost_at)
+                return _outcome_of(message)
             if deadline is not None and now >= deadline:
                 self.replace()
                 return Outcome("timeout", killed=True)
             if lost_at is None:
-                if not held():
+                if held():
+                    held_at = now
+                else:
                     lost_at = now
                     self._send({"op": "lost", "token": call["token"]})
             elif now >= lost_at + self.stop_grace:
@@ -277,7 +284,8 @@ class _Child:
                 raise ImportError(f"{name} is not registered")
             func = self.resolved.get(name) or _resolve(name)
             value = func(*call.get("args", ()), **call.get("kwargs", {}))
-            return {"op": "returned", "value": json.loads(json.dumps(value, allow_nan=False))}
+            json.dumps(value, allow_nan=False)  # a result that is not JSON is the job's failure
+            return {"op": "returned", "value": value}
         except BaseException:  # the job's own failure, whatever it is, goes back as text
             return {"op": "raised", "exc_string": traceback.format_exc()}
         finally:

@@ -116,6 +116,7 @@ class Worker:
         self._exit_code = EXIT_OK
         self._last_job = mod_time.monotonic()
         self._rq_beat = mod_time.monotonic()
+        self._fenced_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -274,6 +275,7 @@ class Worker:
                 self._rq.refuse(job, remote_type, message, errors.NOT_HELD if about_lease else None)
                 return
             token = str(job.meta.get(TOKEN_META, ""))
+            self._fenced_at = mod_time.monotonic()  # the lease holds from here, if code is OK
             code = liveness.start_job(self.pool, self.me, token)
             if code == errors.UNKNOWN_WORKER:  # this process no longer holds the id
                 self._give_back(job)
@@ -304,7 +306,9 @@ class Worker:
         }  # fmt: skip
         timeout = None if job.timeout == -1 else float(job.timeout or DEFAULT_JOB_TIMEOUT)
         wid = self.me.worker_id
-        outcome = self._jobs.run(call, timeout, lambda: liveness.lease_held(self.pool, wid, token))
+        outcome = self._jobs.run(
+            call, timeout, lambda: liveness.lease_held(self.pool, wid, token), self._fenced_at
+        )
         if outcome.kind == "returned":
             return outcome.value
         if outcome.kind == "raised":

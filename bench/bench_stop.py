@@ -18,6 +18,7 @@ and max over the trials:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import signal
 import subprocess
@@ -55,10 +56,8 @@ def trial(url: str, func: str, marker: Path) -> tuple[int, float, float]:
         lease_end = time.time() + pttl / 1000
 
         def stale() -> None:
-            try:
+            with contextlib.suppress(LeaseLost):
                 lease.run(f"{JOBS}.{func}", 5, str(marker), timeout=30)
-            except LeaseLost:
-                pass
 
         runner = threading.Thread(target=stale)
         runner.start()

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from . import job_lease
+from .errors import PoolUnavailable
 
 __all__ = ["JobProcess", "JobProcessError", "Outcome", "main"]
 
@@ -125,32 +126,44 @@ class JobProcess:
         ``held`` is asked every WATCH_INTERVAL while the job runs, and once
         more when it returns if the last look is older than that: a result
         is ``returned`` only if the lease was seen held at most
-        WATCH_INTERVAL before it came, else it is ``lost``.
+        WATCH_INTERVAL before it came, else it is ``lost``. A look that
+        fails (Redis unreachable) proves nothing either way: the job runs on
+        and the next look decides. If this raises while the job runs, the job
+        process is killed: a call left running is never answered later.
         """
         self.ensure_ready()
         self._send({"op": "run", **call})
+        try:
+            return self._watch(call, timeout, held, held_at)
+        except BaseException:
+            if self._proc is not None and self._ready:
+                self.kill()
+            raise
+
+    def _watch(
+        self,
+        call: dict[str, Any],
+        timeout: float | None,
+        held: Callable[[], bool],
+        held_at: float,
+    ) -> Outcome:
         deadline = None if timeout is None else mod_time.monotonic() + timeout
         lost_at: float | None = None
         while True:
             now = mod_time.monotonic()
             until = now + WATCH_INTERVAL if lost_at is None else lost_at + self.stop_grace
-            if deadline is not None:
-                until = min(until, deadline)
-            message = self._receive(max(0.0, until - now))
+            message = self._receive(max(0.0, min(until, deadline or until) - now))
             now = mod_time.monotonic()
             if message is not None:
-                if lost_at is None and now - held_at > WATCH_INTERVAL and not held():
-                    lost_at = now
-                if lost_at is not None:
-                    return Outcome("lost", lost_after=now - lost_at)
-                return _outcome_of(message)
+                return _answered(message, now, held, held_at, lost_at)
             if deadline is not None and now >= deadline:
                 self.replace()
                 return Outcome("timeout", killed=True)
             if lost_at is None:
-                if held():
+                seen = _look(held)
+                if seen:
                     held_at = now
-                else:
+                elif seen is not None:
                     lost_at = now
                     self._send({"op": "lost", "token": call["token"]})
             elif now >= lost_at + self.stop_grace:
@@ -218,6 +231,30 @@ class JobProcess:
         line, _, self._buffer = self._buffer.partition(b"\n")
         message: dict[str, Any] = json.loads(line)
         return message
+
+
+def _answered(
+    message: dict[str, Any],
+    now: float,
+    held: Callable[[], bool],
+    held_at: float,
+    lost_at: float | None,
+) -> Outcome:
+    """The outcome of a call the job process answered at ``now``."""
+    if lost_at is None and now - held_at > WATCH_INTERVAL and not held():
+        lost_at = now
+    if lost_at is not None:
+        return Outcome("lost", lost_after=now - lost_at)
+    return _outcome_of(message)
+
+
+def _look(held: Callable[[], bool]) -> bool | None:
+    """``held()``, or None if Redis could not say."""
+    try:
+        return held()
+    except PoolUnavailable as exc:
+        log.warning("could not look at a running job's lease: %s", exc)
+        return None
 
 
 def _outcome_of(message: dict[str, Any]) -> Outcome:

@@ -350,8 +350,11 @@ def _die_with_parent(parent: int) -> None:
 def main(argv: list[str]) -> int:
     """Entry point of the job process: ``python -m redispool.job_process DOWN UP PARENT``
     (the pipes' file descriptors and the worker's pid)."""
-    _die_with_parent(int(argv[2]))
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
+    worker_pid = int(argv[2])
+    _die_with_parent(worker_pid)
+    # The job's log lines are the worker's: they carry its pid, as when it ran jobs itself.
+    job_format = LOG_FORMAT.replace("%(process)d", str(worker_pid))
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=job_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when the child ends
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     functions = frozenset(json.loads(os.environ.get(FUNCTIONS_ENV, "[]")))

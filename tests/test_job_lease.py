@@ -182,3 +182,22 @@ def test_a_job_past_its_own_timeout_is_killed_and_the_worker_serves_on(
         assert compute(lease, 5) == 10
     assert "ran past its timeout" in main.log()
     absent_until(marker, started + 3 + 1)
+
+
+def test_a_job_whose_holder_checks_in_while_it_runs_is_ended(
+    start_worker_main: StartWorkerMain, pool: Pool, tmp_path: Path
+) -> None:
+    main = start_worker_main(*FUNCTIONS, workers=1)
+    marker = tmp_path / "checked-in-midway"
+    started = time.monotonic()
+    lease = pool.checkout(timeout=5)
+    outcome = run_in_thread(lease, f"{JOBS}.sleep_then_mark", 3, str(marker))
+    wait_for(lambda: jobs_on(pool, lease.worker_id) == 1, message="the job started")
+    assert lease.checkin() is True  # the lease ends under the running job
+    outcome["thread"].join(timeout=5)
+    assert isinstance(outcome.get("error"), LeaseLost), outcome
+    wait_for(lambda: "its lease ended; job killed" in main.log(), timeout=GRACE + 2,
+             message="the job killed")  # fmt: skip
+    with pool.lease(timeout=5) as fresh:
+        assert compute(fresh, 9) == 18
+    absent_until(marker, started + 3 + 1)

@@ -9,11 +9,13 @@ at once (the job's ``current_lease().lost`` is set); a job that has not
 returned within the stop grace, or that runs past its own timeout, is ended
 for good: the child is killed (SIGKILL, by pid) and a new one started.
 
-Messages, one JSON object a line:
-  worker -> child  {"op": "run", "func", "args", "kwargs", "pool", "worker_id", "token"}
-                   {"op": "lost", "token"}
-  child -> worker  {"op": "ready"} once, then one {"op": "returned", "value"} or
-                   {"op": "raised", "exc_string"} per call
+Messages, one JSON object a line, on three pipes:
+  calls    worker -> child  {"op": "run", "func", "args", "kwargs", "pool", "worker_id",
+                            "token"}, read by the child's main thread, which runs it
+  notices  worker -> child  {"op": "lost", "token"}, read by a thread of the child that
+                            sets that job's ``lost`` while the job runs
+  answers  child -> worker  {"op": "ready"} once, then one {"op": "returned", "value"}
+                            or {"op": "raised", "exc_string"} per call
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import importlib
 import json
 import logging
 import os
-import queue
 import select
 import signal
 import subprocess
@@ -79,6 +80,7 @@ class JobProcess:
         self.stop_grace = stop_grace
         self._proc: subprocess.Popen[bytes] | None = None
         self._to: BinaryIO | None = None
+        self._notices: BinaryIO | None = None
         self._from_fd = -1
         self._buffer = b""
 
@@ -89,16 +91,18 @@ class JobProcess:
     def start(self) -> None:
         """Start a job process (it announces itself ready before its first call)."""
         down_r, down_w = os.pipe()
+        note_r, note_w = os.pipe()
         up_r, up_w = os.pipe()
         env = dict(os.environ, **{FUNCTIONS_ENV: json.dumps(self.functions)})
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "redispool.job_process", str(down_r), str(up_w),
-             str(os.getpid())],
-            env=env, stdin=subprocess.DEVNULL, pass_fds=(down_r, up_w),
+            [sys.executable, "-m", "redispool.job_process", str(down_r), str(note_r),
+             str(up_w), str(os.getpid())],
+            env=env, stdin=subprocess.DEVNULL, pass_fds=(down_r, note_r, up_w),
         )  # fmt: skip
-        os.close(down_r)
-        os.close(up_w)
+        for fd in (down_r, note_r, up_w):
+            os.close(fd)
         self._to = os.fdopen(down_w, "wb", buffering=0)
+        self._notices = os.fdopen(note_w, "wb", buffering=0)
         self._from_fd, self._buffer = up_r, b""
         self._ready = False
 
@@ -165,7 +169,7 @@ class JobProcess:
                     held_at = now
                 elif seen is not None:
                     lost_at = now
-                    self._send({"op": "lost", "token": call["token"]})
+                    self._send({"op": "lost", "token": call["token"]}, self._notices)
             elif now >= lost_at + self.stop_grace:
                 self.replace()
                 return Outcome("lost", killed=True, lost_after=mod_time.monotonic() - lost_at)
@@ -196,19 +200,21 @@ class JobProcess:
         self._proc = None
 
     def _close_pipes(self) -> None:
-        if self._to is not None:
-            self._to.close()
-            self._to = None
+        for pipe in (self._to, self._notices):
+            if pipe is not None:
+                pipe.close()
+        self._to = self._notices = None
         if self._from_fd >= 0:
             os.close(self._from_fd)
             self._from_fd = -1
         self._ready = False
 
-    def _send(self, message: dict[str, Any]) -> None:
-        if self._to is None:
+    def _send(self, message: dict[str, Any], pipe: BinaryIO | None = None) -> None:
+        pipe = pipe or self._to
+        if pipe is None:
             raise JobProcessError("no job process")
         try:
-            self._to.write(json.dumps(message).encode() + b"\n")
+            pipe.write(json.dumps(message).encode() + b"\n")
         except OSError as exc:  # the child died: the next run starts a new one
             self.kill()
             raise JobProcessError(f"the job process is gone: {exc}") from exc
@@ -287,20 +293,16 @@ def _resolve(name: str) -> Callable[..., Any]:
 class _Child:
     """The job process: one call at a time from the worker, lost notices at any time."""
 
-    def __init__(self, down: BinaryIO, up: BinaryIO, functions: frozenset[str]) -> None:
-        self.down, self.up, self.functions = down, up, functions
-        self.calls: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    def __init__(
+        self, calls: BinaryIO, notices: BinaryIO, up: BinaryIO, functions: frozenset[str]
+    ) -> None:
+        self.calls, self.notices, self.up, self.functions = calls, notices, up, functions
         self.resolved: dict[str, Callable[..., Any]] = {}
 
     def listen(self) -> None:
-        """(A thread.) Calls go to the queue; a lost notice is acted on at once."""
-        for line in self.down:
-            message = json.loads(line)
-            if message.get("op") == "lost":
-                job_lease._mark_lost(int(message["token"]))
-            else:
-                self.calls.put(message)
-        self.calls.put(None)  # the worker closed the pipe: exit
+        """(A thread.) A lost notice is acted on at once, whatever the job is doing."""
+        for line in self.notices:
+            job_lease._mark_lost(int(json.loads(line)["token"]))
 
     def serve(self) -> None:
         for name in self.functions:  # import up front, so the first job is quick
@@ -309,8 +311,8 @@ class _Child:
             except Exception as exc:  # the job that calls it gets the error
                 log.warning("job process: cannot import %s: %r", name, exc)
         self._send({"op": "ready"})
-        while (call := self.calls.get()) is not None:
-            self._send(self._run(call))
+        for line in self.calls:  # until the worker closes the pipe
+            self._send(self._run(json.loads(line)))
 
     def _run(self, call: dict[str, Any]) -> dict[str, Any]:
         name = str(call["func"])
@@ -348,9 +350,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of the job process: ``python -m redispool.job_process DOWN UP PARENT``
-    (the pipes' file descriptors and the worker's pid)."""
-    worker_pid = int(argv[2])
+    """Entry point of the job process: ``python -m redispool.job_process CALLS NOTICES
+    ANSWERS WORKER_PID`` (the pipes' file descriptors and the worker's pid)."""
+    worker_pid = int(argv[3])
     _die_with_parent(worker_pid)
     # The job's log lines are the worker's: they carry its pid, as when it ran jobs itself.
     job_format = LOG_FORMAT.replace("%(process)d", str(worker_pid))
@@ -358,9 +360,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when the child ends
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     functions = frozenset(json.loads(os.environ.get(FUNCTIONS_ENV, "[]")))
-    down = os.fdopen(int(argv[0]), "rb")
-    up = os.fdopen(int(argv[1]), "wb")
-    child = _Child(down, up, functions)
+    calls, notices = os.fdopen(int(argv[0]), "rb"), os.fdopen(int(argv[1]), "rb")
+    child = _Child(calls, notices, os.fdopen(int(argv[2]), "wb"), functions)
     threading.Thread(target=child.listen, name="redispool-job-lease", daemon=True).start()
     child.serve()
     return 0

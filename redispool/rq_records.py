@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,8 @@ log = logging.getLogger("redispool.worker")
 RQ_WORKER_TTL = 60
 #: Seconds a Redis read of RQ may take: a silent partition must not block forever.
 SOCKET_TIMEOUT = 11.0
+#: Seconds between two tries to reach a Redis that is not answering.
+RETRY_AFTER = 0.5
 
 
 class JobRaised(Exception):
@@ -84,15 +87,25 @@ class RQRecords:
             url, socket_connect_timeout=5.0, socket_timeout=SOCKET_TIMEOUT
         )
         self.queue = Queue(keys.queue(worker_id), connection=self.client, serializer=JSONSerializer)
-        self._rq = _RQWorker(
-            [self.queue],
-            connection=self.client,
-            serializer=JSONSerializer,
-            name=f"{worker_id}.{incarnation[:12]}",
-            worker_ttl=RQ_WORKER_TTL,
-            log_job_description=False,
-        )
+        self._rq = self._rq_worker(f"{worker_id}.{incarnation[:12]}")
         self._rq.on_failure = self.count_failure
+
+    def _rq_worker(self, name: str) -> _RQWorker:
+        """RQ's worker (it names its connection in Redis at once): a Redis that is
+        restarting is waited for, never a crash."""
+        while True:
+            try:
+                return _RQWorker(
+                    [self.queue],
+                    connection=self.client,
+                    serializer=JSONSerializer,
+                    name=name,
+                    worker_ttl=RQ_WORKER_TTL,
+                    log_job_description=False,
+                )
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("worker %s: Redis unreachable: %s", self.worker_id, exc)
+                time.sleep(RETRY_AFTER)
 
     def register_birth(self) -> None:
         self._rq.register_birth()  # type: ignore[no-untyped-call]

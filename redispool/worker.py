@@ -98,6 +98,8 @@ class Worker:
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
+        self._jobs = JobProcess(settings.functions, stop_grace=settings.stop_grace)
+        self._jobs.start()  # it imports the functions while this process connects
         self.pool = Pool(settings.pool, settings.url, lease_ttl=settings.lease_ttl)
         self.me = liveness.Incarnation(
             worker_id=settings.worker_id,
@@ -109,7 +111,6 @@ class Worker:
         )
         self.functions = frozenset(settings.functions)
         self._rq = RQRecords(settings.url, self.pool.keys, settings.worker_id, settings.incarnation)
-        self._jobs = JobProcess(settings.functions, stop_grace=settings.stop_grace)
         self._draining = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -127,6 +128,7 @@ class Worker:
         except JobProcessError as exc:
             log.error("worker %s: %s", self.me.worker_id, exc)
             self.pool.close()
+            self._rq.close()
             return EXIT_ERROR
         try:
             liveness.register(self.pool, self.me, self.settings.replaces)

@@ -103,6 +103,7 @@ class JobProcess:
             os.close(fd)
         self._to = os.fdopen(down_w, "wb", buffering=0)
         self._notices = os.fdopen(note_w, "wb", buffering=0)
+        log.info("job process %d started", self._proc.pid)
         self._from_fd, self._buffer = up_r, b""
         self._ready = False
 

@@ -84,8 +84,10 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
     raised or was refused (``remote_type``/``remote_message`` say why),
     :class:`JobTimeout` if it did not finish in ``timeout`` seconds,
     :class:`WorkerLost` if the worker process died, :class:`LeaseLost` if the
-    lease had ended (the job then never runs), :class:`PoolUnavailable` if
-    Redis could not be reached (the job may or may not have run).
+    lease had ended (the job then never runs) or ended while the job ran (it
+    was told, then stopped; its result is never returned),
+    :class:`PoolUnavailable` if Redis could not be reached (the job may or
+    may not have run). Whatever the job itself raises is a JobFailed.
     """
     name = function_name(func)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:

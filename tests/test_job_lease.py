@@ -7,6 +7,9 @@ when they reach their end, so a job killed before its end leaves none.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import StartWorkerMain, wait_for
+from helpers import StartWorkerMain, pid_alive, wait_for
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -201,3 +204,22 @@ def test_a_job_whose_holder_checks_in_while_it_runs_is_ended(
     with pool.lease(timeout=5) as fresh:
         assert compute(fresh, 9) == 18
     absent_until(marker, started + 3 + 1)
+
+
+def test_a_job_does_not_outlive_its_worker_killed_with_sigkill(
+    start_worker_main: StartWorkerMain, pool: Pool, tmp_path: Path
+) -> None:
+    main = start_worker_main(*FUNCTIONS, workers=1)
+    marker = tmp_path / "orphan"
+    lease = pool.checkout(timeout=5)
+    worker_pid = next(w.pid for w in pool.workers() if w.id == lease.worker_id)
+    assert worker_pid is not None
+    job_pid = int(re.findall(rf"\[{worker_pid}\] INFO job process (\d+) started", main.log())[-1])
+    outcome = run_in_thread(lease, f"{JOBS}.sleep_then_mark", 2, str(marker))
+    wait_for(lambda: jobs_on(pool, lease.worker_id) == 1, message="the job started")
+    started = time.monotonic()
+    os.kill(worker_pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(job_pid), timeout=2, message="the job process to die too")
+    outcome["thread"].join(timeout=10)
+    assert isinstance(outcome.get("error"), LeaseLost), outcome
+    absent_until(marker, started + 2 + 1)

@@ -101,6 +101,13 @@ def _functions(
     help="Reaper sweep interval, seconds.",
 )
 @click.option(
+    "--stop-grace",
+    envvar="REDISPOOL_STOP_GRACE",
+    default=1.0,
+    type=Seconds(0, 3600),
+    help="Seconds a job whose lease ended may take to return before it is killed.",
+)
+@click.option(
     "--function",
     "functions",
     envvar="REDISPOOL_FUNCTIONS",
@@ -119,7 +126,7 @@ def _functions(
     "--replica-timeout",
     envvar="REDISPOOL_REPLICA_TIMEOUT",
     default=1.0,
-    type=click.FloatRange(0.001, 5.0),
+    type=Seconds(0.001, 5.0),
     help="Seconds to wait for the replicas (--min-replicas).",
 )
 @click.option(
@@ -145,6 +152,7 @@ def main(
     lease_ttl: float | None,
     heartbeat_ttl: float,
     sweep_interval: float,
+    stop_grace: float,
     functions: frozenset[str],
     min_replicas: int,
     replica_timeout: float,
@@ -158,7 +166,7 @@ def main(
         overflow_idle=overflow_idle, worker_id_prefix=worker_id_prefix, lease_ttl=lease_ttl,
         heartbeat_ttl=heartbeat_ttl, sweep_interval=sweep_interval,
         functions=tuple(sorted(functions)), min_replicas=min_replicas,
-        replica_timeout=replica_timeout,
+        replica_timeout=replica_timeout, stop_grace=stop_grace,
     )  # fmt: skip
     metrics = None if metrics_port is None else start_metrics(metrics_port, pool, url=url)
     supervisor = Supervisor(settings, metrics)

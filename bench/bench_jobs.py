@@ -7,7 +7,9 @@ token checked by the worker) and check it in. Plain RQ: 4 non-forking
 same job and wait for its result, no pool. Both serialize with JSON and log
 the same way. Both sets of workers run during the whole benchmark and the
 rounds alternate, so a change in the machine's load hits both. Prints both
-rates and their ratio (target: pool >= 0.8x RQ).
+rates and their ratio (target: pool >= 0.8x RQ), and one client's job round
+trip on one lease (p50/p90), which includes the worker's job process (the
+function call crosses a pipe to it and back).
 
     python bench/bench_jobs.py [--kind valkey|redis] [--jobs 150] [--rounds 3]
 """
@@ -71,6 +73,18 @@ def clients(n: int, jobs: int, one_job: Callable[[int], None]) -> float:
     if errors:
         raise errors[0]
     return n * jobs / elapsed
+
+
+def round_trip(url: str, jobs: int) -> tuple[float, float]:
+    """One client, one lease, ``jobs`` doubler jobs in a row: (p50, p90) in ms."""
+    times: list[float] = []
+    with Pool("bench", url) as pool, pool.lease(timeout=30) as lease:
+        for i in range(jobs):
+            began = time.perf_counter()
+            assert compute(lease, i) == 2 * i
+            times.append((time.perf_counter() - began) * 1000)
+    times.sort()
+    return times[len(times) // 2], times[len(times) * 9 // 10]
 
 
 @contextlib.contextmanager
@@ -162,6 +176,7 @@ def main() -> None:
             for _ in range(args.rounds):  # alternate, so load drift hits both
                 rq_rates.append(clients(args.clients, args.jobs, rq_job))
                 pool_rates.append(clients(args.clients, args.jobs, pool_job))
+            p50, p90 = round_trip(server.url, args.jobs * 2)
     rq_best, pool_best = max(rq_rates), max(pool_rates)
     rq_total, pool_total = sum(rq_rates), sum(pool_rates)
     for label, rates in (("plain RQ", rq_rates), ("pool", pool_rates)):
@@ -171,6 +186,7 @@ def main() -> None:
         f"ratio pool/RQ: best of each {pool_best / rq_best:.2f}, "
         f"mean of rounds {pool_total / rq_total:.2f}  (target >= 0.80)"
     )
+    print(f"pool round trip, one client: p50 {p50:.2f} ms, p90 {p90:.2f} ms")
 
 
 if __name__ == "__main__":

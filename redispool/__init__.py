@@ -2,7 +2,8 @@
 
 Check a worker out for exclusive use, run jobs on it, check it in. Leases
 expire when their holder dies, and every lease carries a fencing token that
-the worker itself checks.
+the worker itself checks for the whole of each job (``current_lease()`` inside
+a job); a downstream store can check it too (:class:`Fence`).
 """
 
 from . import doubler
@@ -16,8 +17,11 @@ from .errors import (
     PoolError,
     PoolFull,
     PoolUnavailable,
+    StaleToken,
     WorkerLost,
 )
+from .fence import Fence
+from .job_lease import JobLease, current_lease
 from .lease import Lease
 from .pool import DEFAULT_LEASE_TTL, STRATEGIES, Pool
 from .reaper import Reaper
@@ -28,8 +32,10 @@ __all__ = [
     "DEFAULT_LEASE_TTL",
     "STRATEGIES",
     "CheckoutTimeout",
+    "Fence",
     "Installed",
     "JobFailed",
+    "JobLease",
     "JobTimeout",
     "Lease",
     "LeaseInfo",
@@ -43,8 +49,10 @@ __all__ = [
     "PoolStatus",
     "PoolUnavailable",
     "Reaper",
+    "StaleToken",
     "WorkerInfo",
     "WorkerLost",
+    "current_lease",
     "doubler",
     "install",
 ]

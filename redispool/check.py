@@ -63,7 +63,7 @@ def _kinds(k: PoolKeys) -> dict[str, str]:
         k.config: "hash", k.workers: "hash", k.idle: "list", k.deadlines: "zset",
         k.token: "string", k.draining: "set", k.waitq: "list", k.waiters: "zset",
         k.heartbeats: "zset", k.incarnations: "hash", k.dead_leases: "zset",
-        k.jobs: "hash", k.overflow: "set",
+        k.jobs: "hash", k.overflow: "set", k.removed: "hash",
     }
 
 

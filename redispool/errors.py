@@ -19,6 +19,7 @@ __all__ = [
     "PoolError",
     "PoolFull",
     "PoolUnavailable",
+    "StaleToken",
     "WorkerIdTaken",
     "WorkerLost",
     "raise_for",
@@ -56,6 +57,11 @@ class LeaseLost(PoolError):
 
 class WorkerLost(LeaseLost):
     """The lease ended because its worker process died."""
+
+
+class StaleToken(LeaseLost):
+    """A fenced store refused a write: a newer lease's token has written there
+    (see :mod:`redispool.fence`)."""
 
 
 class WorkerIdTaken(PoolError):
@@ -102,6 +108,10 @@ NOT_HELD = 3
 UNKNOWN_WORKER = 4
 WORKER_DEAD = 5
 ID_TAKEN = 6
+#: A fenced store has seen a newer token (fence_write.lua).
+STALE_TOKEN = 7
+#: A job's verdict (never a script's): it ran past its own timeout and was ended.
+JOB_TIMEOUT = 8
 
 CODES: dict[int, tuple[type[PoolError] | None, str]] = {
     OK: (None, "ok"),
@@ -111,6 +121,8 @@ CODES: dict[int, tuple[type[PoolError] | None, str]] = {
     UNKNOWN_WORKER: (PoolError, "no such worker in the pool"),
     WORKER_DEAD: (WorkerLost, "the worker process died"),
     ID_TAKEN: (WorkerIdTaken, "a live worker holds this id"),
+    STALE_TOKEN: (StaleToken, "a newer token has written here"),
+    JOB_TIMEOUT: (JobTimeout, "the job ran past its timeout and was ended"),
 }
 
 

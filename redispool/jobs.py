@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_FUNCTIONS",
     "NONCE_META",
     "TOKEN_META",
+    "VERDICT_META",
     "FunctionNotRegistered",
     "function_name",
     "run",
@@ -38,6 +39,10 @@ DEFAULT_FUNCTIONS = frozenset({"redispool.doubler.double"})
 TOKEN_META = "redispool_token"
 #: Key of ``job.meta`` that carries the lease's nonce (the fence compares both).
 NONCE_META = "redispool_nonce"
+#: Key of ``job.meta`` where the worker puts its verdict on a job it refused or
+#: stopped: a result code of :mod:`redispool.errors` (``NOT_HELD``,
+#: ``WORKER_DEAD``, ``JOB_TIMEOUT``). A job's own exception never sets it.
+VERDICT_META = "redispool_verdict"
 #: How often a client waiting for a result checks that its lease still holds.
 CHECK_INTERVAL = 0.25
 #: How long results and failures stay in Redis, seconds.
@@ -82,8 +87,10 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
     raised or was refused (``remote_type``/``remote_message`` say why),
     :class:`JobTimeout` if it did not finish in ``timeout`` seconds,
     :class:`WorkerLost` if the worker process died, :class:`LeaseLost` if the
-    lease had ended (the job then never runs), :class:`PoolUnavailable` if
-    Redis could not be reached (the job may or may not have run).
+    lease had ended (the job then never runs) or ended while the job ran (it
+    was told, then stopped; its result is never returned),
+    :class:`PoolUnavailable` if Redis could not be reached (the job may or
+    may not have run). Whatever the job itself raises is a JobFailed.
     """
     name = function_name(func)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
@@ -111,7 +118,7 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
         except BaseException:
             queue.remove(job.id)  # not started yet: never runs
             raise
-    return _outcome(lease, name, entry)
+    return _outcome(lease, name, job.id, entry)
 
 
 def _check_active(lease: Lease, operation: str) -> None:
@@ -160,7 +167,7 @@ def _ended(lease: Lease, state: int) -> None:
     _check_active(lease, "run")
 
 
-def _outcome(lease: Lease, name: str, entry: tuple[str, dict[bytes, bytes]]) -> Any:
+def _outcome(lease: Lease, name: str, job_id: str, entry: tuple[str, dict[bytes, bytes]]) -> Any:
     from rq.results import Result
     from rq.serializers import JSONSerializer
 
@@ -171,11 +178,10 @@ def _outcome(lease: Lease, name: str, entry: tuple[str, dict[bytes, bytes]]) -> 
         return result.return_value
     remote_type, remote_message = _remote_error(result.exc_string or "")
     where = {"pool": lease.pool.name, "worker_id": lease.worker_id, "operation": "run"}
-    if remote_type.endswith(".WorkerLost"):
-        _ended(lease, errors.WORKER_DEAD)
-    if remote_type.endswith(".LeaseLost"):
-        _ended(lease, errors.NOT_HELD)
-    kind = JobTimeout if remote_type.endswith("JobTimeoutException") else JobFailed
+    verdict = _verdict(lease, job_id)
+    if verdict in (errors.NOT_HELD, errors.WORKER_DEAD):
+        _ended(lease, verdict)
+    kind = JobTimeout if verdict == errors.JOB_TIMEOUT else JobFailed
     raise kind(
         f"pool {lease.pool.name!r}: job {name} on worker {lease.worker_id!r} failed: "
         f"{remote_type}: {remote_message}",
@@ -183,6 +189,18 @@ def _outcome(lease: Lease, name: str, entry: tuple[str, dict[bytes, bytes]]) -> 
         remote_message=remote_message,
         **where,
     )
+
+
+def _verdict(lease: Lease, job_id: str) -> int | None:
+    """The worker's verdict on a failed job (VERDICT_META), None if it has none."""
+    job_class = rqkeys.classes(lease.pool.name).job
+    raw = lease.pool.client.hget(job_class.key_for(job_id), "meta")
+    try:
+        meta = json.loads(raw) if raw else {}
+    except ValueError:
+        return None
+    code = meta.get(VERDICT_META) if isinstance(meta, dict) else None
+    return code if isinstance(code, int) and code in errors.CODES else None
 
 
 def _remote_error(exc_string: str) -> tuple[str, str]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 __all__ = [
+    "FenceKeys",
     "PoolKeys",
     "pool_name_from_key",
     "validate_pool_name",
@@ -165,6 +166,12 @@ class PoolKeys:
         """Set: overflow workers (started on demand, leave when idle)."""
         return self.prefix + "overflow"
 
+    @property
+    def removed(self) -> str:
+        """Hash: worker id -> incarnation taken out of service (removed, drained,
+        left idle); that incarnation's heartbeat does not register it again."""
+        return self.prefix + "removed"
+
     def alive(self, worker_id: str) -> str:
         """String with a TTL: the incarnation of ``worker_id`` while its process beats."""
         return self.prefix + "alive:" + worker_id
@@ -193,3 +200,24 @@ class PoolKeys:
         """The worker id of a lease key of this pool, else None."""
         head = self.prefix + "lease:"
         return key[len(head) :] if key.startswith(head) else None
+
+
+@dataclass(frozen=True)
+class FenceKeys:
+    """The key names of one fenced store (:mod:`redispool.fence`), all in one
+    Cluster slot: ``redispool:fence:{name}:<part>``."""
+
+    name: str
+
+    @cached_property
+    def prefix(self) -> str:
+        return f"{NAMESPACE}:fence:{{{self.name}}}:"
+
+    @property
+    def highest(self) -> str:
+        """String: the highest fencing token that has written to this store."""
+        return self.prefix + "highest"
+
+    def data(self, key: str) -> str:
+        """String: the value last written under ``key``."""
+        return self.prefix + "data:" + key

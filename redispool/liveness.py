@@ -20,14 +20,18 @@ from . import errors
 if TYPE_CHECKING:
     from .pool import Pool
 
-__all__ = ["Incarnation", "beat", "leave", "reap", "register", "start_job"]
+__all__ = ["Incarnation", "beat", "lease_held", "leave", "reap", "register", "start_job"]
 
 REAP_BATCH = 1000
 
 
-def _worker_keys(pool: Pool) -> tuple[str, ...]:
+def worker_keys(pool: Pool) -> tuple[str, ...]:
+    """The workers keys of includes/workers.lua, after the pool's common keys."""
     k = pool.keys
-    return (k.heartbeats, k.incarnations, k.dead_leases, k.jobs, k.overflow, k.jobs_failed)
+    return (
+        k.heartbeats, k.incarnations, k.dead_leases, k.jobs, k.overflow, k.jobs_failed,
+        k.removed,
+    )
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ def register(pool: Pool, me: Incarnation, replaces: str = "") -> bool:
     reply = pool._run(
         "register_worker",
         _register_args(pool, me, True, replaces),
-        extra_keys=_worker_keys(pool),
+        extra_keys=worker_keys(pool),
         worker_id=me.worker_id,
     )
     errors.raise_for(int(reply[0]), pool=pool.name, operation="register", worker_id=me.worker_id)
@@ -88,7 +92,7 @@ def beat(pool: Pool, me: Incarnation, *, reregister: bool = True) -> str:
     reply = pool._run(
         "register_worker",
         _register_args(pool, me, reregister, ""),
-        extra_keys=_worker_keys(pool),
+        extra_keys=worker_keys(pool),
         worker_id=me.worker_id,
     )
     code = int(reply[0])
@@ -110,7 +114,7 @@ def leave(pool: Pool, me: Incarnation, mode: str) -> int:
     reply = pool._run(
         "leave_worker",
         (me.worker_id, me.incarnation, mode),
-        extra_keys=_worker_keys(pool),
+        extra_keys=worker_keys(pool),
         worker_id=me.worker_id,
     )
     return int(reply[1]) if int(reply[0]) == errors.OK else 0
@@ -129,7 +133,7 @@ def reap(
         reply = pool._run(
             "reap_workers",
             (REAP_BATCH, worker_id, "" if token is None else token, nonce),
-            extra_keys=_worker_keys(pool),
+            extra_keys=worker_keys(pool),
             worker_id=worker_id or None,
         )
         total += int(reply[1])
@@ -151,3 +155,18 @@ def start_job(pool: Pool, me: Incarnation, token: str, nonce: str) -> int:
         worker_id=me.worker_id,
     )
     return int(reply[0])
+
+
+def lease_held(pool: Pool, worker_id: str, token: str, nonce: str) -> bool:
+    """True while the lease of ``token`` and ``nonce`` on ``worker_id`` holds (one GET).
+
+    A worker asks this again and again while a job runs: Redis expires the
+    lease key on access, so False comes the moment the lease's TTL is over,
+    whether or not anything has reclaimed the worker yet.
+    """
+    with pool.redis_errors("watch", worker_id):
+        value = pool._wire.call("GET", pool.keys.lease(worker_id))
+    if value is None:
+        return False
+    raw = value.decode() if isinstance(value, bytes) else str(value)
+    return bool(nonce) and raw.startswith(f"{token}|{nonce}|")

@@ -218,9 +218,15 @@ class Pool:
 
     def remove_worker(self, worker_id: str) -> bool:
         """Deregister ``worker_id``. An idle worker leaves now; a busy one
-        counts as busy until its lease ends, then leaves. False if unknown."""
+        counts as busy until its lease ends, then leaves. A worker run by a
+        process leaves for good: it does not register again, and its process
+        exits 0 without being replaced. False if unknown."""
+        from .liveness import worker_keys
+
         validate_worker_id(worker_id)
-        reply = self._run("remove_worker", (worker_id,), worker_id=worker_id)
+        reply = self._run(
+            "remove_worker", (worker_id,), extra_keys=worker_keys(self), worker_id=worker_id
+        )
         return int(reply[0]) == errors.OK
 
     # -- checkout -------------------------------------------------------------

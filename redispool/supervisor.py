@@ -4,7 +4,9 @@ It starts N worker processes (``python -m redispool.worker``), one Reaper
 for the pool, and replaces a worker process that exits unexpectedly: the
 replacement is a new incarnation of the same id and buries the dead one at
 once (the supervisor reaped it, so it knows it is dead). A worker that keeps
-crashing is restarted with exponential backoff. With ``max_overflow`` it
+crashing is restarted with exponential backoff. A worker that exits 0 has
+left the pool on purpose (``redispool drain``, ``Pool.remove_worker``, an
+overflow worker done waiting): it is not replaced, the rest keep running. With ``max_overflow`` it
 starts up to that many extra workers while clients wait and nothing is idle;
 they leave after ``overflow_idle`` seconds idle. SIGTERM/SIGINT drains every
 worker, then :meth:`Supervisor.run` returns 0.
@@ -67,6 +69,7 @@ class SupervisorSettings:
     functions: tuple[str, ...] = tuple(sorted(DEFAULT_FUNCTIONS))
     min_replicas: int = 0
     replica_timeout: float = 1.0
+    stop_grace: float = 1.0
 
 
 @dataclass
@@ -143,7 +146,7 @@ class Supervisor:
         settings = WorkerSettings(
             url=s.url, pool=s.pool, worker_id=slot.worker_id, incarnation=slot.incarnation,
             heartbeat_ttl=s.heartbeat_ttl, functions=s.functions,
-            replaces=slot.dead_incarnation, lease_ttl=s.lease_ttl,
+            replaces=slot.dead_incarnation, lease_ttl=s.lease_ttl, stop_grace=s.stop_grace,
             overflow_idle=s.overflow_idle if slot.overflow else None,
             min_replicas=s.min_replicas, replica_timeout=s.replica_timeout,
         )  # fmt: skip
@@ -166,8 +169,11 @@ class Supervisor:
         assert slot.proc is not None
         pid, slot.proc = slot.proc.pid, None
         slot.dead_incarnation = slot.incarnation
-        if slot.overflow:
-            log.info("overflow worker %s (pid %d) exited with %d", slot.worker_id, pid, code)
+        if slot.overflow or code == EXIT_OK:
+            log.info(
+                "worker %s (pid %d) left the pool (exit %d): not replacing it",
+                slot.worker_id, pid, code,
+            )  # fmt: skip
             self._slots.remove(slot)
             return
         if code == EXIT_ID_TAKEN:
@@ -175,15 +181,15 @@ class Supervisor:
             log.warning("worker id taken elsewhere: the next worker is %s", slot.worker_id)
             slot.restart_at = now
             return
-        if code != EXIT_OK and self.metrics is not None:
+        if self.metrics is not None:
             self.metrics.worker_restarts.labels(self.settings.pool).inc()
         slot.failures = 1 if now - slot.started >= STABLE_AFTER else slot.failures + 1
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (slot.failures - 1))
         slot.restart_at = now + delay
-        how = "left" if code == EXIT_OK else f"died (exit {code})"
         log.warning(
-            "worker %s (pid %d) %s; replacing it in %.1f s", slot.worker_id, pid, how, delay
-        )
+            "worker %s (pid %d) died (exit %d); replacing it in %.1f s",
+            slot.worker_id, pid, code, delay,
+        )  # fmt: skip
 
     def _maybe_overflow(self, pool: Pool) -> None:
         s, now = self.settings, mod_time.monotonic()

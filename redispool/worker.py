@@ -1,13 +1,22 @@
 """A worker process: holds one worker id of a pool and runs the jobs sent to it.
 
 It registers as a new *incarnation* of its id, keeps a heartbeat, and runs
-the RQ jobs of its own queue itself, one after another, without forking
-(RQ's ``SimpleWorker`` does the running and records results the RQ way).
-Before each job it checks, in one script, that the job's token is the
-current lease of this worker and that this process still holds the id; a job
-from an ended lease is refused with ``LeaseLost`` (``WorkerLost`` if that
-lease ended because a previous incarnation died) and never runs. Only
-registered functions run; anything else is refused before it is imported.
+the RQ jobs of its own queue one after another: RQ's ``SimpleWorker`` keeps
+RQ's records (registries, results) in this process, and the function call
+itself runs in one long-lived job process (:mod:`redispool.job_process`),
+reused between jobs. Before each job it checks, in one script, that the
+job's token is the current lease of this worker and that this process still
+holds the id; a job from an ended lease is refused and never runs. While a
+job runs its lease is watched: when it ends the job is told
+(``current_lease().lost``) and, if it has not returned within
+``stop_grace`` seconds, killed; so is a job past its own timeout. Such a job
+is recorded as failed with its verdict (an :mod:`redispool.errors` code) in
+``job.meta[VERDICT_META]``, never as a success. Only registered functions
+run; anything else is refused before it is imported.
+
+A worker taken out of service (``Pool.remove_worker``, ``redispool drain``)
+leaves for good: an idle one at once, a leased one when its lease ends; its
+process then exits 0 and its supervisor does not replace it.
 
 SIGTERM or SIGINT drains: an idle worker leaves the pool at once, a leased
 one keeps serving its lease and leaves at checkin; then the process exits 0.
@@ -25,37 +34,36 @@ import socket
 import sys
 import threading
 import time as mod_time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any
 
 import redis
-from rq import Queue, SimpleWorker
 from rq.exceptions import DequeueTimeout
-from rq.job import Job, JobStatus
-from rq.serializers import JSONSerializer
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
 
 from . import errors, liveness, rqkeys
-from .connect import client_from_url, close_client
-from .errors import PoolError, PoolUnavailable, WorkerIdTaken
+from .errors import LeaseLost, PoolError, PoolUnavailable, WorkerIdTaken
+from .job_process import JobProcess, JobProcessError, Outcome
 from .jobs import DEFAULT_FUNCTIONS, NONCE_META, TOKEN_META
 from .pool import Pool
+from .rq_records import JobRaised, RQRecords
 
 __all__ = ["EXIT_ID_TAKEN", "SETTINGS_ENV", "Worker", "WorkerSettings", "main"]
 
 log = logging.getLogger("redispool.worker")
 
 EXIT_OK, EXIT_ERROR, EXIT_ID_TAKEN = 0, 1, 3
-#: Seconds between attempts to register while Redis cannot be reached.
-REGISTER_RETRY = 0.5
 #: Environment variable that carries a worker process's settings (JSON).
 SETTINGS_ENV = "REDISPOOL_WORKER_SETTINGS"
+#: Seconds between two tries to register while Redis cannot be reached.
+REGISTER_RETRY = 0.5
 #: Seconds one dequeue blocks; also how soon the loop notices it should stop.
 DEQUEUE_WAIT = 1
-#: RQ's own worker record (``<rq prefix>:worker:<name>``) lives this long without a beat.
-RQ_WORKER_TTL = 60
 RQ_BEAT_INTERVAL = 15.0
+#: A job's timeout when it names none (RQ's default), seconds.
+DEFAULT_JOB_TIMEOUT = 180.0
 LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
 
 
@@ -75,6 +83,8 @@ class WorkerSettings:
     lease_ttl: float | None = None
     min_replicas: int = 0
     replica_timeout: float = 1.0
+    #: Seconds a job whose lease ended may take to return before it is killed.
+    stop_grace: float = 1.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -86,22 +96,14 @@ class WorkerSettings:
         return cls(**values)
 
 
-class _RQWorker(SimpleWorker):
-    """RQ's in-process worker, used only to run a job and record its result."""
-
-    on_failure: Callable[[], None] | None = None
-
-    def handle_job_failure(self, *args: Any, **kwargs: Any) -> None:
-        super().handle_job_failure(*args, **kwargs)
-        if self.on_failure is not None:
-            self.on_failure()
-
-
 class Worker:
     """One worker process. :meth:`run` works until drained; returns an exit code."""
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
+        rqkeys.check_process(settings.pool)  # RQ's keys of this process are the pool's
+        self._jobs = JobProcess(settings.functions, stop_grace=settings.stop_grace)
+        self._jobs.start()  # it imports the functions while this process connects
         self.pool = Pool(
             settings.pool, settings.url, lease_ttl=settings.lease_ttl,
             min_replicas=settings.min_replicas, replica_timeout=settings.replica_timeout,
@@ -115,35 +117,26 @@ class Worker:
             overflow=settings.overflow_idle is not None,
         )
         self.functions = frozenset(settings.functions)
-        self._rq_client = client_from_url(
-            settings.url,
-            socket_timeout=DEQUEUE_WAIT + 10.0,  # a silent partition must not block forever
-        )
-        rqkeys.check_process(settings.pool)  # RQ's keys of this process are the pool's
-        pool_rq = rqkeys.classes(settings.pool)
-        self._queue = pool_rq.queue_for(settings.worker_id, self._rq_client)
-        self._rq = _RQWorker(
-            [self._queue],
-            connection=self._rq_client,
-            serializer=JSONSerializer,
-            job_class=pool_rq.job,
-            queue_class=pool_rq.queue,
-            name=f"{settings.worker_id}.{settings.incarnation[:12]}",
-            worker_ttl=RQ_WORKER_TTL,
-            log_job_description=False,
-        )
-        self._rq.on_failure = self._count_failure
+        self._rq = RQRecords(settings.url, self.pool.keys, settings.worker_id, settings.incarnation)
         self._draining = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._exit_code = EXIT_OK
         self._last_job = mod_time.monotonic()
         self._rq_beat = mod_time.monotonic()
+        self._fenced_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------
 
     def run(self) -> int:
         """Register, serve jobs until drained or displaced, leave. The exit code."""
+        try:
+            self._jobs.ensure_ready()  # no worker joins without a working job process
+        except JobProcessError as exc:
+            log.error("worker %s: %s", self.me.worker_id, exc)
+            self.pool.close()
+            self._rq.close()
+            return EXIT_ERROR
         while True:  # Redis down or loading its data (a crash, a restart): ask again
             try:
                 liveness.register(self.pool, self.me, self.settings.replaces)
@@ -151,11 +144,13 @@ class Worker:
             except WorkerIdTaken:
                 log.warning("worker id %s is held by a live worker; not taking it",
                             self.me.worker_id)  # fmt: skip
+                self._jobs.close()
                 self.pool.close()
                 return EXIT_ID_TAKEN
             except PoolUnavailable as exc:
                 log.warning("worker %s: cannot register yet: %s", self.me.worker_id, exc)
                 if self._stop.wait(REGISTER_RETRY) or self._draining.is_set():
+                    self._jobs.close()
                     self.pool.close()
                     return EXIT_OK
         log.info(
@@ -169,7 +164,7 @@ class Worker:
         )
         beats.start()
         try:
-            self._rq.register_birth()  # type: ignore[no-untyped-call]
+            self._rq.register_birth()
             self._loop()
         finally:
             self._stop.set()
@@ -196,8 +191,9 @@ class Worker:
                 log.warning("worker %s could not leave the pool: %s", self.me.worker_id, exc)
         # No RQ register_death: leaving (or a later burial) deletes RQ's worker record.
         log.info("worker %s left pool %s", self.me.worker_id, self.pool.name)
+        self._jobs.close()
         self.pool.close()
-        close_client(self._rq_client)
+        self._rq.close()
 
     # -- heartbeat and draining (a thread) -------------------------------------
 
@@ -231,7 +227,8 @@ class Worker:
         state = liveness.beat(self.pool, self.me, reregister=not self._draining.is_set())
         if state == "registered":
             log.warning("worker %s: registration had vanished; registered again", self.me.worker_id)
-        elif state == "gone":
+        elif state == "gone":  # removed or drained: out of service for good
+            log.info("worker %s is out of service: leaving", self.me.worker_id)
             self._stop.set()
 
     # -- jobs --------------------------------------------------------------------
@@ -244,46 +241,33 @@ class Worker:
                 # Redis restarting or cut off, mid-job or idle: wait, never crash.
                 log.warning("worker %s: Redis unreachable: %s", self.me.worker_id, exc)
                 self._stop.wait(0.5)
+            except JobProcessError as exc:  # a job process that cannot start: not healthy
+                log.error("worker %s: %s; leaving", self.me.worker_id, exc)
+                self._exit_code = EXIT_ERROR
+                self._stop.set()
 
     def _next_job(self) -> None:
         """Wait up to DEQUEUE_WAIT for a job and handle it."""
         try:
-            found = type(self._queue).dequeue_any(
-                [self._queue], DEQUEUE_WAIT, connection=self._rq_client, serializer=JSONSerializer
-            )
+            job = self._rq.dequeue(DEQUEUE_WAIT)
         except DequeueTimeout:
+            self._jobs.ensure_ready()  # a job process replaced after a kill must work
             self._idle_tick()
             return
         except (redis.ConnectionError, redis.TimeoutError):
             raise
         except Exception as exc:  # a job record RQ cannot even read: drop it, live on
-            self._drop_unreadable(exc)
+            self._rq.drop_unreadable(exc)
             return
-        if found is None:
+        if job is None:
             return
-        job, queue = found
         try:
-            self._handle(job, queue)
-        except (redis.ConnectionError, redis.TimeoutError):
+            self._handle(job)
+        except (redis.ConnectionError, redis.TimeoutError, JobProcessError):
             raise
         except Exception:  # a malformed job must not stop the worker
             log.exception("worker %s: job %s dropped", self.me.worker_id, job.id)
-            self._rq_client.lrem(queue.intermediate_queue_key, 1, job.id)
-
-    def _drop_unreadable(self, exc: Exception) -> None:
-        """Drop the dequeued job records RQ cannot read (junk written by hand)."""
-        key = self._queue.intermediate_queue_key
-        for raw in self._rq_client.lrange(key, 0, -1):
-            job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-            try:
-                self._queue.job_class.fetch(
-                    job_id, connection=self._rq_client, serializer=JSONSerializer
-                )
-            except Exception:
-                self._rq_client.lrem(key, 0, job_id)
-                log.warning(
-                    "worker %s: unreadable job %s dropped: %r", self.me.worker_id, job_id, exc
-                )
+            self._rq.drop(job.id)
 
     def _idle_tick(self) -> None:
         now = mod_time.monotonic()
@@ -299,91 +283,81 @@ class Worker:
         else:
             self._last_job = now  # leased: stays
 
-    def _handle(self, job: Job, queue: Queue) -> None:
+    def _handle(self, job: Job) -> None:
         """Fence, then run ``job`` (or refuse it)."""
         try:
-            refusal = self._refusal(job)
+            refusal = self._rq.refusal(job, self.functions)
             if refusal is not None:
-                self._refuse(job, queue, *refusal)
+                remote_type, message, about_lease = refusal
+                self._rq.refuse(job, remote_type, message, errors.NOT_HELD if about_lease else None)
                 return
             token = str(job.meta.get(TOKEN_META, ""))
             nonce = str(job.meta.get(NONCE_META, ""))
+            self._fenced_at = mod_time.monotonic()  # the lease holds from here, if code is OK
             code = liveness.start_job(self.pool, self.me, token, nonce)
             if code == errors.UNKNOWN_WORKER:  # this process no longer holds the id
-                self._give_back(job, queue)
+                self._give_back(job)
                 return
             if code != errors.OK:
-                exc = "WorkerLost" if code == errors.WORKER_DEAD else "LeaseLost"
                 why = "its worker died" if code == errors.WORKER_DEAD else "it has ended"
-                self._refuse(
-                    job,
-                    queue,
-                    f"redispool.errors.{exc}",
-                    f"job refused: the lease of token {token} is not current ({why})",
-                )
+                message = f"job refused: the lease of token {token} is not current ({why})"
+                self._rq.refuse(job, "redispool.errors.LeaseLost", message, code)
                 return
             self._last_job = mod_time.monotonic()
             log.info("worker %s job %s token %s started", self.me.worker_id, job.id, token)
             try:
-                self._rq.execute_job(job, queue)
+                self._rq.execute(job, self._run_call)
             finally:
                 log.info("worker %s job %s token %s ended", self.me.worker_id, job.id, token)
         except PoolError as exc:
             log.warning("worker %s: job %s not run: %s", self.me.worker_id, job.id, exc)
-            self._give_back(job, queue)
+            self._give_back(job)
             self._stop.wait(0.5)
 
-    def _refusal(self, job: Job) -> tuple[str, str] | None:
-        """Why ``job`` must not run, read without importing anything."""
-        name = job.func_name
-        if name not in self.functions:
-            return (
-                "redispool.jobs.FunctionNotRegistered",
-                f"{name!r} is not registered on this worker",
-            )
-        if (
-            job._success_callback_name
-            or job._failure_callback_name
-            or job._stopped_callback_name
-            or job.webhooks
-            or job.instance is not None
-        ):
-            return (
-                "redispool.jobs.FunctionNotRegistered",
-                "jobs with callbacks or hooks are refused",
-            )
-        if not str(job.meta.get(TOKEN_META, "")).isdigit():
-            return "redispool.errors.LeaseLost", "job refused: it carries no lease token"
-        if not str(job.meta.get(NONCE_META, "")):
-            return "redispool.errors.LeaseLost", "job refused: it carries no lease nonce"
-        return None
+    def _run_call(self, job: Job) -> Any:
+        """(RQ's runner.) Run ``job``'s call in the job process while its lease
+        holds; its return value, else raise what RQ records as its failure."""
+        token, nonce = str(job.meta[TOKEN_META]), str(job.meta[NONCE_META])
+        call = {
+            "func": job.func_name, "args": list(job.args), "kwargs": dict(job.kwargs),
+            "pool": self.pool.name, "worker_id": self.me.worker_id, "token": int(token),
+        }  # fmt: skip
+        timeout = None if job.timeout == -1 else float(job.timeout or DEFAULT_JOB_TIMEOUT)
+        wid = self.me.worker_id
+        def held() -> bool:
+            return liveness.lease_held(self.pool, wid, token, nonce)
 
-    def _count_failure(self) -> None:
-        """One more failed (or refused) job on this worker, for the metrics."""
-        try:
-            self._rq_client.hincrby(self.pool.keys.jobs_failed, self.me.worker_id, 1)
-        except redis.RedisError as exc:
-            log.warning("worker %s: could not count a failed job: %s", self.me.worker_id, exc)
+        outcome = self._jobs.run(call, timeout, held, self._fenced_at)
+        if outcome.kind == "returned":
+            return outcome.value
+        if outcome.kind == "raised":
+            raise JobRaised(outcome.exc_string)
+        return self._ended_early(job, token, outcome, timeout)
 
-    def _refuse(self, job: Job, queue: Queue, remote_type: str, message: str) -> None:
+    def _ended_early(self, job: Job, token: str, outcome: Outcome, timeout: float | None) -> Any:
+        """Record why a job was stopped (its verdict) and raise it for RQ."""
+        wid = self.me.worker_id
+        if outcome.kind == "timeout":
+            self._rq.set_verdict(job, errors.JOB_TIMEOUT)
+            log.warning(
+                "worker %s job %s ran past its timeout (%s s): killed", wid, job.id, timeout
+            )
+            raise JobTimeoutException(f"job {job.id} ran past its timeout of {timeout} s: killed")
+        _, state = liveness.reap(self.pool, wid, int(token))
+        verdict = errors.WORKER_DEAD if state == errors.WORKER_DEAD else errors.NOT_HELD
+        self._rq.set_verdict(job, verdict)
         log.warning(
-            "worker %s refused job %s: %s: %s", self.me.worker_id, job.id, remote_type, message
-        )
-        with self._rq_client.pipeline() as pipe:
-            job.set_status(JobStatus.FAILED, pipeline=pipe)
-            job._handle_failure(
-                f"{remote_type}: {message}", pipeline=pipe, worker_name=self._rq.name
-            )
-            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-            pipe.hincrby(self.pool.keys.jobs_failed, self.me.worker_id, 1)
-            pipe.execute()
+            "worker %s job %s token %s: its lease ended; job %s %.3f s later",
+            wid, job.id, token, "killed" if outcome.killed else "returned", outcome.lost_after,
+        )  # fmt: skip
+        raise LeaseLost(
+            f"pool {self.pool.name!r}: the lease of token {token} ended while its job ran",
+            pool=self.pool.name, worker_id=wid, operation="job",
+        )  # fmt: skip
 
-    def _give_back(self, job: Job, queue: Queue) -> None:
+    def _give_back(self, job: Job) -> None:
         """Put ``job`` back at the head of the queue, then check the id is still ours."""
-        with self._rq_client.pipeline() as pipe:
-            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-            pipe.lpush(queue.key, job.id)
-            pipe.execute()
+        self._rq.give_back(job)
         self._wake.set()
         try:
             self._beat()

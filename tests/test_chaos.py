@@ -36,6 +36,7 @@ form, every kind with AOF off and on:
 
 from __future__ import annotations
 
+import bisect
 import os
 import random
 import re
@@ -106,6 +107,8 @@ class Chaos:
     killed_workers: dict[int, float] = field(default_factory=dict)  # pid -> wall time
     faults: Counter[str] = field(default_factory=Counter)
     next_client: int = 1
+    restarting: float = float("inf")  # monotonic: when the Redis restart began
+    restarted: float = float("inf")  # and ended
 
     @property
     def url(self) -> str:
@@ -191,7 +194,9 @@ def inject(run: Chaos, rng: random.Random, restart_at: float, crash_at: float) -
             run.clients[number].send_signal(signal.SIGCONT)
             del run.paused[number]
     if now >= restart_at and not run.faults["redis restarted"]:
+        run.restarting = time.monotonic()
         run.server.restart()
+        run.restarted = time.monotonic()
         run.faults["redis restarted"] += 1
         return
     if now >= crash_at and not run.faults["redis crashed (SIGKILL)"]:
@@ -321,13 +326,60 @@ def check(run: Chaos, pool: Pool) -> tuple[list[str], dict[str, object]]:
     seen, errors = client_successes(run)
     violations += overlaps(runs) + runs_once(runs, seen) + one_holder_per_token(runs, seen)
     violations += check_pool(run, pool) + crashes(run)
+    writes, refused = fenced_writes(run)
+    violations += stale_writes(writes, (run.restarting, run.restarted))
     figures = {
         "jobs done": len(seen),
+        "fenced writes landed": len(writes),
+        "stale writes refused": refused,
         "jobs run by workers": len(runs),
         "faults": dict(run.faults),
         "client errors": dict(errors),
     }
     return violations, figures
+
+
+Write = tuple[str, int, float, float]  # a fenced write: worker (its store), token, start, end
+
+
+def fenced_writes(run: Chaos) -> tuple[list[Write], int]:
+    """Every fenced write that landed; how many were refused."""
+    landed: list[Write] = []
+    refused = 0
+    for path in run.dir.glob("client-*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if parts and parts[0] == "FENCED":
+                landed.append((parts[2], int(parts[1]), float(parts[3]), float(parts[4])))
+            elif parts and parts[0] == "STALE":
+                refused += 1
+    return landed, refused
+
+
+def stale_writes(writes: list[Write], restart: tuple[float, float]) -> list[str]:
+    """Writes that landed in a worker's store although a newer token's write
+    had landed there before they began.
+
+    Redis restarts without persistence, so the stores forget their newest
+    token then: writes are compared only with writes on the same side of it.
+    """
+    found = []
+    epochs: dict[tuple[str, bool], list[Write]] = defaultdict(list)
+    for w in writes:
+        if w[3] < restart[0] or w[2] > restart[1]:
+            epochs[(w[0], w[2] > restart[1])].append(w)
+    for (worker, _), epoch in epochs.items():
+        done = sorted(epoch, key=lambda w: w[3])
+        newest, highest = [], 0
+        for w in done:
+            highest = max(highest, w[1])
+            newest.append(highest)
+        ends = [w[3] for w in done]
+        for _, token, start, _ in epoch:
+            i = bisect.bisect_left(ends, start)
+            if i and newest[i - 1] > token:
+                found.append(f"on {worker}: token {token} wrote after token {newest[i - 1]}")
+    return found
 
 
 def overlaps(runs: list[Run]) -> list[str]:
@@ -416,3 +468,6 @@ def test_the_chaos_checks_find_overlaps_double_runs_and_foreign_tokens() -> None
         "client 3 saw 3 succeed but no worker ran it",
     ]
     assert one_holder_per_token([a, b], seen) == ["token 7 held by clients [1, 4]"]
+    writes = [("w1", 5, 0.0, 1.0), ("w1", 6, 1.5, 2.0), ("w1", 5, 2.5, 3.0),
+              ("w2", 4, 2.6, 2.7), ("w1", 9, 3.5, 4.0), ("w1", 3, 10.0, 11.0)]  # fmt: skip
+    assert stale_writes(writes, (5.0, 6.0)) == ["on w1: token 5 wrote after token 6"]

@@ -135,3 +135,49 @@ def test_a_crashing_worker_is_restarted_with_growing_backoff() -> None:
 
 class _Exited:
     pid = 4242
+
+
+def test_a_removed_idle_worker_is_not_registered_again_by_its_heartbeat(pool: Pool) -> None:
+    liveness.register(pool, me())
+    assert pool.remove_worker("w1") is True
+    assert liveness.beat(pool, me()) == "gone"
+    assert pool.workers() == []
+    assert liveness.leave(pool, me(), "exit") == 1  # its process exits: nothing is left
+    assert pool.client.hgetall(pool.keys.removed) == {}
+
+
+def test_a_removed_busy_worker_serves_its_lease_then_is_gone_for_good(pool: Pool) -> None:
+    liveness.register(pool, me())
+    lease = pool.checkout(block=False, auto_renew=False)
+    assert pool.remove_worker("w1") is True
+    assert liveness.beat(pool, me()) == "beat"  # still serving its lease
+    assert liveness.start_job(pool, me(), str(lease.token), lease.nonce) == errors.OK
+    assert lease.checkin() is True
+    assert liveness.beat(pool, me()) == "gone"
+    assert pool.workers() == []
+
+
+def test_an_overflow_worker_that_left_idle_cannot_be_registered_by_a_late_beat(
+    pool: Pool,
+) -> None:
+    liveness.register(pool, me(overflow=True))
+    assert liveness.leave(pool, me(overflow=True), "idle") == 1
+    assert liveness.beat(pool, me(overflow=True)) == "gone"  # the race: no re-registration
+    assert pool.status().size == 0
+
+
+def test_a_worker_whose_registration_was_lost_with_the_data_registers_again(
+    pool: Pool,
+) -> None:
+    liveness.register(pool, me())
+    pool.client.flushdb()
+    assert liveness.beat(pool, me()) == "registered"
+    assert [w.id for w in pool.workers()] == ["w1"]
+
+
+def test_a_new_incarnation_of_a_removed_id_may_register(pool: Pool) -> None:
+    liveness.register(pool, me())
+    pool.remove_worker("w1")
+    assert liveness.register(pool, me(incarnation="inc-b"), replaces="inc-a") is True
+    assert liveness.beat(pool, me(incarnation="inc-b")) == "beat"
+    assert pool.client.hgetall(pool.keys.removed) == {}

@@ -217,7 +217,7 @@ def _fail(message: str, code: int) -> NoReturn:
     envvar="REDISPOOL_REPLICA_TIMEOUT",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(0.001, 5.0),
+    type=options.Seconds(0.001, 5.0),
     metavar="S",
     help="Seconds to wait for the replicas (--min-replicas).",
 )

@@ -23,8 +23,9 @@ from typing import TypeVar
 import click
 import redis
 
-from ..errors import PoolFull
-from ..keys import PoolKeys
+from ..errors import PoolFull, StaleToken
+from ..fence import Fence
+from ..keys import FenceKeys, PoolKeys
 from ..lease import Lease
 from ..pool import Pool
 from ..status import WorkerInfo
@@ -35,6 +36,7 @@ __all__ = ["demo"]
 
 WORKER_MAIN = Path(__file__).resolve().parents[2] / "worker_main.py"
 DEMO_LEASE_TTL = 1.5  # seconds: short, so an abandoned lease ends while you watch
+PAUSED_LEASE_TTL = 0.3  # seconds: the paused client's lease, over before it comes back
 WORKERS = 3
 T = TypeVar("T")
 
@@ -150,6 +152,40 @@ def step_double(story: Story, lease: Lease, host: WorkerHost) -> None:
     story.say(f"  worker log: {logged.strip()}")
 
 
+def store_name(pool: str) -> str:
+    """The fenced store the demo writes to, named after its pool."""
+    return f"{pool}-orders"
+
+
+def step_fenced_store(story: Story, pool: Pool, url: str) -> None:
+    """A paused client's late write is refused by a fenced store; the new holder's lands."""
+    store = Fence(pool.client, store_name(pool.name))
+    with Pool(pool.name, url, lease_ttl=PAUSED_LEASE_TTL) as pausing:
+        paused = pausing.checkout(block=False, auto_renew=False)
+        store.write(paused.token, "order-17", "A: first")
+        story.say(f"client A: checkout -> worker {paused.worker_id}, token {paused.token}; "
+                  "writes order-17 through the fence, then pauses (stops renewing)")
+        story.wait("client A's lease to end and its worker to return",
+                   lambda: paused.worker_id in {w.id for w in pool.workers()
+                                                if w.state == "idle"}, timeout=10)
+        fresh = pool.checkout(timeout=5)
+        try:
+            store.write(fresh.token, "order-17", "B: fresh")
+            story.say(f"client B: checkout -> worker {fresh.worker_id}, token {fresh.token}; "
+                      "its write lands")
+            try:
+                store.write(paused.token, "order-17", "A: late")
+            except StaleToken:
+                story.say(f"client A comes back, writes with token {paused.token} -> refused "
+                          f"by the store (StaleToken: token {fresh.token} has written)")
+            else:
+                raise CliError("demo: the store took a write from an ended lease", EXIT_REFUSED)
+            value = text(store.read("order-17"))
+            story.say(f"the store holds order-17 = {value!r}")
+        finally:
+            fresh.checkin()
+
+
 def step_client_dies(story: Story, pool: Pool, url: str) -> None:
     """A client checks out and exits without checking in; the lease ends, the worker returns."""
     cmd = [sys.executable, "-m", "redispool.cli", "--url", url, "checkout", pool.name]
@@ -197,6 +233,7 @@ def run_story(story: Story, url: str, pool: Pool) -> None:
         for lease in leases:
             lease.checkin()
         story.say(f"checked in all {len(leases)} workers")
+        step_fenced_store(story, pool, url)
         step_client_dies(story, pool, url)
         step_worker_killed(story, pool)
     finally:
@@ -207,6 +244,7 @@ def run_story(story: Story, url: str, pool: Pool) -> None:
 def delete_pool(client: redis.Redis, name: str) -> int:
     """Delete every key of pool ``name``, its jobs' RQ keys included; how many there were."""
     keys = [text(k) for k in client.scan_iter(match=PoolKeys(name).prefix + "*")]
+    keys += [text(k) for k in client.scan_iter(match=FenceKeys(store_name(name)).prefix + "*")]
     return int(client.delete(*keys)) if keys else 0
 
 
@@ -244,7 +282,8 @@ def demo_redis(ctx: click.Context, story: Story) -> Iterator[tuple[str, str]]:
 @cli.command()
 @click.pass_context
 def demo(ctx: click.Context) -> None:
-    """PoolToy's story in under 30 s: full pool, double 21, dead client, killed worker.
+    """PoolToy's story in under 30 s: full pool, double 21, a fenced store refusing a
+    paused client's late write, dead client, killed worker.
 
     Without --url it starts a throwaway server; with one it uses a pool of its own there.
     """

@@ -5,10 +5,11 @@
     mode 'drain'  an idle worker leaves now; a leased one is marked draining
                   and leaves when its lease ends (checkin or expiry)
     mode 'idle'   leaves only if idle (an overflow worker done waiting)
+  Either way, once it leaves, its heartbeat no longer registers it again.
     mode 'exit'   the process is exiting: everything about the worker goes;
                   a lease still held ends as "worker dead"
 
-  KEYS[1..15] the pool's common keys and the workers keys (see
+  KEYS[1..16] the pool's common keys and the workers keys (see
               includes/pool.lua and includes/workers.lua)
   ARGV[1]     worker_id
   ARGV[2]     incarnation
@@ -34,9 +35,10 @@ if mode == 'exit' then
   bury(wid, now)
   return {OK, 1}
 end
+if mode == 'idle' and rcall('ZSCORE', K.deadlines, wid) then return {FULL} end
+retire(wid)
 if rcall('HEXISTS', K.workers, wid) == 0 then return {OK, 1} end
 if rcall('ZSCORE', K.deadlines, wid) then
-  if mode == 'idle' then return {FULL} end
   rcall('SADD', K.draining, wid)
   return {OK, 2}
 end

@@ -5,7 +5,7 @@
   A buried worker leaves the pool; its lease (if any) ends and its token is
   remembered as ended by a dead worker. Safe from any number of hosts.
 
-  KEYS[1..15] the pool's common keys and the workers keys (see
+  KEYS[1..16] the pool's common keys and the workers keys (see
               includes/pool.lua and includes/workers.lua)
   ARGV[1]     limit       most workers to bury in this call
   ARGV[2]     worker_id   of the lease to report on, or ''

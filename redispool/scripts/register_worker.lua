@@ -5,13 +5,15 @@
   the heartbeat is refreshed, and the worker is put back if it is neither
   idle nor leased (a lost key; an O(1) count says when to look). An
   incarnations hash that lost this worker's entry is mended from its alive
-  key. Otherwise, if `register` is '1', the id is
+  key. An incarnation taken out of service (removed, drained, left idle:
+  its id in `removed`) is never registered again: {UNKNOWN_WORKER}.
+  Otherwise, if `register` is '1', the id is
   taken: refused when another live incarnation holds it (unless it is
   `replaces`, which the caller knows to be dead) or when it was added by hand;
   a dead incarnation's worker is buried first (its lease ends as "worker
   dead"). The worker then goes to the oldest live waiter, else idle.
 
-  KEYS[1..15] the pool's common keys and the workers keys (see
+  KEYS[1..16] the pool's common keys and the workers keys (see
               includes/pool.lua and includes/workers.lua)
   ARGV[1]     worker_id
   ARGV[2]     meta          'host|pid'
@@ -26,7 +28,8 @@
   Returns
     {OK, 0}            heartbeat refreshed
     {OK, 1}            registered (anew)
-    {UNKNOWN_WORKER}   not registered and register was '0'
+    {UNKNOWN_WORKER}   not registered, and register was '0' or this
+                       incarnation was taken out of service
     {ID_TAKEN}         a live worker or a hand-added one holds the id
 ]]
 -- @include pool
@@ -48,8 +51,12 @@ if current == incarnation and known then
   return {OK, 0}
 end
 if ARGV[6] ~= '1' then return {UNKNOWN_WORKER} end
+if current == incarnation and rcall('HGET', W.removed, wid) == incarnation then
+  return {UNKNOWN_WORKER}
+end
 local refused = corrupted()
 if refused then return refused end
+probe('HLEN', W.removed)
 if current and current ~= incarnation then
   if current ~= replaces and rcall('EXISTS', alive_key(wid)) == 1 then return {ID_TAKEN} end
   bury(wid, now)
@@ -60,6 +67,7 @@ end
 rcall('HSETNX', K.config, 'lease_ttl_ms', ARGV[8])
 rcall('HSETNX', K.config, 'strategy', ARGV[9])
 rcall('HSET', W.incarnations, wid, incarnation)
+rcall('HDEL', W.removed, wid)
 beat(wid, incarnation, heartbeat_ms, now)
 if ARGV[7] == '1' then rcall('SADD', W.overflow, wid) end
 rcall('HSET', K.workers, wid, meta)

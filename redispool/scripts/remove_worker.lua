@@ -2,9 +2,12 @@
   remove_worker: deregister a worker.
 
   An idle worker leaves at once. A leased one is marked draining: it counts
-  as busy until its lease ends, then it leaves instead of going idle.
+  as busy until its lease ends, then it leaves instead of going idle. A
+  worker run by a process is taken out of service for good: its heartbeat
+  does not register it again, and its process exits.
 
-  KEYS[1..9]  the pool's common keys (see includes/pool.lua)
+  KEYS[1..16] the pool's common keys and the workers keys (see
+              includes/pool.lua and includes/workers.lua)
   ARGV[1]     worker_id
 
   Returns
@@ -13,6 +16,7 @@
     {UNKNOWN_WORKER}     no such worker
 ]]
 -- @include pool
+-- @include workers
 
 local wid = ARGV[1]
 
@@ -20,6 +24,7 @@ local refused = corrupted()
 if refused then return refused end
 
 if rcall('HEXISTS', K.workers, wid) == 0 then return {UNKNOWN_WORKER} end
+retire(wid)
 if rcall('ZSCORE', K.deadlines, wid) then
   rcall('SADD', K.draining, wid)
   return {OK, 2}

@@ -9,6 +9,13 @@ Every job it saw succeed is one line in LOG, written and flushed at once:
 
     OK <token> <worker id> <n> <monotonic start> <monotonic end>
 
+After each such job it writes ``n`` through the worker's fenced store (one
+redispool.Fence per worker, on the same Redis: what one lease at a time may
+write) with the lease's token, and logs the write's fate:
+
+    FENCED <token> <worker id> <monotonic start> <monotonic end>   it landed
+    STALE <token>                                        the store refused it
+
 and every error ``ERR <exception class> <message>`` (one line). Any error is
 survived (a killed worker, a lost lease, Redis restarting). SIGTERM stops it after
 the job in hand; the lease is checked in.
@@ -22,8 +29,9 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import TextIO
 
-from redispool import Pool
+from redispool import Fence, Pool, StaleToken
 from redispool.doubler import compute
 
 stop = threading.Event()
@@ -38,6 +46,7 @@ def main() -> None:
     url, name, ttl, log_path, number = sys.argv[1:6]
     signal.signal(signal.SIGTERM, on_term)
     pool = Pool(name, url=url, lease_ttl=float(ttl))
+    stores: dict[str, Fence] = {}
     base = int(number) * 10**7
     count = 0
     with open(log_path, "a", buffering=1) as log:
@@ -57,10 +66,23 @@ def main() -> None:
                         log.write(
                             f"OK {lease.token} {lease.worker_id} {n} {began} {time.monotonic()}\n"
                         )
+                        wid = lease.worker_id
+                        store = stores.setdefault(wid, Fence(pool.client, f"{name}-{wid}"))
+                        fenced_write(store, lease.token, wid, n, log)
             except Exception as exc:  # counted by type in the test's figures
                 log.write(f"ERR {type(exc).__name__} {exc}\n".replace("\n", " ") + "\n")
                 stop.wait(0.05)
     pool.close()
+
+
+def fenced_write(store: Fence, token: int, worker_id: str, n: int, log: TextIO) -> None:
+    began = time.monotonic()
+    try:
+        store.write(token, "last", str(n))
+    except StaleToken:
+        log.write(f"STALE {token}\n")
+    else:
+        log.write(f"FENCED {token} {worker_id} {began} {time.monotonic()}\n")
 
 
 if __name__ == "__main__":

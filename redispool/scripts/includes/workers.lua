@@ -10,6 +10,9 @@
     KEYS[13] jobs          hash   worker id -> jobs started
     KEYS[14] overflow      set    overflow worker ids
     KEYS[15] jobs_failed   hash   worker id -> jobs failed or refused
+    KEYS[16] removed       hash   worker id -> incarnation taken out of service
+                                  (removed, drained, left idle): its heartbeat
+                                  must not register it again
   A worker's alive key is the prefix plus 'alive:<id>' (its incarnation,
   with a TTL). RQ keeps the pool's jobs under the prefix plus 'rq' (see
   keys.py RQ_PART): a worker's queue is named by its id, so its RQ keys are
@@ -39,7 +42,7 @@ local W = {}
 -- Point W at this call's KEYS (after bind_pool).
 local function bind_workers()
   W.heartbeats, W.incarnations, W.dead = KEYS[10], KEYS[11], KEYS[12]
-  W.jobs, W.overflow, W.jobs_failed = KEYS[13], KEYS[14], KEYS[15]
+  W.jobs, W.overflow, W.jobs_failed, W.removed = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 end
 
 -- The members of `key` if it is a `kind` ('zset' or 'set'), else none.
@@ -109,8 +112,18 @@ local function bury(wid, now)
   rcall('HDEL', W.jobs, wid)
   rcall('HDEL', W.jobs_failed, wid)
   rcall('SREM', W.overflow, wid)
+  rcall('HDEL', W.removed, wid)
   rcall('DEL', alive_key(wid))
   forget_rq(wid)
+end
+
+-- Take the incarnation holding `wid` out of service for good: once `wid`
+-- has left the workers hash, its heartbeat answers 'not registered' instead
+-- of registering it again (a loss of Redis data takes this mark too, and
+-- then the worker does register again).
+local function retire(wid)
+  local incarnation = rcall('HGET', W.incarnations, wid)
+  if incarnation then rcall('HSET', W.removed, wid, incarnation) end
 end
 
 -- Bury up to `limit` workers whose heartbeat lapsed. Returns how many.

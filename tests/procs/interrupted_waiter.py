@@ -11,6 +11,7 @@ interrupt is a real one, wherever it lands.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from redispool import Lease, Pool
@@ -25,12 +26,18 @@ def _line() -> str:
 
 
 def _say(word: str) -> None:
-    while True:
+    """Print the round's outcome whole: SIGINT waits while the line is written
+    (a signal between "got" and its newline would garble it). A SIGINT that
+    came meanwhile is raised once the mask is lifted; the round is over, so it
+    changes nothing."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        print(word, flush=True)
+    finally:
         try:
-            print(word, flush=True)
-            return
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
         except KeyboardInterrupt:
-            word = "interrupted"
+            pass
 
 
 def one_round(pool: Pool) -> str:

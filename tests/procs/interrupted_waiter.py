@@ -11,6 +11,7 @@ interrupt is a real one, wherever it lands.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 
@@ -34,10 +35,8 @@ def _say(word: str) -> None:
     try:
         print(word, flush=True)
     finally:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        except KeyboardInterrupt:
-            pass
 
 
 def one_round(pool: Pool) -> str:

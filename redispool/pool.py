@@ -249,7 +249,7 @@ class Pool:
                 raise ValueError(f"timeout must not be negative, got {timeout}")
         waiting = block and (timeout is None or timeout > 0)
         ticket = uuid.uuid4().hex if waiting else ""
-        nonce = uuid.uuid4().hex
+        nonce = os.urandom(16).hex()  # this lease's proof beside its token
         # A waiter counts as alive for one lease TTL between its ticks (the script caps
         # this at the TTL it settles on); a timeout shortens that.
         bound = alive_ms(round(MAX_TTL * 1000), timeout)

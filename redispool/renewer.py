@@ -63,7 +63,7 @@ class Renewer:
 
     def add(self, lease: Lease) -> None:
         with self._cond:
-            self._leases[lease.token] = lease
+            self._leases[id(lease)] = lease  # by identity: tokens can repeat
             if self._thread is None or not self._thread.is_alive():
                 self._stopping = False
                 self._wake_at = math.inf
@@ -77,7 +77,7 @@ class Renewer:
 
     def discard(self, lease: Lease) -> None:
         with self._cond:
-            self._leases.pop(lease.token, None)
+            self._leases.pop(id(lease), None)
 
     def __len__(self) -> int:
         return len(self._leases)

@@ -95,6 +95,7 @@ def classes(pool: str) -> PoolRQ:
             "job_class": job,
             "redis_queue_namespace_prefix": f"{prefix}:queue:",
             "redis_queues_keys": f"{prefix}:queues",
+            **_registries(prefix, tag),
         },
     )
     worker = type(
@@ -108,6 +109,36 @@ def classes(pool: str) -> PoolRQ:
         },
     )
     return PoolRQ(keys, job, queue, worker, result)
+
+
+#: A queue's registry properties, RQ's class of each and the part of its key.
+_REGISTRIES = (
+    ("started_job_registry", "StartedJobRegistry", "wip"),
+    ("finished_job_registry", "FinishedJobRegistry", "finished"),
+    ("failed_job_registry", "FailedJobRegistry", "failed"),
+    ("deferred_job_registry", "DeferredJobRegistry", "deferred"),
+    ("ready_job_registry", "ReadyJobRegistry", "ready"),
+    ("scheduled_job_registry", "ScheduledJobRegistry", "scheduled"),
+    ("canceled_job_registry", "CanceledJobRegistry", "canceled"),
+)
+
+
+def _registries(prefix: str, tag: str) -> dict[str, property]:
+    """The queue's registry properties, each reading the pool's registry key (RQ's
+    own registry classes name theirs from the process's RQ_KEY_PREFIX)."""
+    from rq import registry
+
+    found: dict[str, property] = {}
+    for attribute, name, part in _REGISTRIES:
+        escaped = prefix.replace("{", "{{").replace("}", "}}")
+        kind = type(f"{name}_{tag}", (getattr(registry, name),),
+                    {"key_template": f"{escaped}:{part}:{{0}}"})  # fmt: skip
+
+        def make(self: Any, kind: type[Any] = kind) -> Any:
+            return kind(queue=self, job_class=self.job_class, serializer=self.serializer)
+
+        found[attribute] = property(make)
+    return found
 
 
 def _result_key(keys: PoolKeys) -> Any:

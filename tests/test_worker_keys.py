@@ -240,3 +240,12 @@ def _run_catching(lease: Lease, outcome: list[BaseException]) -> None:
 def test_a_dead_job_lasts_as_long_as_a_result() -> None:
     lua = (Path(redispool.__file__).parent / "scripts" / "includes" / "workers.lua").read_text()
     assert f"local DEAD_JOB_TTL_MS = {RESULT_TTL * 1000}\n" in lua
+
+
+def test_a_client_reads_the_pools_registries_under_the_pool() -> None:
+    """Not only the worker process (RQ_KEY_PREFIX set) but any client, through the
+    pool's Queue class, finds a queue's registries under the pool's prefix."""
+    queue = classes(POOL).queue_for("w1", redis.Redis())  # builds names only: never connects
+    keys = {getattr(queue, a).key for a in dir(type(queue)) if a.endswith("_job_registry")}
+    assert len(keys) >= 7
+    assert keys <= set(_rq_keys_of_queue("w1")), keys

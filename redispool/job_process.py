@@ -122,24 +122,29 @@ class JobProcess:
         self,
         call: dict[str, Any],
         timeout: float | None,
-        held: Callable[[], bool],
+        held: Callable[[], float],
         held_at: float,
+        held_for: float,
     ) -> Outcome:
         """Run ``call`` in the job process while ``held()`` says its lease holds.
 
-        ``held_at`` is when the caller last saw the lease held (monotonic).
-        ``held`` is asked every WATCH_INTERVAL while the job runs, and once
-        more when it returns if the last look is older than that: a result
-        is ``returned`` only if the lease was seen held at most
-        WATCH_INTERVAL before it came, else it is ``lost``. A look that
-        fails (Redis unreachable) proves nothing either way: the job runs on
-        and the next look decides. If this raises while the job runs, the job
-        process is killed: a call left running is never answered later.
+        ``held()`` answers how many seconds the lease surely still holds (0
+        once it has ended; :class:`~redispool.PoolUnavailable` when Redis
+        cannot say). The caller last saw it hold at ``held_at`` (monotonic)
+        for ``held_for`` seconds more. ``held`` is asked every
+        WATCH_INTERVAL while the job runs, and once more when it returns if
+        the last look is older than that: a result is ``returned`` only if
+        the lease was seen held at most WATCH_INTERVAL before it came, else it
+        is ``lost``. While Redis cannot be asked, the lease counts as held
+        only until the TTL it had at the last look runs out: a worker cut off
+        from Redis stops its job as if the lease had ended then. If this
+        raises while the job runs, the job process is killed: a call left
+        running is never answered later.
         """
         self.ensure_ready()
         self._send({"op": "run", **call})
         try:
-            return self._watch(call, timeout, held, held_at)
+            return self._watch(call, timeout, held, _Seen(held_at, held_at + held_for))
         except BaseException:
             if self._proc is not None and self._ready:
                 self.kill()
@@ -149,8 +154,8 @@ class JobProcess:
         self,
         call: dict[str, Any],
         timeout: float | None,
-        held: Callable[[], bool],
-        held_at: float,
+        held: Callable[[], float],
+        seen: _Seen,
     ) -> Outcome:
         deadline = None if timeout is None else mod_time.monotonic() + timeout
         lost_at: float | None = None
@@ -160,15 +165,12 @@ class JobProcess:
             message = self._receive(max(0.0, min(until, deadline or until) - now))
             now = mod_time.monotonic()
             if message is not None:
-                return _answered(message, now, held, held_at, lost_at)
+                return _answered(message, now, held, seen, lost_at)
             if deadline is not None and now >= deadline:
                 self.replace()
                 return Outcome("timeout", killed=True)
             if lost_at is None:
-                seen = _look(held)
-                if seen:
-                    held_at = now
-                elif seen is not None:
+                if not seen.look(held, now):
                     lost_at = now
                     self._send({"op": "lost", "token": call["token"]}, self._notices)
             elif now >= lost_at + self.stop_grace:
@@ -243,25 +245,37 @@ class JobProcess:
 def _answered(
     message: dict[str, Any],
     now: float,
-    held: Callable[[], bool],
-    held_at: float,
+    held: Callable[[], float],
+    seen: _Seen,
     lost_at: float | None,
 ) -> Outcome:
     """The outcome of a call the job process answered at ``now``."""
-    if lost_at is None and now - held_at > WATCH_INTERVAL and not held():
+    if lost_at is None and now - seen.at > WATCH_INTERVAL and not seen.look(held, now):
         lost_at = now
     if lost_at is not None:
         return Outcome("lost", lost_after=now - lost_at)
     return _outcome_of(message)
 
 
-def _look(held: Callable[[], bool]) -> bool | None:
-    """``held()``, or None if Redis could not say."""
-    try:
-        return held()
-    except PoolUnavailable as exc:
-        log.warning("could not look at a running job's lease: %s", exc)
-        return None
+@dataclass
+class _Seen:
+    """When a running job's lease was last seen held, and until when it surely holds."""
+
+    at: float
+    until: float
+
+    def look(self, held: Callable[[], float], now: float) -> bool:
+        """Look at the lease again: True while it holds. When Redis cannot
+        say, it holds until the TTL of the last look runs out."""
+        try:
+            left = held()
+        except PoolUnavailable as exc:
+            log.warning("could not look at a running job's lease: %s", exc)
+            return now < self.until
+        if left <= 0:
+            return False
+        self.at, self.until = now, now + left
+        return True
 
 
 def _outcome_of(message: dict[str, Any]) -> Outcome:

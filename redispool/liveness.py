@@ -20,7 +20,9 @@ from . import errors
 if TYPE_CHECKING:
     from .pool import Pool
 
-__all__ = ["Incarnation", "beat", "lease_held", "leave", "reap", "register", "start_job"]
+__all__ = [
+    "Incarnation", "beat", "fence_job", "lease_left", "leave", "reap", "register", "start_job",
+]  # fmt: skip
 
 REAP_BATCH = 1000
 
@@ -146,6 +148,12 @@ def start_job(pool: Pool, me: Incarnation, token: str, nonce: str) -> int:
 
     The job runs only if ``token`` and ``nonce`` are both its worker's current lease's.
     """
+    return fence_job(pool, me, token, nonce)[0]
+
+
+def fence_job(pool: Pool, me: Incarnation, token: str, nonce: str) -> tuple[int, float]:
+    """:func:`start_job`, and the seconds the lease surely still holds when the
+    code is OK (0.0 otherwise)."""
     k = pool.keys
     keys = (k.lease(me.worker_id), k.incarnations, k.dead_leases, k.jobs)
     reply = pool._run(
@@ -154,19 +162,28 @@ def start_job(pool: Pool, me: Incarnation, token: str, nonce: str) -> int:
         keys=keys,
         worker_id=me.worker_id,
     )
-    return int(reply[0])
+    code = int(reply[0])
+    left = max(0, int(reply[1])) / 1000 if code == errors.OK and len(reply) > 1 else 0.0
+    return code, left
 
 
-def lease_held(pool: Pool, worker_id: str, token: str, nonce: str) -> bool:
-    """True while the lease of ``token`` and ``nonce`` on ``worker_id`` holds (one GET).
+def lease_left(pool: Pool, worker_id: str, token: str, nonce: str) -> float:
+    """Seconds the lease of ``token`` and ``nonce`` on ``worker_id`` surely
+    still holds (its key's TTL), 0.0 once it has ended; one round trip.
 
     A worker asks this again and again while a job runs: Redis expires the
-    lease key on access, so False comes the moment the lease's TTL is over,
-    whether or not anything has reclaimed the worker yet.
+    lease key on access, so 0.0 comes the moment the lease's TTL is over,
+    whether or not anything has reclaimed the worker yet. Raises
+    :class:`~redispool.PoolUnavailable` when Redis cannot say within the
+    timeouts of ``pool``'s client (a worker watches through a client of its
+    own with short ones).
     """
+    key = pool.keys.lease(worker_id)
     with pool.redis_errors("watch", worker_id):
-        value = pool._wire.call("GET", pool.keys.lease(worker_id))
-    if value is None:
-        return False
+        value, ttl_ms = pool._wire.call_reads(("GET", key), ("PTTL", key))
+    if value is None or not nonce:
+        return 0.0
     raw = value.decode() if isinstance(value, bytes) else str(value)
-    return bool(nonce) and raw.startswith(f"{token}|{nonce}|")
+    if not raw.startswith(f"{token}|{nonce}|"):
+        return 0.0
+    return max(0, int(ttl_ms)) / 1000  # a key without a TTL (-1) proves only this instant

@@ -154,6 +154,25 @@ class Wire:
             raise reply
         return reply, int(acks)
 
+    def call_reads(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Read-only ``commands`` in one round trip on one connection; their
+        replies in order (an error reply raises, after every reply was read)."""
+        conn = self._sent(*commands)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+            except BaseException:
+                self._drop(conn)
+                raise
+        self._release(conn)
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return replies
+
     def _sent(self, *commands: tuple[Any, ...]) -> AbstractConnection:
         """A connection on which ``commands`` were sent, pipelined."""
         conn, reused = self._usable()

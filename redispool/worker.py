@@ -44,6 +44,7 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from . import errors, liveness, rqkeys
+from .connect import client_from_url, close_client
 from .errors import LeaseLost, PoolError, PoolUnavailable, WorkerIdTaken
 from .job_process import JobProcess, JobProcessError, Outcome
 from .jobs import DEFAULT_FUNCTIONS, NONCE_META, TOKEN_META
@@ -59,6 +60,8 @@ EXIT_OK, EXIT_ERROR, EXIT_ID_TAKEN = 0, 1, 3
 SETTINGS_ENV = "REDISPOOL_WORKER_SETTINGS"
 #: Seconds between two tries to register while Redis cannot be reached.
 REGISTER_RETRY = 0.5
+#: Seconds a look at a running job's lease may take to connect, and to be answered.
+LOOK_CONNECT_TIMEOUT, LOOK_TIMEOUT = 1.0, 0.5
 #: Seconds one dequeue blocks; also how soon the loop notices it should stop.
 DEQUEUE_WAIT = 1
 RQ_BEAT_INTERVAL = 15.0
@@ -108,6 +111,14 @@ class Worker:
             settings.pool, settings.url, lease_ttl=settings.lease_ttl,
             min_replicas=settings.min_replicas, replica_timeout=settings.replica_timeout,
         )  # fmt: skip
+        # Looks at a running job's lease go through a client of their own with short
+        # timeouts: a look that cannot be answered soon says nothing (job_process).
+        self._watcher = Pool(
+            settings.pool,
+            redis=client_from_url(
+                settings.url, socket_timeout=LOOK_TIMEOUT, connect_timeout=LOOK_CONNECT_TIMEOUT
+            ),
+        )
         self.me = liveness.Incarnation(
             worker_id=settings.worker_id,
             incarnation=settings.incarnation,
@@ -124,7 +135,8 @@ class Worker:
         self._exit_code = EXIT_OK
         self._last_job = mod_time.monotonic()
         self._rq_beat = mod_time.monotonic()
-        self._fenced_at = 0.0
+        self._fenced_at = 0.0  # when the running job's lease was fenced (monotonic)
+        self._fenced_for = 0.0  # and how many seconds it surely held then
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -194,6 +206,8 @@ class Worker:
         self._jobs.close()
         self.pool.close()
         self._rq.close()
+        self._watcher.close()
+        close_client(self._watcher.client)
 
     # -- heartbeat and draining (a thread) -------------------------------------
 
@@ -294,7 +308,7 @@ class Worker:
             token = str(job.meta.get(TOKEN_META, ""))
             nonce = str(job.meta.get(NONCE_META, ""))
             self._fenced_at = mod_time.monotonic()  # the lease holds from here, if code is OK
-            code = liveness.start_job(self.pool, self.me, token, nonce)
+            code, self._fenced_for = liveness.fence_job(self.pool, self.me, token, nonce)
             if code == errors.UNKNOWN_WORKER:  # this process no longer holds the id
                 self._give_back(job)
                 return
@@ -324,10 +338,11 @@ class Worker:
         }  # fmt: skip
         timeout = None if job.timeout == -1 else float(job.timeout or DEFAULT_JOB_TIMEOUT)
         wid = self.me.worker_id
-        def held() -> bool:
-            return liveness.lease_held(self.pool, wid, token, nonce)
 
-        outcome = self._jobs.run(call, timeout, held, self._fenced_at)
+        def held() -> float:
+            return liveness.lease_left(self._watcher, wid, token, nonce)
+
+        outcome = self._jobs.run(call, timeout, held, self._fenced_at, self._fenced_for)
         if outcome.kind == "returned":
             return outcome.value
         if outcome.kind == "raised":

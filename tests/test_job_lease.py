@@ -7,9 +7,11 @@ when they reach their end, so a job killed before its end leaves none.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import StartWorkerMain, pid_alive, wait_for
+from helpers import FAST, StartServer, StartWorkerMain, WorkerMain, pid_alive, wait_for
 from rq.serializers import JSONSerializer
 
 from redispool import JobFailed, JobTimeout, Lease, LeaseLost, Pool, errors, rqkeys
@@ -221,3 +223,43 @@ def test_a_job_does_not_outlive_its_worker_killed_with_sigkill(
     outcome["thread"].join(timeout=10)
     assert isinstance(outcome.get("error"), LeaseLost), outcome
     absent_until(marker, started + 2 + 1)
+
+
+def test_a_job_whose_worker_cannot_see_redis_is_ended_when_its_last_seen_ttl_runs_out(
+    fresh_server: StartServer, tmp_path: Path
+) -> None:
+    """Redis SIGSTOPped mid-job: the worker cannot look at the lease, and trusts it
+    only for the TTL it had at the last look; then the job is stopped as if the
+    lease had ended (it has, by the time Redis answers again: nobody renewed it)."""
+    server = fresh_server()
+    log = tmp_path / "worker_main.log"
+    main = WorkerMain(server.url, "doublers", log, ("--workers", "1", *FAST, "--heartbeat-ttl",
+                                                   "30", *FUNCTIONS))  # fmt: skip
+    marker = tmp_path / "cut-off-job-finished"
+    try:
+        with Pool("doublers", server.url) as p:
+            wait_for(lambda: p.status().idle == 1, timeout=20, message="the worker idle")
+        with Pool("doublers", server.url, lease_ttl=1.5) as holder:
+            lease = holder.checkout(timeout=5)  # renewed, until Redis stops answering
+            outcome = run_in_thread(lease, f"{JOBS}.sleep_then_mark", 6, str(marker))
+            wait_for(lambda: jobs_on(holder, lease.worker_id) == 1, message="the job started")
+            os.kill(server.pid, signal.SIGSTOP)
+            stopped = time.monotonic()
+            try:
+                wait_for(lambda: re.search(r"job process \d+ ended", main.log()), timeout=8,
+                         interval=0.05, message="the cut-off job killed")  # fmt: skip
+                killed_after = time.monotonic() - stopped
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            print(f"job killed {killed_after:.2f} s after Redis stopped answering")
+            assert killed_after < 1.5 + GRACE + 1.0  # the TTL it had, the grace, slack
+            outcome["thread"].join(timeout=20)
+            assert isinstance(outcome.get("error"), LeaseLost), outcome
+        absent_until(marker, stopped + 6 + 1.5)
+        assert "its lease ended; job killed" in main.log()
+    finally:
+        if server.running:
+            os.kill(server.pid, signal.SIGCONT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            main.stop(timeout=10)
+        main.kill_everything()

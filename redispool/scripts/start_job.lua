@@ -14,7 +14,7 @@
   ARGV[4]     nonce         hex nonce of the lease the job carries
 
   Returns
-    {OK}               run it
+    {OK, ttl_ms}       run it; the lease holds ttl_ms more (its key's PTTL)
     {NOT_HELD}         the token's lease has ended: refuse
     {WORKER_DEAD}      the token's lease ended because its worker died: refuse
     {UNKNOWN_WORKER}   this process no longer holds the worker id
@@ -31,7 +31,7 @@ if value then
   local proof = token .. '|' .. nonce .. '|'
   if nonce ~= '' and string.sub(value, 1, #proof) == proof then
     rcall('HINCRBY', jobs, wid, 1)
-    return {OK}
+    return {OK, rcall('PTTL', lease)}
   end
 end
 if rcall('ZSCORE', dead, token) then return {WORKER_DEAD} end

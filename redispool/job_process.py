@@ -123,23 +123,22 @@ class JobProcess:
         call: dict[str, Any],
         timeout: float | None,
         held: Callable[[], bool],
-        held_at: float,
     ) -> Outcome:
         """Run ``call`` in the job process while ``held()`` says its lease holds.
 
-        ``held_at`` is when the caller last saw the lease held (monotonic).
         ``held`` is asked every WATCH_INTERVAL while the job runs, and once
-        more when it returns if the last look is older than that: a result
-        is ``returned`` only if the lease was seen held at most
-        WATCH_INTERVAL before it came, else it is ``lost``. A look that
-        fails (Redis unreachable) proves nothing either way: the job runs on
-        and the next look decides. If this raises while the job runs, the job
-        process is killed: a call left running is never answered later.
+        more after it returns: a result is ``returned`` only if the lease was
+        seen held after it came (a lease that ended even 1 ms before the
+        result may already be another holder's), else it is ``lost``. A look
+        while the job runs that fails (Redis unreachable) proves nothing
+        either way: the job runs on and the next look decides; the look after
+        the result raises PoolUnavailable. If this raises while the job runs,
+        the job process is killed: a call left running is never answered later.
         """
         self.ensure_ready()
         self._send({"op": "run", **call})
         try:
-            return self._watch(call, timeout, held, held_at)
+            return self._watch(call, timeout, held)
         except BaseException:
             if self._proc is not None and self._ready:
                 self.kill()
@@ -150,7 +149,6 @@ class JobProcess:
         call: dict[str, Any],
         timeout: float | None,
         held: Callable[[], bool],
-        held_at: float,
     ) -> Outcome:
         deadline = None if timeout is None else mod_time.monotonic() + timeout
         lost_at: float | None = None
@@ -160,15 +158,13 @@ class JobProcess:
             message = self._receive(max(0.0, min(until, deadline or until) - now))
             now = mod_time.monotonic()
             if message is not None:
-                return _answered(message, now, held, held_at, lost_at)
+                return _answered(message, now, held, lost_at)
             if deadline is not None and now >= deadline:
                 self.replace()
                 return Outcome("timeout", killed=True)
             if lost_at is None:
                 seen = _look(held)
-                if seen:
-                    held_at = now
-                elif seen is not None:
+                if seen is False:
                     lost_at = now
                     self._send({"op": "lost", "token": call["token"]}, self._notices)
             elif now >= lost_at + self.stop_grace:
@@ -244,11 +240,11 @@ def _answered(
     message: dict[str, Any],
     now: float,
     held: Callable[[], bool],
-    held_at: float,
     lost_at: float | None,
 ) -> Outcome:
-    """The outcome of a call the job process answered at ``now``."""
-    if lost_at is None and now - held_at > WATCH_INTERVAL and not held():
+    """The outcome of a call the job process answered at ``now``: a success
+    only if its lease is seen held after the answer came."""
+    if lost_at is None and not held():
         lost_at = now
     if lost_at is not None:
         return Outcome("lost", lost_after=now - lost_at)

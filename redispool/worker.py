@@ -124,7 +124,6 @@ class Worker:
         self._exit_code = EXIT_OK
         self._last_job = mod_time.monotonic()
         self._rq_beat = mod_time.monotonic()
-        self._fenced_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -293,7 +292,6 @@ class Worker:
                 return
             token = str(job.meta.get(TOKEN_META, ""))
             nonce = str(job.meta.get(NONCE_META, ""))
-            self._fenced_at = mod_time.monotonic()  # the lease holds from here, if code is OK
             code = liveness.start_job(self.pool, self.me, token, nonce)
             if code == errors.UNKNOWN_WORKER:  # this process no longer holds the id
                 self._give_back(job)
@@ -327,7 +325,7 @@ class Worker:
         def held() -> bool:
             return liveness.lease_held(self.pool, wid, token, nonce)
 
-        outcome = self._jobs.run(call, timeout, held, self._fenced_at)
+        outcome = self._jobs.run(call, timeout, held)
         if outcome.kind == "returned":
             return outcome.value
         if outcome.kind == "raised":

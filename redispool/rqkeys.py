@@ -95,6 +95,8 @@ def classes(pool: str) -> PoolRQ:
             "job_class": job,
             "redis_queue_namespace_prefix": f"{prefix}:queue:",
             "redis_queues_keys": f"{prefix}:queues",
+            "registry_cleaning_key": property(lambda q: f"{prefix}:clean_registries:{q.name}"),
+            **_registries(prefix, tag),
         },
     )
     worker = type(
@@ -108,6 +110,35 @@ def classes(pool: str) -> PoolRQ:
         },
     )
     return PoolRQ(keys, job, queue, worker, result)
+
+
+#: The queue's registry properties, RQ's registry class of each and its key's kind.
+_REGISTRIES = {
+    "started_job_registry": ("StartedJobRegistry", "wip"),
+    "finished_job_registry": ("FinishedJobRegistry", "finished"),
+    "failed_job_registry": ("FailedJobRegistry", "failed"),
+    "deferred_job_registry": ("DeferredJobRegistry", "deferred"),
+    "ready_job_registry": ("ReadyJobRegistry", "ready"),
+    "scheduled_job_registry": ("ScheduledJobRegistry", "scheduled"),
+    "canceled_job_registry": ("CanceledJobRegistry", "canceled"),
+}
+
+
+def _registries(prefix: str, tag: str) -> dict[str, property]:
+    """The queue's registries, keyed under ``prefix`` (RQ's own build their
+    keys from the process's RQ_KEY_PREFIX, ``rq`` in a client process)."""
+    from rq import registry
+
+    def registry_of(cls: type[Any]) -> property:
+        return property(lambda q: cls(queue=q, job_class=q.job_class, serializer=q.serializer))
+
+    found = {}
+    for name, (base, kind) in _REGISTRIES.items():
+        rq_class = getattr(registry, base)
+        literal = prefix.replace("{", "{{").replace("}", "}}")  # the hash tag, for str.format
+        template = {"key_template": f"{literal}:{kind}:{{0}}"}
+        found[name] = registry_of(type(f"{base}_{tag}", (rq_class,), template))
+    return found
 
 
 def _result_key(keys: PoolKeys) -> Any:

@@ -240,3 +240,12 @@ def _run_catching(lease: Lease, outcome: list[BaseException]) -> None:
 def test_a_dead_job_lasts_as_long_as_a_result() -> None:
     lua = (Path(redispool.__file__).parent / "scripts" / "includes" / "workers.lua").read_text()
     assert f"local DEAD_JOB_TTL_MS = {RESULT_TTL * 1000}\n" in lua
+
+
+def test_a_client_process_names_a_pools_rq_registries_under_the_pools_prefix() -> None:
+    # This process has no RQ_KEY_PREFIX: RQ's own registries would be 'rq:failed:w1', ...
+    queue = classes(POOL).queue_for("w1", redis.Redis())  # builds names only: never connects
+    registries = [getattr(queue, a).key for a in dir(queue) if a.endswith("_job_registry")]
+    names = [queue.key, queue.intermediate_queue_key, queue.registry_cleaning_key, *registries]
+    expected = set(_rq_keys_of_queue("w1")) - {classes(POOL).keys.rq_prefix + ":workers:w1"}
+    assert set(names) == expected

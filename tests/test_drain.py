@@ -76,12 +76,6 @@ def test_drained_idle_busy_and_overflow_workers_stay_out_and_the_rest_serve(
         assert again.worker_id == keep.worker_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="register_worker checks 'removed' only for the incarnation itself: the "
-    "supervisor's replacement of a drained worker that died buries the old incarnation "
-    "(and its mark) and registers the id again",
-)
 def test_a_drained_busy_worker_that_dies_before_its_lease_ends_stays_out(
     start_worker_main: StartWorkerMain, pool: Pool
 ) -> None:
@@ -92,8 +86,11 @@ def test_a_drained_busy_worker_that_dies_before_its_lease_ends_stays_out(
     assert pool.remove_worker(lease.worker_id) is True  # leaves when its lease ends
     os.kill(worker.pid, signal.SIGKILL)  # it dies before that
     wait_for(lambda: "; replacing it in" in main.log(), timeout=10, message="a replacement")
-    lease.checkin()
+    wait_for(lambda: left_cleanly(main.log(), lease.worker_id), timeout=10,
+             message="the replacement to exit 0")  # fmt: skip
+    assert lease.checkin() is False  # its lease ended with its process ("worker dead")
     out_until = time.monotonic() + 10 * HEARTBEAT_INTERVAL + 0.5
     while time.monotonic() < out_until:
         assert lease.worker_id not in {w.id for w in pool.workers()}, "the drained worker came back"
         time.sleep(0.05)
+    assert main.log().count("; replacing it in") == 1  # the replacement was not replaced

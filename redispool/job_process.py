@@ -132,12 +132,12 @@ class JobProcess:
         once it has ended; :class:`~redispool.PoolUnavailable` when Redis
         cannot say). The caller last saw it hold at ``held_at`` (monotonic)
         for ``held_for`` seconds more. ``held`` is asked every
-        WATCH_INTERVAL while the job runs, and once more when it returns if
-        the last look is older than that: a result is ``returned`` only if
-        the lease was seen held at most WATCH_INTERVAL before it came, else it
-        is ``lost``. While Redis cannot be asked, the lease counts as held
-        only until the TTL it had at the last look runs out: a worker cut off
-        from Redis stops its job as if the lease had ended then. If this
+        WATCH_INTERVAL while the job runs, and once more after it returns: a
+        result is ``returned`` only if the lease was seen held after it came,
+        else it is ``lost``. While Redis cannot be asked, the lease counts as
+        held only until the TTL it had at the last look runs out (an early
+        checkin meanwhile is not seen): a worker cut off from Redis stops its
+        job as if the lease had ended then. If this
         raises while the job runs, the job process is killed: a call left
         running is never answered later.
         """
@@ -249,8 +249,10 @@ def _answered(
     seen: _Seen,
     lost_at: float | None,
 ) -> Outcome:
-    """The outcome of a call the job process answered at ``now``."""
-    if lost_at is None and now - seen.at > WATCH_INTERVAL and not seen.look(held, now):
+    """The outcome of a call the job process answered at ``now``: a success only
+    if its lease is seen held after the answer came (a lease that ended even
+    1 ms before it may already be another holder's)."""
+    if lost_at is None and not seen.look(held, now):
         lost_at = now
     if lost_at is not None:
         return Outcome("lost", lost_after=now - lost_at)

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from .pool import Pool
 
 __all__ = [
-    "Incarnation", "beat", "fence_job", "lease_left", "leave", "reap", "register", "start_job",
+    "Incarnation", "OutOfService", "beat", "fence_job", "lease_left", "leave", "reap",
+    "register", "start_job",
 ]  # fmt: skip
 
 REAP_BATCH = 1000
@@ -34,6 +35,10 @@ def worker_keys(pool: Pool) -> tuple[str, ...]:
         k.heartbeats, k.incarnations, k.dead_leases, k.jobs, k.overflow, k.jobs_failed,
         k.removed,
     )
+
+
+class OutOfService(errors.PoolError):
+    """The worker id was taken out of service (removed, drained): not registered again."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,10 @@ def register(pool: Pool, me: Incarnation, replaces: str = "") -> bool:
     ``replaces`` names an incarnation the caller knows is dead (a supervisor
     that reaped the process): it is buried at once. Raises
     :class:`~redispool.errors.WorkerIdTaken` if a live worker, or one added
-    by hand, holds the id. True if it registered anew, False if it held it.
+    by hand, holds the id, and :class:`OutOfService` if the id was taken out
+    of service (also when the dead incarnation it replaces was: a drained
+    worker that died before it left). True if it registered anew, False if
+    it held it.
     """
     reply = pool._run(
         "register_worker",
@@ -79,6 +87,11 @@ def register(pool: Pool, me: Incarnation, replaces: str = "") -> bool:
         extra_keys=worker_keys(pool),
         worker_id=me.worker_id,
     )
+    if int(reply[0]) == errors.UNKNOWN_WORKER:
+        raise OutOfService(
+            f"pool {pool.name!r}: worker {me.worker_id!r} was taken out of service",
+            pool=pool.name, worker_id=me.worker_id, operation="register",
+        )  # fmt: skip
     errors.raise_for(int(reply[0]), pool=pool.name, operation="register", worker_id=me.worker_id)
     return bool(int(reply[1]))
 

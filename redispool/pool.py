@@ -300,8 +300,10 @@ class Pool:
         """Return ``lease``'s worker. True if this call returned it; False if
         the lease had already ended (it sets ``lease.lost``) or was checked in.
 
-        If Redis cannot be asked (:class:`PoolUnavailable` and the like), the
-        lease stays open so that checkin can be tried again; it is no longer
+        If Redis cannot be asked (:class:`PoolUnavailable` and the like), or
+        the call is interrupted (``KeyboardInterrupt``), the lease stays open
+        so that checkin can be tried again (a retry of one that did run
+        answers False); it is no longer
         renewed, so otherwise it ends after its TTL. With ``min_replicas``, a
         checkin the master made but too few replicas acknowledged raises
         :class:`PoolUnavailable` too, and the lease also stays open: after a
@@ -326,7 +328,7 @@ class Pool:
                 extra_keys=(self.keys.lease(lease.worker_id), self.keys.dead_leases),
                 worker_id=lease.worker_id,
             )
-        except PoolError:
+        except BaseException:  # unreachable, or interrupted (Ctrl-C): it may not have run
             lease._closed = False
             raise
         if int(reply[0]) == errors.OK:

@@ -95,6 +95,7 @@ def classes(pool: str) -> PoolRQ:
             "job_class": job,
             "redis_queue_namespace_prefix": f"{prefix}:queue:",
             "redis_queues_keys": f"{prefix}:queues",
+            "registry_cleaning_key": property(lambda q: f"{prefix}:clean_registries:{q.name}"),
             **_registries(prefix, tag),
         },
     )
@@ -111,33 +112,32 @@ def classes(pool: str) -> PoolRQ:
     return PoolRQ(keys, job, queue, worker, result)
 
 
-#: A queue's registry properties, RQ's class of each and the part of its key.
-_REGISTRIES = (
-    ("started_job_registry", "StartedJobRegistry", "wip"),
-    ("finished_job_registry", "FinishedJobRegistry", "finished"),
-    ("failed_job_registry", "FailedJobRegistry", "failed"),
-    ("deferred_job_registry", "DeferredJobRegistry", "deferred"),
-    ("ready_job_registry", "ReadyJobRegistry", "ready"),
-    ("scheduled_job_registry", "ScheduledJobRegistry", "scheduled"),
-    ("canceled_job_registry", "CanceledJobRegistry", "canceled"),
-)
+#: The queue's registry properties, RQ's registry class of each and its key's kind.
+_REGISTRIES = {
+    "started_job_registry": ("StartedJobRegistry", "wip"),
+    "finished_job_registry": ("FinishedJobRegistry", "finished"),
+    "failed_job_registry": ("FailedJobRegistry", "failed"),
+    "deferred_job_registry": ("DeferredJobRegistry", "deferred"),
+    "ready_job_registry": ("ReadyJobRegistry", "ready"),
+    "scheduled_job_registry": ("ScheduledJobRegistry", "scheduled"),
+    "canceled_job_registry": ("CanceledJobRegistry", "canceled"),
+}
 
 
 def _registries(prefix: str, tag: str) -> dict[str, property]:
-    """The queue's registry properties, each reading the pool's registry key (RQ's
-    own registry classes name theirs from the process's RQ_KEY_PREFIX)."""
+    """The queue's registries, keyed under ``prefix`` (RQ's own build their
+    keys from the process's RQ_KEY_PREFIX, ``rq`` in a client process)."""
     from rq import registry
 
-    found: dict[str, property] = {}
-    for attribute, name, part in _REGISTRIES:
-        escaped = prefix.replace("{", "{{").replace("}", "}}")
-        kind = type(f"{name}_{tag}", (getattr(registry, name),),
-                    {"key_template": f"{escaped}:{part}:{{0}}"})  # fmt: skip
+    def registry_of(cls: type[Any]) -> property:
+        return property(lambda q: cls(queue=q, job_class=q.job_class, serializer=q.serializer))
 
-        def make(self: Any, kind: type[Any] = kind) -> Any:
-            return kind(queue=self, job_class=self.job_class, serializer=self.serializer)
-
-        found[attribute] = property(make)
+    found = {}
+    for name, (base, kind) in _REGISTRIES.items():
+        rq_class = getattr(registry, base)
+        literal = prefix.replace("{", "{{").replace("}", "}}")  # the hash tag, for str.format
+        template = {"key_template": f"{literal}:{kind}:{{0}}"}
+        found[name] = registry_of(type(f"{base}_{tag}", (rq_class,), template))
     return found
 
 

@@ -159,6 +159,12 @@ class Worker:
                 self._jobs.close()
                 self.pool.close()
                 return EXIT_ID_TAKEN
+            except liveness.OutOfService:  # drained, then its process died: not replaced
+                log.info("worker %s is out of service: not joining", self.me.worker_id)
+                self._jobs.close()
+                self.pool.close()
+                self._rq.close()
+                return EXIT_OK
             except PoolUnavailable as exc:
                 log.warning("worker %s: cannot register yet: %s", self.me.worker_id, exc)
                 if self._stop.wait(REGISTER_RETRY) or self._draining.is_set():

@@ -7,7 +7,9 @@ keep serving.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -72,3 +74,49 @@ def test_drained_idle_busy_and_overflow_workers_stay_out_and_the_rest_serve(
     assert "; replacing it in" not in main.log()
     with pool.lease(timeout=5) as again:
         assert again.worker_id == keep.worker_id
+
+
+def test_a_drained_busy_worker_that_dies_before_its_lease_ends_stays_out(
+    start_worker_main: StartWorkerMain, pool: Pool
+) -> None:
+    main = start_worker_main(workers=1)
+    lease = pool.checkout(timeout=5)
+    (worker,) = pool.workers()
+    assert worker.pid is not None
+    assert pool.remove_worker(lease.worker_id) is True  # leaves when its lease ends
+    os.kill(worker.pid, signal.SIGKILL)  # it dies before that
+    wait_for(lambda: "; replacing it in" in main.log(), timeout=10, message="a replacement")
+    wait_for(lambda: left_cleanly(main.log(), lease.worker_id), timeout=10,
+             message="the replacement to exit 0")  # fmt: skip
+    assert lease.checkin() is False  # its lease ended with its process ("worker dead")
+    out_until = time.monotonic() + 10 * HEARTBEAT_INTERVAL + 0.5
+    while time.monotonic() < out_until:
+        assert lease.worker_id not in {w.id for w in pool.workers()}, "the drained worker came back"
+        time.sleep(0.05)
+    assert main.log().count("; replacing it in") == 1  # the replacement was not replaced
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="burial deletes the 'removed' mark: a drained worker paused past its heartbeat "
+    "is buried by the Reaper, then its next beat finds no registration and no mark, "
+    "and registers the id again",
+)
+def test_a_drained_worker_paused_until_buried_stays_out(
+    start_worker_main: StartWorkerMain, pool: Pool
+) -> None:
+    main = start_worker_main(workers=1)
+    (worker,) = pool.workers()
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGSTOP)  # paused (GC, swap, a stopped VM) before its next beat
+    try:
+        assert pool.remove_worker(worker.id) is True  # idle: out at once
+        wait_for(lambda: pool.client.zscore(pool.keys.heartbeats, worker.id) is None,
+                 timeout=10, message="its burial by the Reaper")  # fmt: skip
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    back = "registration had vanished; registered again"
+    wait_for(lambda: left_cleanly(main.log(), worker.id) or back in main.log(), timeout=10,
+             message="the drained worker to exit 0 or come back")  # fmt: skip
+    assert back not in main.log(), "the drained worker came back"
+    assert worker.id not in {w.id for w in pool.workers()}

@@ -109,14 +109,14 @@ class Agent:
 class WorkerHost:
     """worker_main.py inside a host namespace; its log (with its workers') in a file."""
 
-    def __init__(self, host: Host, url: str, workers: int) -> None:
+    def __init__(self, host: Host, url: str, workers: int, *extra: str) -> None:
         self.host = host
         self.log_path = host.net.dir / f"worker_main-{host.name}.log"
         with open(self.log_path, "ab") as out:
             self.proc = host.python(
                 [str(WORKER_MAIN), "--url", url, "--pool", POOL, "--workers", str(workers),
                  "--worker-id-prefix", host.name, "--heartbeat-ttl", str(HEARTBEAT_TTL),
-                 "--sweep-interval", str(SWEEP)],
+                 "--sweep-interval", str(SWEEP), *extra],
                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
             )  # fmt: skip
 
@@ -330,3 +330,29 @@ def test_a_redis_restart_ends_leases_or_keeps_them_with_aof_and_counts_each_work
     assert lease["token"] > held["token"]
     assert c1.ok("run", token=lease["token"], n=53)["result"] == 106
     t.show()
+
+
+def test_a_cut_off_worker_hosts_job_does_not_outlive_its_lease_beyond_the_grace(
+    net: Network, server_kind: str, tmp_path: Path
+) -> None:
+    server = net.host("srv").start_server(server_kind)
+    func = "tests.procs.jobfuncs.sleep_then_mark"
+    wka = WorkerHost(net.host("wka"), server.url, 1, f"--function={func}")
+    c1 = Agent(net.host("c1"), server.url)
+    until(size_is(c1, 1, idle=1), 30, "1 idle worker")
+    lease = c1.ok("checkout", timeout=5)  # renewed by c1 throughout
+    marker = tmp_path / "cut-off-job-finished"
+    job = c1.send("run_func", token=lease["token"], func=func, args=[5, str(marker)], timeout=10)
+    until(lambda: re.search(r"job \S+ token \d+ started", wka.log()), 10, "the job started")
+    net.hosts[1].cut()  # wka
+    cut_at = time.monotonic()
+    buried = until(size_is(c1, 0), HEARTBEAT_TTL + 10, "wka's worker buried")  # lease ends here
+    reply = c1.wait(job, timeout=15)
+    assert (reply["ok"], reply.get("error")) == (False, "WorkerLost"), reply
+    grace = 1.0  # worker_main's default --stop-grace
+    while time.monotonic() < cut_at + 5 + 0.5:  # it would write 5 s after it started
+        assert not marker.exists(), (
+            f"the job finished {time.monotonic() - buried:.1f} s after its lease ended "
+            f"(grace {grace} s)"
+        )
+        time.sleep(0.05)

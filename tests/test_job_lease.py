@@ -30,7 +30,7 @@ JOBS = "tests.procs.jobfuncs"
 FUNCTIONS = tuple(
     f"--function={JOBS}.{name}"
     for name in ("sleep_then_mark", "spin_then_mark", "watch_lost", "lease_seen",
-                 "raise_named_lease_lost")
+                 "raise_named_lease_lost", "return_when_reassigned")
 )  # fmt: skip
 GRACE = 1.0  # worker_main's default --stop-grace
 
@@ -263,3 +263,21 @@ def test_a_job_whose_worker_cannot_see_redis_is_ended_when_its_last_seen_ttl_run
         with contextlib.suppress(subprocess.TimeoutExpired):
             main.stop(timeout=10)
         main.kill_everything()
+
+
+def test_a_job_that_returns_after_its_worker_was_handed_on_is_no_success(
+    start_worker_main: StartWorkerMain, redis_url: str, pool: Pool
+) -> None:
+    # The job returns a few ms after its lease expired and a waiter was handed
+    # the worker: the worker's last look (<= 50 ms before) saw the lease held.
+    start_worker_main(*FUNCTIONS, workers=1)
+    for _ in range(3):  # the last look falls anywhere in 50 ms: three rounds, not luck
+        with Pool("doublers", redis_url, lease_ttl=0.5) as holder:
+            stale = holder.checkout(timeout=5, auto_renew=False)
+            key = holder.keys.lease(stale.worker_id)
+            outcome = run_in_thread(stale, f"{JOBS}.return_when_reassigned", redis_url, key, 5)
+            fresh = pool.checkout(timeout=5)  # served when the stale lease ends
+            assert fresh.worker_id == stale.worker_id
+            outcome["thread"].join(timeout=5)
+            assert isinstance(outcome.get("error"), LeaseLost), outcome  # never a result
+            fresh.checkin()

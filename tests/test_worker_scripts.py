@@ -178,6 +178,11 @@ def test_a_worker_whose_registration_was_lost_with_the_data_registers_again(
 def test_a_new_incarnation_of_a_removed_id_may_register(pool: Pool) -> None:
     liveness.register(pool, me())
     pool.remove_worker("w1")
-    assert liveness.register(pool, me(incarnation="inc-b"), replaces="inc-a") is True
-    assert liveness.beat(pool, me(incarnation="inc-b")) == "beat"
+    # a supervisor's replacement of the removed one (its process died first) is not
+    # let in: the dead one is buried with its mark, and the id is free again
+    with pytest.raises(liveness.OutOfService):
+        liveness.register(pool, me(incarnation="inc-b"), replaces="inc-a")
     assert pool.client.hgetall(pool.keys.removed) == {}
+    assert [w.id for w in pool.workers()] == []
+    assert liveness.register(pool, me(incarnation="inc-c")) is True
+    assert liveness.beat(pool, me(incarnation="inc-c")) == "beat"

@@ -11,7 +11,10 @@
   taken: refused when another live incarnation holds it (unless it is
   `replaces`, which the caller knows to be dead) or when it was added by hand;
   a dead incarnation's worker is buried first (its lease ends as "worker
-  dead"). The worker then goes to the oldest live waiter, else idle.
+  dead"); if that incarnation had been taken out of service, the id is not
+  registered again ({UNKNOWN_WORKER}: drain and remove stick when the
+  drained process dies before it leaves). The worker then goes to the
+  oldest live waiter, else idle.
 
   KEYS[1..16] the pool's common keys and the workers keys (see
               includes/pool.lua and includes/workers.lua)
@@ -29,7 +32,8 @@
     {OK, 0}            heartbeat refreshed
     {OK, 1}            registered (anew)
     {UNKNOWN_WORKER}   not registered, and register was '0' or this
-                       incarnation was taken out of service
+                       incarnation (or the dead one it replaces) was taken
+                       out of service
     {ID_TAKEN}         a live worker or a hand-added one holds the id
 ]]
 -- @include pool
@@ -59,7 +63,9 @@ if refused then return refused end
 probe('HLEN', W.removed)
 if current and current ~= incarnation then
   if current ~= replaces and rcall('EXISTS', alive_key(wid)) == 1 then return {ID_TAKEN} end
+  local retired = rcall('HGET', W.removed, wid) == current
   bury(wid, now)
+  if retired then return {UNKNOWN_WORKER} end
 elseif not current and known then
   return {ID_TAKEN}
 end

@@ -6,58 +6,49 @@ For each line on stdin: a blocking ``checkout(timeout=10)`` then ``checkin``. It
 one line per round: ``got`` (it was handed the worker and checked it in), or
 ``interrupted`` (the KeyboardInterrupt came out of checkout, or after it, in which case
 the lease it returned is checked in here). The default SIGINT handler stays: every
-interrupt is a real one, wherever it lands.
+interrupt inside a round is a real one, wherever it lands; between rounds SIGINT is
+held back (a late one would garble the line printed, or hit the next round).
 """
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 
 from redispool import Lease, Pool
 
 
-def _line() -> str:
-    while True:
-        try:
-            return sys.stdin.readline()
-        except KeyboardInterrupt:  # a late signal of the previous round
-            continue
-
-
-def _say(word: str) -> None:
-    """Print the round's outcome whole: SIGINT waits while the line is written
-    (a signal between "got" and its newline would garble it). A SIGINT that
-    came meanwhile is raised once the mask is lifted; the round is over, so it
-    changes nothing."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        print(word, flush=True)
-    finally:
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def one_round(pool: Pool) -> str:
+    """One checkout and checkin, the only time SIGINT is let through: a signal
+    sent for the last round and still pending is dropped first."""
+    if signal.SIGINT in signal.sigpending():
+        signal.sigwait({signal.SIGINT})
     lease: Lease | None = None
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         lease = pool.checkout(timeout=10)
         lease.checkin()
-        return "got"
+        outcome = "got"
     except KeyboardInterrupt:
-        if lease is not None:  # the interrupt came after checkout returned
-            lease.checkin()
-        return "interrupted"
+        outcome = "interrupted"
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    if lease is not None and outcome == "interrupted":  # after checkout returned
+        lease.checkin()  # False if the interrupted checkin had run
+    return outcome
 
 
 def main() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # let through in rounds only
     url, name = sys.argv[1:3]
     pool = Pool(name, url=url)
-    pool.status()  # connected and the library loaded before the first round
-    _say("ready")
-    while _line():
-        _say(one_round(pool))
+    # Connected, the library loaded and the renewer thread started before the first
+    # round, with SIGINT held back: threads keep the mask they start with, so only the
+    # main thread, inside a round, ever takes the signal.
+    pool.checkout(block=False).checkin()
+    print("ready", flush=True)
+    while sys.stdin.readline():
+        print(one_round(pool), flush=True)
 
 
 if __name__ == "__main__":

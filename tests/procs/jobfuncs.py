@@ -57,3 +57,21 @@ def raise_named_lease_lost() -> None:
     """Raises an exception named LeaseLost whose message looks like redispool's."""
     raise LeaseLost("redispool.errors.LeaseLost: WorkerLost: the lease has ended")
 
+
+def return_when_reassigned(url: str, lease_key: str, timeout: float) -> str:
+    """Polls the lease key every millisecond and returns the moment it holds
+    another lease than this job's (the worker was handed to a new holder)."""
+    import redis
+
+    mine = f"{redispool.current_lease().token}|"
+    client = redis.Redis.from_url(url)
+    end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < end:
+            value = client.get(lease_key)
+            if value is not None and not value.decode().startswith(mine):
+                return "returned after the worker was handed on"
+            time.sleep(0.001)
+    finally:
+        client.close()
+    return "never handed on"

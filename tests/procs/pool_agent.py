@@ -9,7 +9,8 @@ the next request), and answers with one JSON line on stdout carrying the same
 taken up and answered (one clock for every process on this machine).
 
 Ops: ``checkout`` (timeout, auto_renew) -> worker, token; ``run`` (token, n,
-timeout) -> result of the doubler; ``run_stale`` (worker, token, n): send a
+timeout) -> result of the doubler; ``run_func`` (token, func, args,
+timeout) -> what ``lease.run`` returns; ``run_stale`` (worker, token, n): send a
 job under a token from a fresh Lease object, as a client that does not know
 its lease ended would; ``renew``, ``checkin``, ``lost`` (token); ``status``;
 ``workers``. A failure answers ``ok: false`` with ``error`` (the exception's
@@ -55,6 +56,9 @@ class Agent:
         if op == "run":
             lease = self.leases[req["token"]]
             return {"result": compute(lease, req["n"], timeout=req.get("timeout", 10.0))}
+        if op == "run_func":
+            lease = self.leases[req["token"]]
+            return {"result": lease.run(req["func"], *req["args"], timeout=req["timeout"])}
         if op == "run_stale":
             known = self.leases.get(req["token"])  # its nonce, as the stale client has it
             stale = Lease(

@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from redispool.cli.options import Seconds, checked
+from redispool.cli.options import Seconds, checked, replica_options
 from redispool.connect import validate_url
 from redispool.jobs import DEFAULT_FUNCTIONS, parse_functions
 from redispool.keys import validate_pool_name, validate_worker_id_prefix
@@ -115,20 +115,7 @@ def _functions(
     callback=_functions,
     help="Dotted name of a function workers may run, besides the doubler (repeat).",
 )
-@click.option(
-    "--min-replicas",
-    envvar="REDISPOOL_MIN_REPLICAS",
-    default=0,
-    type=click.IntRange(0, 100),
-    help="Checkout, renew and checkin wait until this many replicas have their write.",
-)
-@click.option(
-    "--replica-timeout",
-    envvar="REDISPOOL_REPLICA_TIMEOUT",
-    default=1.0,
-    type=Seconds(0.001, 5.0),
-    help="Seconds to wait for the replicas (--min-replicas).",
-)
+@replica_options
 @click.option(
     "--log-level",
     envvar="REDISPOOL_LOG_LEVEL",

@@ -204,23 +204,7 @@ def _fail(message: str, code: int) -> NoReturn:
     help="Redis to use (also REDISPOOL_URL): redis://, rediss://, unix:// or "
     "redis+sentinel://[user:password@]h1:p1,h2:p2/<service>/<db>.",
 )
-@click.option(
-    "--min-replicas",
-    envvar="REDISPOOL_MIN_REPLICAS",
-    default=0,
-    show_default=True,
-    type=click.IntRange(0, 100),
-    help="Checkout, renew and checkin wait until this many replicas have their write.",
-)
-@click.option(
-    "--replica-timeout",
-    envvar="REDISPOOL_REPLICA_TIMEOUT",
-    default=1.0,
-    show_default=True,
-    type=options.Seconds(0.001, 5.0),
-    metavar="S",
-    help="Seconds to wait for the replicas (--min-replicas).",
-)
+@options.replica_options
 @click.pass_context
 def cli(ctx: click.Context, url: str, min_replicas: int, replica_timeout: float) -> None:
     """Inspect and steer redispool pools shared through Redis.

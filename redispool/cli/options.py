@@ -15,10 +15,11 @@ import click
 from ..connect import validate_url
 from ..jobs import function_name
 from ..keys import validate_pool_name, validate_worker_id, validate_worker_id_prefix
+from ..replicas import DEFAULT_REPLICA_TIMEOUT, MAX_REPLICA_TIMEOUT, MAX_REPLICAS
 
 __all__ = [
-    "Seconds", "checked", "function", "pool_name", "pool_names", "url", "worker_id",
-    "worker_id_prefix",
+    "Seconds", "checked", "function", "pool_name", "pool_names", "replica_options", "url",
+    "worker_id", "worker_id_prefix",
 ]  # fmt: skip
 
 
@@ -59,3 +60,25 @@ def pool_names(
 ) -> tuple[str, ...]:
     """A click callback for several pool names."""
     return tuple(pool_name(ctx, param, name) for name in value)
+
+
+def replica_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--min-replicas`` and ``--replica-timeout`` (see :mod:`redispool.replicas`)."""
+    timeout = click.option(
+        "--replica-timeout",
+        envvar="REDISPOOL_REPLICA_TIMEOUT",
+        default=DEFAULT_REPLICA_TIMEOUT,
+        show_default=True,
+        type=Seconds(0.001, MAX_REPLICA_TIMEOUT),
+        metavar="S",
+        help="Seconds to wait for the replicas (--min-replicas).",
+    )
+    replicas = click.option(
+        "--min-replicas",
+        envvar="REDISPOOL_MIN_REPLICAS",
+        default=0,
+        show_default=True,
+        type=click.IntRange(0, MAX_REPLICAS),
+        help="Checkout, renew and checkin wait until this many replicas have their write.",
+    )
+    return replicas(timeout(command))

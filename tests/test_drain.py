@@ -96,12 +96,6 @@ def test_a_drained_busy_worker_that_dies_before_its_lease_ends_stays_out(
     assert main.log().count("; replacing it in") == 1  # the replacement was not replaced
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="burial deletes the 'removed' mark: a drained worker paused past its heartbeat "
-    "is buried by the Reaper, then its next beat finds no registration and no mark, "
-    "and registers the id again",
-)
 def test_a_drained_worker_paused_until_buried_stays_out(
     start_worker_main: StartWorkerMain, pool: Pool
 ) -> None:
@@ -120,3 +114,5 @@ def test_a_drained_worker_paused_until_buried_stays_out(
              message="the drained worker to exit 0 or come back")  # fmt: skip
     assert back not in main.log(), "the drained worker came back"
     assert worker.id not in {w.id for w in pool.workers()}
+    wait_for(lambda: pool.client.hget(pool.keys.removed, worker.id) is None, timeout=5,
+             message="its retired mark cleared as it exited")  # fmt: skip

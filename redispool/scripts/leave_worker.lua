@@ -7,7 +7,8 @@
     mode 'idle'   leaves only if idle (an overflow worker done waiting)
   Either way, once it leaves, its heartbeat no longer registers it again.
     mode 'exit'   the process is exiting: everything about the worker goes;
-                  a lease still held ends as "worker dead"
+                  a lease still held ends as "worker dead" (a retired
+                  incarnation already buried only clears its 'removed' mark)
 
   KEYS[1..16] the pool's common keys and the workers keys (see
               includes/pool.lua and includes/workers.lua)
@@ -29,7 +30,13 @@ local wid, incarnation, mode = ARGV[1], ARGV[2], ARGV[3]
 local refused = corrupted()
 if refused then return refused end
 
-if rcall('HGET', W.incarnations, wid) ~= incarnation then return {UNKNOWN_WORKER} end
+if rcall('HGET', W.incarnations, wid) ~= incarnation then
+  -- a retired incarnation buried while it was paused: its exit clears the mark it left
+  if mode == 'exit' and rcall('HGET', W.removed, wid) == incarnation then
+    rcall('HDEL', W.removed, wid)
+  end
+  return {UNKNOWN_WORKER}
+end
 local now = server_time()
 if mode == 'exit' then
   bury(wid, now)

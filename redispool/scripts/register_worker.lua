@@ -55,7 +55,7 @@ if current == incarnation and known then
   return {OK, 0}
 end
 if ARGV[6] ~= '1' then return {UNKNOWN_WORKER} end
-if current == incarnation and rcall('HGET', W.removed, wid) == incarnation then
+if rcall('HGET', W.removed, wid) == incarnation then  -- retired (buried since, perhaps)
   return {UNKNOWN_WORKER}
 end
 local refused = corrupted()

@@ -126,13 +126,18 @@ local function retire(wid)
   if incarnation then rcall('HSET', W.removed, wid, incarnation) end
 end
 
--- Bury up to `limit` workers whose heartbeat lapsed. Returns how many.
+-- Bury up to `limit` workers whose heartbeat lapsed. Returns how many. A
+-- retired incarnation keeps its mark: its process may only be paused, and
+-- must not register again when it wakes (it clears the mark as it exits).
 local function reap(now, limit)
   local due = rcall('ZRANGEBYSCORE', W.heartbeats, '-inf', '(' .. fmt(now), 'LIMIT', 0, limit)
   local count = 0
   for _, wid in ipairs(due) do
     if rcall('EXISTS', alive_key(wid)) == 0 then
+      local retired = rcall('HGET', W.removed, wid)
+      local retired_held = retired and retired == rcall('HGET', W.incarnations, wid)
       bury(wid, now)
+      if retired_held then rcall('HSET', W.removed, wid, retired) end
       count = count + 1
     end
   end

@@ -175,6 +175,18 @@ def test_a_worker_whose_registration_was_lost_with_the_data_registers_again(
     assert [w.id for w in pool.workers()] == ["w1"]
 
 
+def test_the_replacement_of_a_drained_worker_buried_first_is_not_let_in(pool: Pool) -> None:
+    liveness.register(pool, me())
+    lease = pool.checkout(block=False, auto_renew=False)
+    assert pool.remove_worker("w1") is True  # busy: retired, leaves at the lease's end
+    die(pool, "w1")
+    assert liveness.reap(pool)[0] == 1  # the Reaper buries it before the supervisor restarts
+    assert lease.checkin() is False
+    with pytest.raises(liveness.OutOfService):
+        liveness.register(pool, me(incarnation="inc-b"), replaces="inc-a")
+    assert pool.workers() == [] and pool.client.hgetall(pool.keys.removed) == {}
+
+
 def test_a_new_incarnation_of_a_removed_id_may_register(pool: Pool) -> None:
     liveness.register(pool, me())
     pool.remove_worker("w1")

@@ -55,7 +55,11 @@ if current == incarnation and known then
   return {OK, 0}
 end
 if ARGV[6] ~= '1' then return {UNKNOWN_WORKER} end
-if rcall('HGET', W.removed, wid) == incarnation then  -- retired (buried since, perhaps)
+local retired = rcall('HGET', W.removed, wid)
+if retired == incarnation then return {UNKNOWN_WORKER} end  -- retired (buried since, perhaps)
+if retired and not current and retired == replaces then
+  -- the retired one died and was buried first: its replacement must not serve either
+  rcall('HDEL', W.removed, wid)
   return {UNKNOWN_WORKER}
 end
 local refused = corrupted()
@@ -63,9 +67,9 @@ if refused then return refused end
 probe('HLEN', W.removed)
 if current and current ~= incarnation then
   if current ~= replaces and rcall('EXISTS', alive_key(wid)) == 1 then return {ID_TAKEN} end
-  local retired = rcall('HGET', W.removed, wid) == current
+  local was_retired = retired == current
   bury(wid, now)
-  if retired then return {UNKNOWN_WORKER} end
+  if was_retired then return {UNKNOWN_WORKER} end
 elseif not current and known then
   return {ID_TAKEN}
 end

@@ -123,15 +123,14 @@ class JobProcess:
         call: dict[str, Any],
         timeout: float | None,
         held: Callable[[], float],
-        held_at: float,
-        held_for: float,
+        held_until: float,
     ) -> Outcome:
         """Run ``call`` in the job process while ``held()`` says its lease holds.
 
         ``held()`` answers how many seconds the lease surely still holds (0
         once it has ended; :class:`~redispool.PoolUnavailable` when Redis
-        cannot say). The caller last saw it hold at ``held_at`` (monotonic)
-        for ``held_for`` seconds more. ``held`` is asked every
+        cannot say); the caller knows it surely holds until ``held_until``
+        (monotonic). ``held`` is asked every
         WATCH_INTERVAL while the job runs, and once more after it returns: a
         result is ``returned`` only if the lease was seen held after it came,
         else it is ``lost``. While Redis cannot be asked, the lease counts as
@@ -144,7 +143,7 @@ class JobProcess:
         self.ensure_ready()
         self._send({"op": "run", **call})
         try:
-            return self._watch(call, timeout, held, _Seen(held_at, held_at + held_for))
+            return self._watch(call, timeout, held, _Seen(held_until))
         except BaseException:
             if self._proc is not None and self._ready:
                 self.kill()
@@ -261,9 +260,8 @@ def _answered(
 
 @dataclass
 class _Seen:
-    """When a running job's lease was last seen held, and until when it surely holds."""
+    """Until when (monotonic) a running job's lease surely holds, as last seen."""
 
-    at: float
     until: float
 
     def look(self, held: Callable[[], float], now: float) -> bool:
@@ -276,7 +274,7 @@ class _Seen:
             return now < self.until
         if left <= 0:
             return False
-        self.at, self.until = now, now + left
+        self.until = now + left
         return True
 
 

@@ -113,9 +113,6 @@ class RQRecords:
     def register_birth(self) -> None:
         self._rq.register_birth()  # type: ignore[no-untyped-call]
 
-    def register_death(self) -> None:
-        self._rq.register_death()  # type: ignore[no-untyped-call]
-
     def heartbeat(self) -> None:
         self._rq.heartbeat()
 

@@ -135,8 +135,7 @@ class Worker:
         self._exit_code = EXIT_OK
         self._last_job = mod_time.monotonic()
         self._rq_beat = mod_time.monotonic()
-        self._fenced_at = 0.0  # when the running job's lease was fenced (monotonic)
-        self._fenced_for = 0.0  # and how many seconds it surely held then
+        self._held_until = 0.0  # the running job's lease surely holds until then (monotonic)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -313,8 +312,9 @@ class Worker:
                 return
             token = str(job.meta.get(TOKEN_META, ""))
             nonce = str(job.meta.get(NONCE_META, ""))
-            self._fenced_at = mod_time.monotonic()  # the lease holds from here, if code is OK
-            code, self._fenced_for = liveness.fence_job(self.pool, self.me, token, nonce)
+            fenced_at = mod_time.monotonic()  # the lease holds from here, if code is OK
+            code, left = liveness.fence_job(self.pool, self.me, token, nonce)
+            self._held_until = fenced_at + left
             if code == errors.UNKNOWN_WORKER:  # this process no longer holds the id
                 self._give_back(job)
                 return
@@ -348,7 +348,7 @@ class Worker:
         def held() -> float:
             return liveness.lease_left(self._watcher, wid, token, nonce)
 
-        outcome = self._jobs.run(call, timeout, held, self._fenced_at, self._fenced_for)
+        outcome = self._jobs.run(call, timeout, held, self._held_until)
         if outcome.kind == "returned":
             return outcome.value
         if outcome.kind == "raised":

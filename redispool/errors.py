@@ -7,13 +7,17 @@ exception names the pool, the worker and the operation that failed.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 __all__ = [
     "CODES",
     "OK",
     "CheckoutTimeout",
+    "Code",
     "JobFailed",
     "JobTimeout",
     "LeaseLost",
+    "OutOfService",
     "PoolAccessDenied",
     "PoolCorrupted",
     "PoolError",
@@ -100,18 +104,33 @@ class PoolCorrupted(PoolError):
     """A key of the pool holds something redispool did not write."""
 
 
-# Result codes of the Lua scripts (first element of every reply).
-OK = 0
-FULL = 1
-QUEUED = 2
-NOT_HELD = 3
-UNKNOWN_WORKER = 4
-WORKER_DEAD = 5
-ID_TAKEN = 6
-#: A fenced store has seen a newer token (fence_write.lua).
-STALE_TOKEN = 7
-#: A job's verdict (never a script's): it ran past its own timeout and was ended.
-JOB_TIMEOUT = 8
+class OutOfService(PoolError):
+    """The worker id was taken out of service (removed, drained): not registered again."""
+
+
+class Code(IntEnum):
+    """Result codes of the Lua scripts (first element of every reply).
+
+    This enum is the one table: the scripts' Lua constants are generated from
+    it (:func:`redispool.scripts.code_constants`), never written by hand.
+    """
+
+    OK = 0
+    FULL = 1
+    QUEUED = 2
+    NOT_HELD = 3
+    UNKNOWN_WORKER = 4
+    WORKER_DEAD = 5
+    ID_TAKEN = 6
+    #: A fenced store has seen a newer token (fence_write.lua).
+    STALE_TOKEN = 7
+    #: A job's verdict (never a script's): it ran past its own timeout and was ended.
+    JOB_TIMEOUT = 8
+
+
+OK, FULL, QUEUED, NOT_HELD = Code.OK, Code.FULL, Code.QUEUED, Code.NOT_HELD
+UNKNOWN_WORKER, WORKER_DEAD, ID_TAKEN = Code.UNKNOWN_WORKER, Code.WORKER_DEAD, Code.ID_TAKEN
+STALE_TOKEN, JOB_TIMEOUT = Code.STALE_TOKEN, Code.JOB_TIMEOUT
 
 CODES: dict[int, tuple[type[PoolError] | None, str]] = {
     OK: (None, "ok"),
@@ -129,8 +148,8 @@ CODES: dict[int, tuple[type[PoolError] | None, str]] = {
 def raise_for(code: int, *, pool: str, operation: str, worker_id: str | None = None) -> None:
     """Raise the exception for a script result ``code``; return for a success code."""
     try:
-        exc_type, text = CODES[code]
-    except KeyError:
+        exc_type, text = CODES[Code(code)]
+    except ValueError:
         raise PoolCorrupted(
             f"pool {pool!r}: {operation} got unknown result code {code!r}",
             pool=pool,

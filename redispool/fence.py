@@ -19,7 +19,6 @@ The store's Redis need not be the pool's.
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
 
 import redis
 from redis.commands.core import Script
@@ -27,13 +26,14 @@ from redis.commands.core import Script
 from . import errors
 from .errors import StaleToken
 from .keys import FenceKeys, validate_pool_name
+from .scripts import source_of
 
 __all__ = ["Fence"]
 
 
 @cache
 def _source() -> str:
-    return resources.files(__package__).joinpath("scripts/fence_write.lua").read_text("utf-8")
+    return source_of("fence_write")
 
 
 def _token(token: object) -> int:

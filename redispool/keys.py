@@ -88,6 +88,22 @@ class PoolKeys:
         """``redispool:{pool}:``; scripts append ``lease:<id>`` or ``wake:<ticket>``."""
         return f"{NAMESPACE}:{{{self.pool}}}:"
 
+    @cached_property
+    def common(self) -> tuple[str, ...]:
+        """KEYS[1..9] of every pool script, in the order of ``includes/pool.lua``."""
+        return (
+            self.prefix, self.config, self.workers, self.idle, self.deadlines, self.token,
+            self.draining, self.waitq, self.waiters,
+        )  # fmt: skip
+
+    @cached_property
+    def liveness(self) -> tuple[str, ...]:
+        """KEYS[10..16] of the worker scripts, in the order of ``includes/workers.lua``."""
+        return (
+            self.heartbeats, self.incarnations, self.dead_leases, self.jobs, self.overflow,
+            self.jobs_failed, self.removed,
+        )  # fmt: skip
+
     @property
     def config(self) -> str:
         """Hash: the pool's settings (``lease_ttl_ms``, ``strategy``)."""

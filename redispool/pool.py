@@ -430,14 +430,14 @@ class Pool:
         from .status import read_workers
 
         with self.redis_errors("workers"):
-            return read_workers(self)
+            return read_workers(self.client, self.keys)
 
     def leases(self) -> list[LeaseInfo]:
         """Every live lease with its token, holder and seconds left."""
         from .status import read_leases
 
         with self.redis_errors("leases"):
-            return read_leases(self)
+            return read_leases(self.client, self.keys)
 
     def configure(
         self, *, lease_ttl: float | None = None, strategy: str | None = None

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.exceptions import NoPermissionError, ResponseError
 
+from .errors import Code
+
 if TYPE_CHECKING:
     from .wire import Wire
 
@@ -41,6 +43,7 @@ __all__ = [
     "SCRIPT_NAMES",
     "Installed",
     "Script",
+    "code_constants",
     "install",
     "installed_versions",
     "library",
@@ -77,9 +80,19 @@ def _read(relative: str) -> str:
     return resources.files(__package__).joinpath("scripts").joinpath(relative).read_text("utf-8")
 
 
+def code_constants() -> str:
+    """The Lua line that declares every result code, generated from
+    :class:`redispool.errors.Code` (no script writes a code's number itself)."""
+    names = ", ".join(code.name for code in Code)
+    values = ", ".join(str(code.value) for code in Code)
+    return f"local {names} = {values}"
+
+
 def source_of(name: str) -> str:
-    """The operation's text with the helpers it includes written out in front."""
-    return _INCLUDE.sub(lambda m: _read(f"includes/{m.group(1)}.lua"), _read(f"{name}.lua"))
+    """The operation's text, with the result codes and the helpers it includes
+    written out in front (``fence_write``'s too, though not in the library)."""
+    body = _INCLUDE.sub(lambda m: _read(f"includes/{m.group(1)}.lua"), _read(f"{name}.lua"))
+    return code_constants() + "\n" + body
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,7 @@ class Library:
 @cache
 def library() -> Library:
     """The library of every operation in :data:`SCRIPT_NAMES`."""
-    parts = ["local KEYS, ARGV = {}, {}"]
+    parts = ["local KEYS, ARGV = {}, {}", code_constants()]
     parts += [_read(f"includes/{name}.lua") for name in INCLUDES]
     binds = " ".join(f"bind_{name}()" for name in INCLUDES)
     parts.append(f"local function bind(keys, args)\n  KEYS, ARGV = keys, args\n  {binds}\nend")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from redis import Redis
+
+from .keys import PoolKeys
 from .wire import text
-
-if TYPE_CHECKING:
-    from .pool import Pool
 
 __all__ = ["LeaseInfo", "PoolSettings", "PoolStatus", "WorkerInfo", "read_leases", "read_workers"]
 
@@ -80,9 +79,9 @@ def parse_lease(value: str) -> tuple[int | None, str, str]:
     return int(token), nonce, holder
 
 
-def read_workers(pool: Pool) -> list[WorkerInfo]:
-    k = pool.keys
-    with pool.client.pipeline(transaction=True) as pipe:
+def read_workers(client: Redis, k: PoolKeys) -> list[WorkerInfo]:
+    """Every registered worker of the pool of ``k``, sorted by id (two round trips)."""
+    with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(k.workers)
         pipe.zrange(k.deadlines, 0, -1)
         pipe.smembers(k.draining)
@@ -97,7 +96,7 @@ def read_workers(pool: Pool) -> list[WorkerInfo]:
     tokens: dict[str, int | None] = {}
     if busy:
         order = sorted(busy)
-        values = pool.client.mget([k.lease(w) for w in order])
+        values = client.mget([k.lease(w) for w in order])
         for wid, value in zip(order, values, strict=True):
             tokens[wid] = None if value is None else parse_lease(text(value))[0]
     result = []
@@ -109,12 +108,12 @@ def read_workers(pool: Pool) -> list[WorkerInfo]:
     return result
 
 
-def read_leases(pool: Pool) -> list[LeaseInfo]:
-    k = pool.keys
-    leased = [text(w) for w in pool.client.zrange(k.deadlines, 0, -1)]
+def read_leases(client: Redis, k: PoolKeys) -> list[LeaseInfo]:
+    """Every live lease of the pool of ``k`` (two round trips)."""
+    leased = [text(w) for w in client.zrange(k.deadlines, 0, -1)]
     if not leased:
         return []
-    with pool.client.pipeline(transaction=True) as pipe:
+    with client.pipeline(transaction=True) as pipe:
         for wid in leased:
             pipe.get(k.lease(wid))
             pipe.pttl(k.lease(wid))

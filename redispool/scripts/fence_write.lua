@@ -22,7 +22,7 @@
 ]]
 local rcall = redis.call
 -- Result codes: the table in redispool/errors.py is the source of truth.
-local OK, STALE_TOKEN = 0, 7
+-- OK, STALE_TOKEN: generated from redispool/errors.py Code (redispool/fence.py).
 
 local highest_key, data = KEYS[1], KEYS[2]
 local token, value = ARGV[1], ARGV[2]

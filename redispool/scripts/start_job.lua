@@ -20,7 +20,7 @@
     {UNKNOWN_WORKER}   this process no longer holds the worker id
 ]]
 local rcall = redis.call
-local OK, NOT_HELD, UNKNOWN_WORKER, WORKER_DEAD = 0, 3, 4, 5
+-- OK, NOT_HELD, UNKNOWN_WORKER, WORKER_DEAD: generated from redispool/errors.py Code.
 
 local lease, incarnations, dead, jobs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local wid, token, incarnation, nonce = ARGV[1], ARGV[2], ARGV[3], ARGV[4]

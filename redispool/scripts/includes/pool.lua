@@ -27,8 +27,8 @@
 ]]
 local rcall  -- redis.call, bound at each call (a library may not touch it at load)
 
--- Result codes: the table in redispool/errors.py is the source of truth.
-local OK, FULL, QUEUED, NOT_HELD, UNKNOWN_WORKER = 0, 1, 2, 3, 4
+-- Result codes (OK, FULL, QUEUED, NOT_HELD, UNKNOWN_WORKER, ...): generated from the one
+-- table, redispool/errors.py Code, and written in front of the library (scripts.py).
 
 local DEFAULT_TTL_MS = 10000
 -- Tokens stay below 2^53: Lua numbers are doubles, exact up to there.

@@ -20,7 +20,7 @@
   members of <prefix>rq:workers:<id>, and <prefix>rq:queues and
   <prefix>rq:workers list them.
 ]]
-local WORKER_DEAD, ID_TAKEN = 5, 6
+-- WORKER_DEAD, ID_TAKEN: generated from redispool/errors.py Code (see includes/pool.lua).
 
 -- How long the reason of a lease ended by a dead worker is remembered.
 local DEAD_LEASE_MEMORY_MS = 86400000

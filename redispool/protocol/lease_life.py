@@ -1,0 +1,144 @@
+"""A lease's life, granted -> renewed -> lost or closed, kept in one place.
+
+:class:`LeaseLife` holds a lease's identity (worker, fencing token, nonce),
+its local deadline and its state; every change of state is one of its
+methods. The sync :class:`redispool.Lease` and the asyncio one subclass it and
+differ only in the event they set when the lease is found lost
+(``threading.Event`` or ``asyncio.Event``: :meth:`LeaseLife._new_event`).
+"""
+
+from __future__ import annotations
+
+import os
+import time as mod_time
+from typing import Generic, Protocol, TypeVar
+
+from . import clock
+from .replies import Granted, Handoff
+
+__all__ = ["Event", "LeaseLife"]
+
+
+class Event(Protocol):
+    """What a lease needs of its ``lost`` event (both kinds of Event have it)."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+
+E = TypeVar("E", bound=Event)
+
+
+class LeaseLife(Generic[E]):
+    """The state of one lease.
+
+    ``deadline`` is the latest local ``time.monotonic()`` by which the lease
+    surely holds; ``renewed_at`` when it was last granted or renewed (the
+    renewer's schedule). A lease is *active* until it is closed (checked in)
+    or found lost; ``worker_died`` says a lost lease ended because its worker
+    process died. A lease belongs to the process that made it: a forked child
+    neither renews nor checks it in (:meth:`owned_here`).
+    """
+
+    def __init__(
+        self,
+        worker_id: str,
+        token: int,
+        ttl: float,
+        *,
+        auto_renew: bool,
+        deadline: float,
+        nonce: str = "",
+        renewed_at: float | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.token = token
+        self.nonce = nonce
+        self.ttl = ttl
+        self.auto_renew = auto_renew
+        self.deadline = deadline
+        self.renewed_at = mod_time.monotonic() if renewed_at is None else renewed_at
+        self.closed = False
+        self.worker_died = False
+        self.pid = os.getpid()
+        self._lost: E | None = None  # made on first use: most leases never need it
+
+    # -- how a lease is made ----------------------------------------------------
+
+    @staticmethod
+    def granted_times(granted: Granted, sent: float) -> tuple[float, float]:
+        """``(deadline, renewed_at)`` of a lease granted by a reply to a request sent at
+        ``sent``."""
+        return sent + granted.ttl, sent
+
+    @staticmethod
+    def handoff_times(handoff: Handoff, clock_at: tuple[float, int]) -> tuple[float, float]:
+        """``(deadline, renewed_at)`` of a handed-over lease, from the waiter's
+        latest ``(sent, server_now_ms)``."""
+        deadline = clock.local_time(*clock_at, handoff.deadline_ms)
+        return deadline, deadline - handoff.ttl
+
+    # -- its event ----------------------------------------------------------------
+
+    def _new_event(self) -> E:
+        raise NotImplementedError
+
+    @property
+    def lost(self) -> E:
+        """Set by whatever finds the lease ended (renewer, renew, checkin, a job)."""
+        event = self._lost
+        if event is None:
+            event = self._lost = self._new_event()
+        return event
+
+    # -- its state --------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """True until the lease is checked in or found lost."""
+        return not self.closed and (self._lost is None or not self._lost.is_set())
+
+    @property
+    def state(self) -> str:
+        """``active``, ``lost`` or ``closed``."""
+        if self._lost is not None and self._lost.is_set():
+            return "lost"
+        return "closed" if self.closed else "active"
+
+    def owned_here(self) -> bool:
+        """False in a forked child: the lease is its parent's."""
+        return self.pid == os.getpid()
+
+    def remaining(self, now: float | None = None) -> float:
+        """Seconds this lease surely still holds without another renewal (>= 0)."""
+        return clock.remaining(self.deadline, mod_time.monotonic() if now is None else now)
+
+    def renew_due(self) -> float:
+        """When the renewer should renew it next (monotonic)."""
+        return clock.renew_due(self.renewed_at, self.ttl)
+
+    # -- its changes ------------------------------------------------------------
+
+    def renewed(self, sent: float) -> None:
+        """The server extended it by its TTL, asked at local time ``sent``."""
+        self.deadline, self.renewed_at = sent + self.ttl, sent
+
+    def retry_renewal(self, now: float, delay: float) -> None:
+        """A renewal failed (Redis unreachable): be due again ``delay`` seconds from ``now``."""
+        self.renewed_at = clock.retry_due(self.renewed_at, now, self.ttl, delay)
+
+    def close(self) -> bool:
+        """Mark it checked in; False if it already was."""
+        was_open = not self.closed
+        self.closed = True
+        return was_open
+
+    def reopen(self) -> None:
+        """Undo :meth:`close`: the checkin may not have reached Redis, so it can be tried again."""
+        self.closed = False
+
+    def end(self, *, worker_died: bool = False) -> None:
+        """It is found lost (its worker process died, if ``worker_died``): set :attr:`lost`."""
+        self.worker_died = self.worker_died or worker_died
+        self.lost.set()

@@ -408,7 +408,7 @@ def add_workers_fast(r: redis.Redis, pool: Pool, count: int) -> None:
     """Register ``count`` idle workers through the pool's own add_worker operation, pipelined."""
     script = scripts.load("add_worker")
     r.function_load(scripts.library().source, replace=True)
-    keys = pool._common
+    keys = pool.keys.common
     default_ttl_ms = 10_000
     for first in range(0, count, ADD_BATCH):
         pipe = r.pipeline(transaction=False)

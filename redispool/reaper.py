@@ -115,7 +115,7 @@ class Reaper:
         for name in self._known_pools():
             try:
                 pool = self._pool(name)
-                total += pool.reclaim_expired() + liveness.reap(pool)[0]
+                total += pool.reclaim_expired() + liveness.bury(pool)[0]
             except (ValueError, PoolError) as exc:
                 log.warning("sweep of pool %s failed: %s", name, exc)
         if total:
@@ -131,7 +131,7 @@ class Reaper:
         worker = pool.keys.lease_worker(key)
         if worker is None:
             if pool.keys.alive_worker(key) is not None:  # a worker's heartbeat lapsed
-                self.by_event += liveness.reap(pool)[0]
+                self.by_event += liveness.bury(pool)[0]
             return
         returned = pool.reclaim_expired()
         if returned:

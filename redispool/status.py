@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 
+from .defaults import DEFAULT_LEASE_TTL, DEFAULT_STRATEGY
 from .keys import PoolKeys
 from .wire import text
 
-__all__ = ["LeaseInfo", "PoolSettings", "PoolStatus", "WorkerInfo", "read_leases", "read_workers"]
+__all__ = [
+    "LeaseInfo",
+    "PoolSettings",
+    "PoolStatus",
+    "WorkerInfo",
+    "read_leases",
+    "read_settings",
+    "read_workers",
+]
 
 
 @dataclass(frozen=True)
@@ -127,3 +137,13 @@ def read_leases(client: Redis, k: PoolKeys) -> list[LeaseInfo]:
         if token is not None:
             result.append(LeaseInfo(wid, token, holder, int(pttl) / 1000, nonce))
     return result
+
+
+def read_settings(config: dict[Any, Any]) -> PoolSettings:
+    """The settings in a pool's config hash (``HGETALL``), defaults where none are."""
+    values = {text(k): text(v) for k, v in config.items()}
+    ttl_ms = values.get("lease_ttl_ms", "")
+    return PoolSettings(
+        lease_ttl=int(ttl_ms) / 1000 if ttl_ms.isdigit() else DEFAULT_LEASE_TTL,
+        strategy=values.get("strategy", DEFAULT_STRATEGY),
+    )

@@ -364,7 +364,7 @@ class Worker:
                 "worker %s job %s ran past its timeout (%s s): killed", wid, job.id, timeout
             )
             raise JobTimeoutException(f"job {job.id} ran past its timeout of {timeout} s: killed")
-        _, state = liveness.reap(self.pool, wid, int(token))
+        _, state = liveness.bury(self.pool, wid, int(token))
         verdict = errors.WORKER_DEAD if state == errors.WORKER_DEAD else errors.NOT_HELD
         self._rq.set_verdict(job, verdict)
         log.warning(

@@ -142,7 +142,7 @@ DEAD = 20_000
 def queue_dead_waiters(pool: Pool, count: int) -> None:
     """``count`` waiters that queued (as checkout does) and then died without a tick."""
     function = scripts.library().function("checkout")
-    keys = pool._common
+    keys = pool.keys.common
     pool.status()  # loads the library
     with pool.client.pipeline(transaction=False) as pipe:
         for i in range(count):

@@ -160,13 +160,14 @@ def bury(
 ) -> Op[Reaped]:  # fmt: skip
     """Bury at most ``limit`` workers whose heartbeat lapsed (``reap_workers``);
     with ``worker_id``, ``token`` and ``nonce`` also say how that lease stands.
-    Result: :class:`Reaped`; the caller repeats while ``buried == limit``."""
+    Result: :class:`Reaped`; the caller repeats while its ``more`` is set."""
 
     def parse(reply: Any) -> Reaped:
         code = code_of(reply)
         if code != OK:
             unexpected(code, pool=keys.pool, operation="reap_workers", worker_id=worker_id or None)
-        return Reaped(int(reply[1]), int(reply[2]))
+        buried = int(reply[1])
+        return Reaped(buried, int(reply[2]), more=buried >= limit)
 
     args = (limit, worker_id, "" if token is None else token, nonce)
     return Op(

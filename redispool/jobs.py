@@ -163,9 +163,9 @@ def _bury_and_ask(lease: Lease) -> int:
     how this lease stands (``OK``, ``WORKER_DEAD`` or ``NOT_HELD``)."""
     op = protocol.bury(lease.pool.keys, lease.worker_id, lease.token, lease.nonce)
     while True:
-        reaped = lease.pool.sender.send(op)
-        if not reaped.more:
-            return reaped.state
+        outcome = lease.pool.sender.send(op)
+        if not outcome.more:
+            return outcome.state
 
 
 def _ended(lease: Lease, state: int) -> None:

@@ -71,10 +71,10 @@ def bury(
     op = protocol.bury(pool.keys, worker_id, token, nonce)
     total = 0
     while True:
-        reaped = pool.sender.send(op)
-        total += reaped.buried
-        if not reaped.more:
-            return total, reaped.state
+        outcome = pool.sender.send(op)
+        total += outcome.buried
+        if not outcome.more:
+            return total, outcome.state
 
 
 #: The old name of :func:`bury` (a Reaper reaps: it reclaims and buries).

@@ -198,7 +198,7 @@ def test_leave_remove_bury_and_the_job_fence_read_their_outcomes() -> None:
         protocol.leave(K, ME, "vanish")
     remove = protocol.remove_worker(K, "w1")
     assert remove.read([OK, 2]) is True and remove.read([UNKNOWN_WORKER]) is False
-    assert protocol.bury(K).read([OK, 4, -1]) == protocol.Reaped(4, -1, more=False)
+    assert protocol.bury(K).read([OK, 4, -1]) == protocol.Buried(4, -1, more=False)
     assert protocol.bury(K, limit=4).read([OK, 4, -1]).more
     assert protocol.bury(K).args == (1000, "", "", "")
     fence = protocol.fence_job(K, ME, "7", "ab")

@@ -8,12 +8,12 @@ from typing import Any
 from ..wire import text
 
 __all__ = [
+    "Buried",
     "Checkin",
     "Fenced",
     "Granted",
     "Handoff",
     "Queued",
-    "Reaped",
     "Reclaimed",
     "Renewal",
     "Waiting",
@@ -114,7 +114,7 @@ class Reclaimed:
 
 
 @dataclass(frozen=True)
-class Reaped:
+class Buried:
     """One burial call: ``buried`` dead workers; ``state`` of the lease asked
     about (``OK``, ``WORKER_DEAD``, ``NOT_HELD``; -1 when none was asked);
     ``more`` when it stopped at its limit (call again)."""

@@ -339,3 +339,12 @@ def test_redis_errors_become_the_pools_naming_the_operation() -> None:
         assert (mapped.pool, mapped.operation, mapped.worker_id) == ("unit", "checkin", "w1")
     other = redis.RedisError("something else")
     assert protocol.translate(other, "unit", "checkin") is other
+
+
+def test_the_lua_default_ttl_and_ttl_bounds_are_the_python_ones() -> None:
+    from redispool import defaults
+
+    include = _read("includes/pool.lua")
+    assert f"local DEFAULT_TTL_MS = {defaults.DEFAULT_LEASE_TTL_MS}\n" in include
+    assert f"n >= {defaults.MIN_TTL_MS} and n <= {defaults.MAX_TTL_MS}" in include
+    assert "'lifo'" in include and defaults.DEFAULT_STRATEGY == "lifo"

@@ -157,7 +157,7 @@ class Pool:
         # this at the TTL it settles on); a timeout shortens that.
         bound = protocol.clock.alive_ms(MAX_TTL_MS, timeout)
         waiter = Waiter(
-            self, self.sender, self.renewer, ticket, holder_id(), auto_renew, nonce,
+            self, self.keys, self.sender, self.renewer, ticket, holder_id(), auto_renew, nonce,
             ttl_ms=self.lease_ttl_ms,
         )  # fmt: skip
         return waiter.checkout(block, timeout, bound)

@@ -34,12 +34,9 @@ class Sender:
         self.client = client
         self.pool = pool
         self.replicas = replicas
+        #: Replicas that must acknowledge a write (``min_replicas``); 0 sends no ``WAIT``.
+        self.need = replicas.need
         self.wire = Wire(client)
-
-    @property
-    def need(self) -> int:
-        """Replicas that must acknowledge a write (``min_replicas``); 0 sends no ``WAIT``."""
-        return self.replicas.need
 
     def send(self, op: Op[T]) -> T:
         """Send ``op`` and return its typed result (or raise its code's exception)."""
@@ -52,7 +49,7 @@ class Sender:
     def send_acked(self, op: Op[T]) -> tuple[T, int]:
         """:meth:`send`, and how many replicas acknowledged its writes (0, and
         no ``WAIT`` sent, without ``min_replicas``)."""
-        if not self.replicas.need:
+        if not self.need:
             return self.send(op), 0
         try:
             reply, acks = scripts.load(op.script).acked(

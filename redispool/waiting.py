@@ -52,6 +52,7 @@ class Waiter:
     """One ``checkout``, queued if it must wait; :meth:`checkout` returns its lease or raises."""
 
     owner: LeaseOwner  # the pool the lease will name
+    keys: PoolKeys  # the owner's
     sender: Sender
     renewer: Renewer
     ticket: str  # '' for a checkout that does not wait
@@ -63,10 +64,6 @@ class Waiter:
     clock: tuple[float, int] = (0.0, 0)  # (local send time, server ms) of the latest reply
     next_lease_end: int = -1  # the earliest lease deadline (server ms), -1 if none
     claiming: Lease | None = None  # a Lease made, kept until checkout returns
-
-    @property
-    def keys(self) -> PoolKeys:
-        return self.owner.keys
 
     def checkout(self, block: bool, timeout: float | None, alive_ms: int) -> Lease:
         """The whole checkout, from its first script to its Lease.

@@ -34,7 +34,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .connect import client_from_url
+from .cluster import masters
+from .connect import Client, client_from_url
 from .errors import CheckoutTimeout, PoolError, PoolFull
 from .keys import NAMESPACE, PoolKeys, pool_name_from_key, validate_pool_name
 from .pool import Pool
@@ -51,20 +52,22 @@ log = logging.getLogger("redispool.metrics")
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-def discover_pools(client: redis.Redis) -> list[str]:
-    """Every pool in the client's database that has registered workers, sorted."""
+def discover_pools(client: Client) -> list[str]:
+    """Every pool in the client's database (on a cluster: on any master) that
+    has registered workers, sorted."""
     found = set()
-    for key in client.scan_iter(match=f"{NAMESPACE}:{{*}}:workers", count=1000):
-        name = pool_name_from_key(text(key))
-        if name is not None and PoolKeys(name).workers == text(key):
-            found.add(name)
+    for node in masters(client):
+        for key in node.scan_iter(match=f"{NAMESPACE}:{{*}}:workers", count=1000):
+            name = pool_name_from_key(text(key))
+            if name is not None and PoolKeys(name).workers == text(key):
+                found.add(name)
     return sorted(found)
 
 
 class PoolCollector(Collector):
     """Reads the pools' numbers (and a Reaper's counts) from Redis at each scrape."""
 
-    def __init__(self, client: redis.Redis, pools: Iterable[str] = (),
+    def __init__(self, client: Client, pools: Iterable[str] = (),
                  reaper: Reaper | None = None) -> None:
         self.client = client
         self.names = [validate_pool_name(p) for p in pools]
@@ -129,7 +132,7 @@ class PoolCollector(Collector):
 class Metrics:
     """The metrics of one process, in a registry of their own."""
 
-    def __init__(self, client: redis.Redis, pools: Iterable[str] = (), *,
+    def __init__(self, client: Client, pools: Iterable[str] = (), *,
                  reaper: Reaper | None = None) -> None:
         self.registry = CollectorRegistry()
         reg = self.registry
@@ -189,7 +192,7 @@ class Metrics:
 def start_metrics(
     port: int,
     *pools: str,
-    client: redis.Redis | None = None,
+    client: Client | None = None,
     url: str | None = None,
     reaper: Reaper | None = None,
     addr: str = "0.0.0.0",

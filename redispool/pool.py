@@ -20,8 +20,8 @@ from typing import Any
 import redis
 from redis import Redis
 
-from . import errors, scripts
-from .connect import client_from_url, close_client
+from . import cluster, errors, scripts
+from .connect import Client, client_from_url, close_client
 from .errors import CheckoutTimeout, LeaseLost, PoolError, PoolFull
 from .keys import PoolKeys, validate_pool_name, validate_worker_id
 from .lease import Lease
@@ -85,7 +85,7 @@ class Pool:
         name: str,
         url: str | None = None,
         *,
-        redis: Redis | None = None,
+        redis: Client | None = None,
         lease_ttl: float | None = None,
         min_replicas: int = 0,
         replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
@@ -98,7 +98,9 @@ class Pool:
         if (url is None) == (redis is None):
             raise ValueError("give exactly one of url= or redis=")
         self._owns_client = redis is None
-        self.client: Redis = redis if redis is not None else client_from_url(url or "")
+        self._given: Client = redis if redis is not None else client_from_url(url or "")
+        # On a cluster: a client of the pool's own slot, following its master.
+        self.client: Redis = cluster.pool_client(self._given, self.keys.prefix)
         self._wire = Wire(self.client)
         self._renewer = Renewer(self)
         k = self.keys
@@ -143,6 +145,8 @@ class Pool:
             return errors.PoolUnavailable(f"{where}: Redis unreachable: {exc}", **about)
         if isinstance(exc, redis.exceptions.ReadOnlyError):  # a demoted master or a replica
             return errors.PoolUnavailable(f"{where}: Redis is not the master: {exc}", **about)
+        if cluster.in_transit(exc):  # the pool's slot is moving: nothing ran
+            return errors.PoolUnavailable(f"{where}: the pool's slot is moving: {exc}", **about)
         if isinstance(exc, redis.ResponseError):
             return errors.PoolCorrupted(
                 f"{where} failed; a key of the pool holds data redispool did not write: {exc}",
@@ -467,8 +471,10 @@ class Pool:
         """Stop renewing (held leases then end after their TTL) and disconnect."""
         self._renewer.stop()
         self._wire.close()
+        if self.client is not self._given:
+            self.client.close()
         if self._owns_client:
-            close_client(self.client)
+            close_client(self._given)
 
     def __enter__(self) -> Pool:
         return self

@@ -16,8 +16,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from . import liveness
+from .cluster import ExpiredEvents, masters
+from .connect import Client
 from .errors import PoolError
 from .keys import NAMESPACE, pool_name_from_key, validate_pool_name
 from .pool import Pool
@@ -76,7 +79,7 @@ class Reaper:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         pools: Iterable[str] | None = None,
         *,
         sweep_interval: float = 1.0,
@@ -103,10 +106,11 @@ class Reaper:
         if self._names is not None:
             return sorted(self._names)
         found = set()
-        for key in self.client.scan_iter(match=f"{NAMESPACE}:{{*}}:workers", count=1000):
-            name = pool_name_from_key(text(key))
-            if name is not None:
-                found.add(name)
+        for node in masters(self.client):  # on a cluster, each master holds some pools
+            for key in node.scan_iter(match=f"{NAMESPACE}:{{*}}:workers", count=1000):
+                name = pool_name_from_key(text(key))
+                if name is not None:
+                    found.add(name)
         return sorted(found)
 
     def sweep(self) -> int:
@@ -144,17 +148,48 @@ class Reaper:
         Each (re)connection turns expired events on again: after a failover the
         new master may not have them on.
         """
-        db = self.client.connection_pool.connection_kwargs.get("db", 0)
-        channel = f"__keyevent@{db}__:expired"
+        if isinstance(self.client, RedisCluster):
+            channel = ""  # a cluster has db 0 only, and one channel per master
+        else:
+            db = self.client.connection_pool.connection_kwargs.get("db", 0)
+            channel = f"__keyevent@{db}__:expired"
         while not self._stop.is_set():
             try:
-                self._listen(channel)
+                if isinstance(self.client, RedisCluster):
+                    self._listen_cluster(self.client)
+                else:
+                    self._listen(channel)
             except (redis.ConnectionError, redis.TimeoutError, PoolError) as exc:
                 self.listening.clear()
                 log.warning("reaper lost its connection (%s); reconnecting", exc)
                 self._stop.wait(RECONNECT_DELAY)
 
+    def _listen_cluster(self, client: RedisCluster) -> None:
+        """``_listen`` on every master of a cluster, following its topology at
+        each sweep (a promoted replica, a new master: events turned on there)."""
+        for node in masters(client, refresh=True):
+            enable_expiry_events(node)
+        events = ExpiredEvents(client)
+        try:
+            self.sweep()
+            self.listening.set()
+            next_sweep = mod_time.monotonic() + self.sweep_interval
+            while not self._stop.is_set():
+                key = events.key(max(0.0, min(0.5, next_sweep - mod_time.monotonic())))
+                if key is not None:
+                    self._on_event(key)
+                if mod_time.monotonic() >= next_sweep:
+                    if events.follow():
+                        log.info("cluster masters now %s", ", ".join(sorted(events.masters)))
+                        for node in masters(client):
+                            enable_expiry_events(node)
+                    self.sweep()
+                    next_sweep = mod_time.monotonic() + self.sweep_interval
+        finally:
+            events.close()
+
     def _listen(self, channel: str) -> None:
+        assert isinstance(self.client, redis.Redis)
         enable_expiry_events(self.client)
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import redis
 
-from ..connect import client_from_url, close_client, redact_url
+from ..cluster import masters
+from ..connect import Client, client_from_url, close_client, redact_url
 from ..errors import LeaseLost, PoolCorrupted, PoolError, PoolFull, PoolUnavailable
 from ..keys import NAMESPACE, PoolKeys, pool_name_from_key
 from ..pool import Pool
@@ -76,11 +77,11 @@ class Connection:
     def __init__(self, url: str, *, min_replicas: int = 0, replica_timeout: float = 1.0) -> None:
         self.url = url
         self.min_replicas, self.replica_timeout = min_replicas, replica_timeout
-        self._client: redis.Redis | None = None
+        self._client: Client | None = None
         self._pools: dict[str, Pool] = {}
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> Client:
         if self._client is None:
             try:
                 self._client = client_from_url(self.url, connect_timeout=CONNECT_TIMEOUT)
@@ -113,15 +114,17 @@ class Connection:
             self._client = None
 
 
-def list_pools(client: redis.Redis) -> list[str]:
-    """Every pool in this database that has workers or settings, sorted."""
+def list_pools(client: Client) -> list[str]:
+    """Every pool in this database (on a cluster: on any master) that has
+    workers or settings, sorted."""
     found: set[str] = set()
-    for part in ("workers", "config"):
-        pattern = f"{NAMESPACE}:{{*}}:{part}"
-        for key in client.scan_iter(match=pattern, count=1000):
-            name = pool_name_from_key(text(key))
-            if name is not None and PoolKeys(name).prefix + part == text(key):
-                found.add(name)
+    for node in masters(client):
+        for part in ("workers", "config"):
+            pattern = f"{NAMESPACE}:{{*}}:{part}"
+            for key in node.scan_iter(match=pattern, count=1000):
+                name = pool_name_from_key(text(key))
+                if name is not None and PoolKeys(name).prefix + part == text(key):
+                    found.add(name)
     return sorted(found)
 
 

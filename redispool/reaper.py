@@ -31,6 +31,8 @@ __all__ = ["Reaper", "enable_expiry_events"]
 log = logging.getLogger("redispool.reaper")
 
 RECONNECT_DELAY = 0.5
+#: On a cluster, seconds between two looks at its topology (new masters).
+FOLLOW_EVERY = 1.0
 
 
 def enable_expiry_events(client: redis.Redis) -> bool:
@@ -67,6 +69,16 @@ def enable_expiry_events(client: redis.Redis) -> bool:
             exc,
         )
         return False
+
+
+def _enable_on_masters(client: RedisCluster, refresh: bool = False) -> None:
+    """:func:`enable_expiry_events` on every master that answers (one that does
+    not is subscribed, and its events turned on, once it is back or replaced)."""
+    for node in masters(client, refresh=refresh):
+        try:
+            enable_expiry_events(node)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("cannot turn expired events on at a master: %s", exc)
 
 
 class Reaper:
@@ -167,22 +179,26 @@ class Reaper:
     def _listen_cluster(self, client: RedisCluster) -> None:
         """``_listen`` on every master of a cluster, following its topology at
         each sweep (a promoted replica, a new master: events turned on there)."""
-        for node in masters(client, refresh=True):
-            enable_expiry_events(node)
+        _enable_on_masters(client, refresh=True)
         events = ExpiredEvents(client)
         try:
             self.sweep()
             self.listening.set()
-            next_sweep = mod_time.monotonic() + self.sweep_interval
+            now = mod_time.monotonic()
+            next_sweep, next_look = now + self.sweep_interval, now + FOLLOW_EVERY
             while not self._stop.is_set():
-                key = events.key(max(0.0, min(0.5, next_sweep - mod_time.monotonic())))
+                wait = min(0.5, next_sweep - mod_time.monotonic(), next_look - mod_time.monotonic())
+                key = events.key(max(0.0, wait))
                 if key is not None:
                     self._on_event(key)
-                if mod_time.monotonic() >= next_sweep:
-                    if events.follow():
+                now = mod_time.monotonic()
+                if now >= next_look:
+                    next_look = now + FOLLOW_EVERY
+                    if events.follow():  # new masters: events on there, and sweep
                         log.info("cluster masters now %s", ", ".join(sorted(events.masters)))
-                        for node in masters(client):
-                            enable_expiry_events(node)
+                        _enable_on_masters(client)
+                        next_sweep = now
+                if now >= next_sweep:
                     self.sweep()
                     next_sweep = mod_time.monotonic() + self.sweep_interval
         finally:

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import redis
 from redis import Redis
+from redis.client import Pipeline
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import Connection, ConnectionPool
 from redis.exceptions import (
@@ -46,12 +47,14 @@ from redis.exceptions import (
     MovedError,
     RedisClusterException,
     TryAgainError,
+    WatchError,
 )
 from redis.keyspace_notifications import ClusterKeyspaceNotifications, KeyNotification
 
 __all__ = [
     "REFRESH_EVERY",
     "ExpiredEvents",
+    "SlotClient",
     "SlotMoved",
     "SlotRoute",
     "guard_key",
@@ -62,6 +65,8 @@ __all__ = [
     "pool_client",
     "slot_client",
 ]
+
+T = TypeVar("T")
 
 #: Seconds between two topology refreshes asked for by failing connections.
 REFRESH_EVERY = 0.25
@@ -132,19 +137,93 @@ class SlotRoute:
             self._stale = True
 
 
+#: Seconds a command of a slot client answered MOVED, ASK or TRYAGAIN (it did
+#: not run: the slot moved or is migrating) is sent again for, before it raises.
+MIGRATION_WAIT = 2.0
+_NOT_RUN = (AskError, TryAgainError)  # MovedError (and SlotMoved) is an AskError
+
+
+def _again(call: Callable[[], T]) -> T:
+    """``call()``, again while it is answered with a reply that says nothing ran,
+    for at most :data:`MIGRATION_WAIT` seconds."""
+    give_up, pause = time.monotonic() + MIGRATION_WAIT, 0.005
+    while True:
+        try:
+            return call()
+        except _NOT_RUN:
+            if time.monotonic() + pause > give_up:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+
+class SlotClient(Redis):
+    """``redis.Redis`` of one slot (see :func:`slot_client`).
+
+    A command, or a transaction (MULTI/EXEC, not watched), that the cluster
+    answers ``MOVED``, ``ASK`` or ``TRYAGAIN`` did not run: it is sent again,
+    to the slot's master of the moment, until the migration or failover is
+    over (at most :data:`MIGRATION_WAIT` seconds). A pipeline without a
+    transaction is never sent again (some of it may have run).
+    """
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        run = super().execute_command
+        return _again(lambda: run(*args, **options))  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
+        return SlotPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+class SlotPipeline(Pipeline):
+    """A pipeline of a :class:`SlotClient`: a transaction the cluster did not
+    run is sent again; a watched one raises ``WatchError`` (its caller's loop
+    watches and tries again, as after a change of a watched key)."""
+
+    def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        run = super().immediate_execute_command  # WATCH, and the reads after it
+        return _again(lambda: run(*args, **options))  # type: ignore[no-untyped-call]
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        run = super().execute
+        if self.watching or self.explicit_transaction:
+            try:
+                return list(run(raise_on_error))
+            except _NOT_RUN as exc:  # it did not run: as if a watched key had changed
+                time.sleep(0.01)
+                raise WatchError(f"the pool's slot moved or is moving: {exc}") from exc
+        if not vars(self).get("transaction"):  # the attribute, not Redis.transaction()
+            return list(run(raise_on_error))
+        stack = list(self.command_stack)
+
+        def once() -> list[Any]:
+            self.command_stack = list(stack)
+            return list(run(raise_on_error))
+
+        return _again(once)
+
+
 class SlotConnection(Connection):
     """A connection to whichever master serves its route's slot when it connects."""
 
     def __init__(self, *, slot_route: SlotRoute, **kwargs: Any) -> None:
         self.slot_route = slot_route
+        self._moved = False  # it met a MOVED: connect again (elsewhere) before sending
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
 
-    def connect(self) -> None:
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self._moved:
+            self._moved = False
+            self.disconnect()  # type: ignore[no-untyped-call]
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        # connect() and a send on a closed connection both come here
         if self._sock:
             return
         self.host, self.port = self.slot_route.address()
         try:
-            super().connect()  # type: ignore[no-untyped-call]
+            super().connect_check_health(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError):
             self.slot_route.failed()
             raise
@@ -152,10 +231,10 @@ class SlotConnection(Connection):
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().read_response(*args, **kwargs)
-        except MovedError as exc:
+        except MovedError as exc:  # the replies after it may still be read (a pipeline)
             self.slot_route.moved(exc)
-            self.disconnect()  # type: ignore[no-untyped-call]
-            raise SlotMoved(f"{exc.slot_id} {exc.host}:{exc.port}") from exc
+            self._moved = True
+            raise SlotMoved(f"{exc.slot_id} {exc.host}:{exc.port}") from exc  # MOVED's own words
         except (redis.ConnectionError, redis.TimeoutError):
             self.slot_route.failed()
             raise
@@ -215,7 +294,7 @@ def _node_kwargs(cluster: RedisCluster) -> dict[str, Any]:
 def slot_client(cluster: RedisCluster, key: str) -> Redis:
     """A plain client whose every connection goes to the master of ``key``'s slot."""
     route = SlotRoute(cluster, int(cluster.keyslot(key)))  # type: ignore[no-untyped-call]
-    return Redis(connection_pool=SlotConnectionPool(route, **_node_kwargs(cluster)))
+    return SlotClient(connection_pool=SlotConnectionPool(route, **_node_kwargs(cluster)))
 
 
 def pool_client(client: Redis | RedisCluster, key: str) -> Redis:

@@ -116,6 +116,11 @@ class Pool:
             k.waiters,
         )
 
+    @property
+    def on_cluster(self) -> bool:
+        """True if the pool lives in one slot of a Redis Cluster."""
+        return self._wire.on_cluster
+
     # -- running scripts ------------------------------------------------------
 
     @contextlib.contextmanager

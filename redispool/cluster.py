@@ -18,12 +18,15 @@ master, and follows a failover or a migration the way a Sentinel client does:
 - an ``ASK`` reply (a key already migrated) is followed by the hot path on a
   one-off connection to the importing master (``ASKING`` then the command).
 
-While a slot migrates, a script could run on the old master and fail halfway
-at the first key already moved (Redis keeps the writes before it). So on a
-cluster every script call also names :func:`guard_key`, a key of the pool's
-slot that never exists: during a migration Redis then answers ``TRYAGAIN``
-instead of running the script, and the script never starts (see
-``scripts.Script``). Outside a migration Redis does not look at it.
+While a slot migrates, Redis runs a script on the old master if every key it
+names is still there, and stops it at the first other key it touches that is
+not (a key it creates, or one already moved), keeping the writes before it
+(checked here: "Script attempted to access a non local key"). If some named
+key is missing it answers ``TRYAGAIN`` and runs nothing. Today most scripts
+name the pool's prefix, which is never a key, so they are refused; to not
+depend on that, every script call on a cluster also names :func:`guard_key`, a
+key of the pool's slot that never exists (see ``scripts.Script``). Outside a
+migration Redis does not look at it (no cost measured).
 
 :func:`masters` gives a plain client of every master, for what must be done
 on each (loading the library, expired events, finding pools).

@@ -15,7 +15,15 @@ from clusters import Cluster, cluster_of, pool_names_on_every_master
 from helpers import wait_for
 from redis.cluster import RedisCluster
 
-from redispool import CheckoutTimeout, LeaseLost, Pool, PoolFull, Reaper, install
+from redispool import (
+    CheckoutTimeout,
+    LeaseLost,
+    Pool,
+    PoolFull,
+    PoolUnavailable,
+    Reaper,
+    install,
+)
 from redispool.cluster import guard_key, masters
 from redispool.connect import client_from_url, close_client
 from redispool.keys import PoolKeys
@@ -178,3 +186,59 @@ def test_the_reaper_hears_expired_leases_on_every_master(
             pool.checkout(block=False, auto_renew=False)
         wait_for(lambda: reaper.by_event >= 3, timeout=10, message="an event from each master")
         assert all(p.status().idle == 1 for p in pools)
+
+
+def _begin_migration(cluster: Cluster, slot: int) -> tuple[redis.Redis, redis.Redis, int, str]:
+    src = cluster.server_of_slot(slot)
+    dst = next(s for s in cluster.masters() if s.port != src.port)
+    source, target = cluster.node(src), cluster.node(dst)
+    target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", cluster.node_id(src))
+    source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", cluster.node_id(dst))
+    return source, target, dst.port, cluster.node_id(dst)
+
+
+def _finish_migration(
+    cluster: Cluster, slot: int, source: redis.Redis, target: redis.Redis, port: int, dst: str
+) -> None:
+    while keys := source.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+        source.execute_command("MIGRATE", "127.0.0.1", port, "", 0, 5000, "KEYS", *keys)
+    for node in (target, source):
+        node.execute_command("CLUSTER SETSLOT", slot, "NODE", dst)
+        node.close()
+
+
+def test_a_script_on_a_migrating_slot_never_half_runs(
+    cluster: Cluster, rc: RedisCluster, pools: list[Pool]
+) -> None:
+    pool = _pool(rc, pools, "halfway", workers=2)
+    slot = cluster.slot_of(pool.keys.prefix)
+    source, target, port, dst = _begin_migration(cluster, slot)
+    try:
+        # Were every key checkout names on the old master, Redis would run it there and
+        # stop it at the SET of the lease key, which is not ("Script attempted to access
+        # a non local key"), after it popped the idle list. A named key that never
+        # exists (the guard) makes it answer TRYAGAIN instead.
+        started = time.monotonic()
+        with pytest.raises(PoolUnavailable, match="slot is moving"):
+            pool.checkout(block=False)
+        assert 1.5 < time.monotonic() - started < 10  # TRYAGAIN sent again for ~2 s
+        assert source.llen(pool.keys.idle) == 2  # nothing ran
+    finally:
+        _finish_migration(cluster, slot, source, target, port, dst)
+    lease = pool.checkout(block=False)  # MOVED followed, on the new master
+    assert cluster.server_of_slot(slot).port == port == _master_port(pool)
+    assert pool.status().idle == 1 and lease.checkin() is True
+
+
+def test_connections_to_the_old_master_follow_moved_without_an_error(
+    cluster: Cluster, rc: RedisCluster, pools: list[Pool]
+) -> None:
+    pool = _pool(rc, pools, "follows", workers=1)
+    for _ in range(5):
+        pool.checkout(block=False).checkin()  # connections made to the current master
+    slot = cluster.slot_of(pool.keys.prefix)
+    source, target, port, dst = _begin_migration(cluster, slot)
+    _finish_migration(cluster, slot, source, target, port, dst)
+    lease = pool.checkout(block=False)  # its free connection meets MOVED: sent again
+    assert lease.checkin() is True
+    assert _master_port(pool) == port

@@ -27,6 +27,7 @@ from .keys import PoolKeys, validate_pool_name, validate_worker_id
 from .lease import Lease
 from .renewer import Renewer
 from .replicas import DEFAULT_REPLICA_TIMEOUT, Replicas
+from .slot_client import pool_client
 from .status import LeaseInfo, PoolSettings, PoolStatus, WorkerInfo
 from .waiting import Waiter, alive_ms
 from .wire import Wire, text
@@ -100,7 +101,7 @@ class Pool:
         self._owns_client = redis is None
         self._given: Client = redis if redis is not None else client_from_url(url or "")
         # On a cluster: a client of the pool's own slot, following its master.
-        self.client: Redis = cluster.pool_client(self._given, self.keys.prefix)
+        self.client: Redis = pool_client(self._given, self.keys.prefix)
         self._wire = Wire(self.client)
         self._renewer = Renewer(self)
         k = self.keys

@@ -22,10 +22,10 @@ from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 
 from . import rqkeys
-from .cluster import pool_client
 from .connect import client_from_url, close_client
 from .jobs import NONCE_META, TOKEN_META, VERDICT_META
 from .keys import PoolKeys
+from .slot_client import pool_client
 
 __all__ = ["JobRaised", "RQRecords"]
 

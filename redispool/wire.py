@@ -33,7 +33,7 @@ import redis
 from redis.connection import AbstractConnection
 from redis.exceptions import AskError, MovedError, ReadOnlyError, TryAgainError
 
-from .cluster import SlotConnectionPool
+from .slot_client import SlotConnectionPool
 
 _pack_command: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis packs a command in C; redis-py's packer loops over arguments in Python

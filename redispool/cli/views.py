@@ -29,9 +29,9 @@ import click
 
 from .. import tables
 from ..check import Problem, check_pool
-from ..cluster import master_name
 from ..errors import PoolCorrupted
 from ..pool import Pool
+from ..slot_client import master_name
 from ..status import LeaseInfo, WorkerInfo
 from .app import EXIT_USAGE, CliError, Connection, cli, emit_json, list_pools
 from .options import Seconds, pool_name

@@ -184,8 +184,9 @@ class Cluster:
 
     # -- failures ---------------------------------------------------------------
 
-    def kill_master_of(self, slot: int) -> tuple[EmbeddedServer, float]:
-        """SIGKILL the master of ``slot``; (it, seconds until another node serves it)."""
+    def kill_master_of(self, slot: int) -> tuple[EmbeddedServer, float, float]:
+        """SIGKILL the master of ``slot``; (it, the monotonic time it was killed,
+        seconds until another node serves the slot)."""
         old = self.server_of_slot(slot)
         old.kill()
         killed = time.monotonic()
@@ -197,7 +198,7 @@ class Cluster:
                 return False
 
         wait_for(moved, timeout=30, interval=0.02, message="a replica promoted")
-        return old, time.monotonic() - killed
+        return old, killed, time.monotonic() - killed
 
     def bring_back(self, old: EmbeddedServer) -> None:
         """Restart a killed node (its nodes.conf kept): it rejoins as a replica."""

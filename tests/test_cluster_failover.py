@@ -183,8 +183,9 @@ def test_a_master_killed_its_pools_come_back_no_stale_holder_acts_others_never_s
             stale = pools[stale_pool].checkout(block=False, auto_renew=False)
             with cluster.node(victim_port) as master:
                 assert master.wait(1, 2000) >= 1  # the replica has the stale holder's lease
-            killed = time.monotonic()
-            old, promoted_after = cluster.kill_master_of(cluster.slot_of(f"{{{stale_pool}}}"))
+            old, killed, promoted_after = cluster.kill_master_of(
+                cluster.slot_of(f"{{{stale_pool}}}")
+            )
             assert old.port == victim_port
             new_token = _job_when_back(pools[stale_pool], timeout=30)
             stale_back = time.monotonic() - killed

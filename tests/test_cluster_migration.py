@@ -30,9 +30,9 @@ PAUSE = 0.01  # seconds between two MIGRATEs: the clients work meanwhile
 JOB = re.compile(r"worker (\S+) job (\S+) token (\d+) (started|ended)")
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    yield from cluster_of("redis")
+@pytest.fixture(scope="module", params=["redis", "valkey"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    yield from cluster_of(request.param)
 
 
 @dataclass
@@ -173,7 +173,7 @@ def test_a_busy_pool_migrated_live_and_back_loses_and_doubles_nothing(
     ran = {int(t) for _, _, t, what in JOB.findall(log) if what == "started"}
     outage = _longest_outage(load, started)
     print(
-        "\nslot migration under load: "
+        f"\n{cluster.kind} slot migration under load: "
         + "; ".join(f"{k} keys moved in {t * 1000:.0f} ms" for t, k in timings)
         + f"; {len(load.ok)} good cycles, errors {sorted({e for _, e in load.errors})} "
         f"x{len(load.errors)}, longest outage {outage:.2f} s"

@@ -242,3 +242,33 @@ def test_connections_to_the_old_master_follow_moved_without_an_error(
     lease = pool.checkout(block=False)  # its free connection meets MOVED: sent again
     assert lease.checkin() is True
     assert _master_port(pool) == port
+
+
+def test_a_master_added_later_gets_the_library_and_serves_a_moved_pool(
+    cluster: Cluster, rc: RedisCluster, pools: list[Pool]
+) -> None:
+    """Runs last in its module: it leaves a fourth master (with one slot) behind."""
+    pool = _pool(rc, pools, "newhome", workers=1)
+    new = cluster.add_server()
+    first = cluster.servers[0]
+    with cluster.node(new) as node:
+        node.execute_command("CLUSTER MEET", "127.0.0.1", first.port, cluster.bus_ports[first.port])
+    wait_for(lambda: all(cluster.info(s).get("cluster_known_nodes") == str(len(cluster.servers))
+                         for s in cluster.servers if s.running),
+             timeout=20, interval=0.05, message="every node to know the new one")  # fmt: skip
+    wait_for(lambda: cluster.info(new).get("cluster_state") == "ok", timeout=20,
+             interval=0.05, message="the new node to see the cluster up")  # fmt: skip
+    slot = cluster.slot_of(pool.keys.prefix)
+    src = cluster.server_of_slot(slot)
+    source, target = cluster.node(src), cluster.node(new)
+    target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", cluster.node_id(src))
+    source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", cluster.node_id(new))
+    _finish_migration(cluster, slot, source, target, new.port, cluster.node_id(new))
+    with redis.Redis(port=new.port) as node:
+        assert installed_versions(node) == []  # a fresh server: no library yet
+        lease = pool.checkout(block=False)  # MOVED to it; the call loads the library
+        assert installed_versions(node) == [library().name]
+        assert lease.checkin() is True and _master_port(pool) == new.port
+        node.function_flush()
+        install(rc)  # reads the topology afresh: the new master is one of them
+        assert installed_versions(node) == [library().name]

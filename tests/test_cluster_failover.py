@@ -240,6 +240,7 @@ def test_a_master_killed_its_pools_come_back_no_stale_holder_acts_others_never_s
     assert f"refused job {job_id}" in log
     assert "Doubling 4242" not in log, "the stale holder's job ran"
     assert not [e for n in others for e in load.errors[n]], "a pool of a live master stopped"
+    assert max(stale_back, *backs.values()) < 15, "the dead master's pools came back too late"
 
 
 def _on_master_of(cluster: Cluster, of: str) -> str:

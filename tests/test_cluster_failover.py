@@ -8,15 +8,12 @@ by the worker's fence); the pools of the other masters never stop.
 
 from __future__ import annotations
 
-import random
-import re
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cluster_load import JobLoad, job_overlaps
 from clusters import Cluster, cluster_of, pool_names_on_every_master
 from helpers import WorkerMain, wait_for
 from redis.cluster import RedisCluster
@@ -28,82 +25,11 @@ from redispool.jobs import NONCE_META, TOKEN_META
 
 POOLS = 12
 TTL = 2.0
-JOB = re.compile(r"^(\S+ \S+) redispool\.worker\[\d+\] INFO worker (\S+) job (\S+) token (\d+) "
-                 r"(started|ended)", re.MULTILINE)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     yield from cluster_of("redis")
-
-
-@dataclass
-class Load:
-    """One client per pool doing checkout, double(n), checkin as fast as it can."""
-
-    url: str
-    names: list[str]
-    ok: dict[str, list[float]] = field(default_factory=dict)  # pool -> ends of good cycles
-    began: dict[str, list[float]] = field(default_factory=dict)  # ... and their starts
-    errors: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
-    wrong: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self) -> Load:
-        for name in self.names:
-            self.ok[name], self.began[name], self.errors[name] = [], [], []
-            thread = threading.Thread(target=self._client, args=(name,), daemon=True)
-            thread.start()
-            self.threads.append(thread)
-        return self
-
-    def finish(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(30)
-        assert not any(t.is_alive() for t in self.threads), "a client hung"
-
-    def ok_since(self, name: str, moment: float) -> int:
-        """Good cycles of pool ``name`` begun after ``moment``."""
-        return sum(1 for t in self.began[name] if t > moment)
-
-    def back_after(self, name: str, moment: float) -> float:
-        """Seconds from ``moment`` to the end of the first good cycle begun after it."""
-        ends = [end for start, end in zip(self.began[name], self.ok[name], strict=True)
-                if start > moment]  # fmt: skip
-        return min(ends) - moment
-
-    def _client(self, name: str) -> None:
-        rng = random.Random(name)
-        with Pool(name, url=self.url) as pool:
-            while not self.stop.is_set():
-                began = time.monotonic()
-                try:
-                    with pool.lease(timeout=2) as lease:
-                        n = rng.randrange(1000)
-                        result = lease.run("redispool.doubler.double", n, timeout=5)
-                    if result != 2 * n:
-                        self.wrong.append(f"{name}: double({n}) = {result}")
-                    self.began[name].append(began)
-                    self.ok[name].append(time.monotonic())
-                except PoolError as exc:  # recorded: which errors a failover brings
-                    self.errors[name].append((time.monotonic(), type(exc).__name__))
-                    time.sleep(0.02)
-
-
-def _overlaps(log: str) -> list[str]:
-    """Jobs of two tokens running at once on one worker, read from the log in order."""
-    running: dict[str, tuple[str, str]] = {}
-    found = []
-    for _, worker, job, token, what in JOB.findall(log):
-        if what == "started":
-            if worker in running:
-                found.append(f"{worker}: {job} (token {token}) while {running[worker]}")
-            running[worker] = (job, token)
-        elif running.get(worker) == (job, token):
-            running.pop(worker)
-    return found
 
 
 def _send_stale_job(lease: Lease, n: int) -> str:
@@ -134,7 +60,7 @@ def _all_settled(pools: dict[str, Pool], timeout: float) -> None:
                  message=f"{name}'s worker idle")  # fmt: skip
 
 
-def _jobs_on(load: Load, names: list[str], since: float, timeout: float) -> None:
+def _jobs_on(load: JobLoad, names: list[str], since: float, timeout: float) -> None:
     """Until each pool of ``names`` did 3 good jobs after ``since`` (monotonic)."""
     for name in names:
         wait_for(lambda name=name: load.ok_since(name, since) >= 3, timeout=timeout,
@@ -177,7 +103,7 @@ def test_a_master_killed_its_pools_come_back_no_stale_holder_acts_others_never_s
     try:
         _all_settled(pools, timeout=60)
         reaper = Reaper(rc, sweep_interval=60).start()  # events only, after its first sweep
-        load = Load(cluster.url, loaded).start()
+        load = JobLoad(cluster.url, dict.fromkeys(loaded, 1)).start()
         try:
             _jobs_on(load, loaded, since=0, timeout=60)
             stale = pools[stale_pool].checkout(block=False, auto_renew=False)
@@ -222,7 +148,7 @@ def test_a_master_killed_its_pools_come_back_no_stale_holder_acts_others_never_s
         if old is not None:
             cluster.bring_back(old)
     others = [n for n in names if n not in victims]
-    gaps = {n: max(b - a for a, b in zip(load.ok[n], load.ok[n][1:], strict=False))
+    gaps = {n: max(b - a for a, b in zip(load.ended[n], load.ended[n][1:], strict=False))
             for n in others}  # fmt: skip
     print(
         f"\ncluster failover: replica promoted {promoted_after:.2f} s after the kill; "
@@ -235,7 +161,7 @@ def test_a_master_killed_its_pools_come_back_no_stale_holder_acts_others_never_s
     )
     assert not load.wrong, load.wrong
     for name, main in mains.items():
-        assert not _overlaps(main.log()), (name, _overlaps(main.log()))
+        assert not job_overlaps(main.log()), (name, job_overlaps(main.log()))
     log = mains[stale_pool].log()
     assert f"refused job {job_id}" in log
     assert "Doubling 4242" not in log, "the stale holder's job ran"

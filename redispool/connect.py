@@ -255,16 +255,6 @@ def client_from_url(
     return client
 
 
-def plain_client_from_url(url: str, **timeouts: float) -> Redis:
-    """:func:`client_from_url` for a caller that needs one server's client:
-    :class:`ValueError` for a cluster URL."""
-    client = client_from_url(url, **timeouts)
-    if isinstance(client, RedisCluster):
-        client.close()
-        raise ValueError(f"{redact_url(url)!r} is a cluster: this needs one server")
-    return client
-
-
 def close_client(client: Client) -> None:
     """Close ``client``, and the sentinels' clients of a Sentinel-managed one."""
     client.close()

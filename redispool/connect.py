@@ -14,6 +14,10 @@ the same timeouts. Accepted URLs:
   without a password, or with one of their own, given as the query parameters
   ``sentinel_username`` and ``sentinel_password``. Every connection asks the
   sentinels where the master is, so a client follows a failover by itself.
+- ``redis+cluster://[[user]:password@]host1:port1[,host2:port2...][/0]``: a Redis
+  Cluster, any of its nodes given (port default 6379; a cluster has only db 0),
+  read into a ``RedisCluster`` that learns the other nodes and follows the
+  topology (see :mod:`redispool.cluster`).
 
 A URL that is none of these raises :class:`ValueError` before anything
 connects.
@@ -26,14 +30,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import redis
 from redis import Redis
+from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
+from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 __all__ = [
     "CONNECT_TIMEOUT",
     "SCHEMES",
     "SOCKET_TIMEOUT",
+    "Client",
+    "ClusterURL",
     "SentinelURL",
     "client_from_url",
     "close_client",
@@ -48,7 +57,12 @@ SOCKET_TIMEOUT = 10.0
 #: Seconds a sentinel may take to answer where the master is.
 SENTINEL_TIMEOUT = 2.0
 SENTINEL_SCHEME = "redis+sentinel"
-SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
+CLUSTER_SCHEME = "redis+cluster"
+SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME, CLUSTER_SCHEME)
+CLUSTER_PORT = 6379
+
+#: What :func:`client_from_url` makes: one server's client, or a cluster's.
+Client = Redis | RedisCluster
 SENTINEL_PORT = 26379
 SENTINEL_PARAMS = frozenset({"sentinel_username", "sentinel_password"})
 
@@ -56,7 +70,8 @@ _SERVICE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+")
 _EXAMPLES = (
     "redis://host:6379/0, rediss://..., unix:///path/to/socket "
-    "or redis+sentinel://[user:password@]host:26379,host2:26379/<service>/<db>"
+    "or redis+sentinel://[user:password@]host:26379,host2:26379/<service>/<db> "
+    "or redis+cluster://[user:password@]host:6379,host2:6379"
 )
 
 
@@ -91,15 +106,45 @@ class SentinelURL:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class ClusterURL:
+    """A ``redis+cluster://`` URL, read."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> ClusterURL:
+        """Read ``url``; :class:`ValueError` says what is wrong with it."""
+        rest = url[len(CLUSTER_SCHEME) + 3 :]
+        rest, _, query = rest.partition("?")
+        if query:
+            raise ValueError(f"{redact_url(url)!r}: a cluster URL takes no parameters")
+        netloc, _, path = rest.partition("/")
+        if path.strip("/") not in ("", "0"):
+            raise ValueError(f"{redact_url(url)!r}: a cluster has only database 0")
+        userinfo, at, hosts = netloc.rpartition("@")
+        username = password = None
+        if at:
+            user, colon, secret = userinfo.partition(":")
+            username, password = unquote(user) or None, unquote(secret) if colon else None
+        return cls(_hosts(url, hosts, CLUSTER_PORT, "cluster node"), username, password)
+
+
 def _sentinel_hosts(url: str, hosts: str) -> tuple[tuple[str, int], ...]:
+    return _hosts(url, hosts, SENTINEL_PORT, "sentinel")
+
+
+def _hosts(url: str, hosts: str, default_port: int, what: str) -> tuple[tuple[str, int], ...]:
     found = []
     for item in hosts.split(","):
-        host, port = item, str(SENTINEL_PORT)
+        host, port = item, str(default_port)
         if ":" in item and not item.endswith("]"):
             host, _, port = item.rpartition(":")
         if not _HOST.fullmatch(host) or not port.isdigit() or not 0 < int(port) < 65536:
             where = redact_url(url)
-            raise ValueError(f"bad sentinel address {item!r} in {where!r}: want host:port")
+            raise ValueError(f"bad {what} address {item!r} in {where!r}: want host:port")
         found.append((host.strip("[]"), int(port)))
     return tuple(found)
 
@@ -143,6 +188,8 @@ def validate_url(url: object) -> str:
             raise ValueError(f"unknown URL scheme {scheme!r}: want one of {', '.join(SCHEMES)}")
         if scheme == SENTINEL_SCHEME:
             SentinelURL.parse(url)
+        elif scheme == CLUSTER_SCHEME:
+            ClusterURL.parse(url)
         else:
             _check_plain(url, scheme)
     except ValueError as exc:
@@ -168,14 +215,27 @@ def client_from_url(
     *,
     socket_timeout: float = SOCKET_TIMEOUT,
     connect_timeout: float = CONNECT_TIMEOUT,
-) -> Redis:
+) -> Client:
     """A client of the Redis that ``url`` names (see the module's doc for URLs).
 
-    Nothing connects yet: connections are made on first use. Close it with
+    Nothing connects yet (but a ``RedisCluster`` asks a node for the topology
+    at once: :class:`redis.RedisError` if none answers). Close it with
     :func:`close_client`, which also closes a Sentinel client's sentinels.
     """
     validate_url(url)
     timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
+    if url.lower().startswith(CLUSTER_SCHEME + "://"):
+        cluster = ClusterURL.parse(url)
+        nodes = [ClusterNode(h, p) for h, p in cluster.nodes]  # type: ignore[no-untyped-call]
+        try:
+            return RedisCluster(
+                startup_nodes=nodes, username=cluster.username, password=cluster.password,
+                socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
+            )  # fmt: skip
+        except RedisClusterException as exc:  # not a RedisError: say it as one
+            raise redis.ConnectionError(
+                f"no node of the cluster at {redact_url(url)} answered as a cluster: {exc}"
+            ) from exc
     if not url.lower().startswith(SENTINEL_SCHEME + "://"):
         try:
             return Redis.from_url(url, **timeouts)
@@ -195,9 +255,11 @@ def client_from_url(
     return client
 
 
-def close_client(client: Redis) -> None:
+def close_client(client: Client) -> None:
     """Close ``client``, and the sentinels' clients of a Sentinel-managed one."""
     client.close()
+    if isinstance(client, RedisCluster):
+        return
     pool = client.connection_pool
     if isinstance(pool, SentinelConnectionPool):
         for sentinel in pool.sentinel_manager.sentinels:

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .connect import client_from_url
+from .connect import Client, client_from_url
 from .discovery import find_pools
 from .errors import CheckoutTimeout, PoolError, PoolFull
 from .keys import validate_pool_name
@@ -54,7 +54,7 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 
 class PoolCollector(Collector):
     """Reads the pools' numbers (and a Reaper's counts) from Redis at each scrape."""
 
-    def __init__(self, client: redis.Redis, pools: Iterable[str] = (),
+    def __init__(self, client: Client, pools: Iterable[str] = (),
                  reaper: Reaper | None = None) -> None:
         self.client = client
         self.names = [validate_pool_name(p) for p in pools]
@@ -119,7 +119,7 @@ class PoolCollector(Collector):
 class Metrics:
     """The metrics of one process, in a registry of their own."""
 
-    def __init__(self, client: redis.Redis, pools: Iterable[str] = (), *,
+    def __init__(self, client: Client, pools: Iterable[str] = (), *,
                  reaper: Reaper | None = None) -> None:
         self.registry = CollectorRegistry()
         reg = self.registry
@@ -179,7 +179,7 @@ class Metrics:
 def start_metrics(
     port: int,
     *pools: str,
-    client: redis.Redis | None = None,
+    client: Client | None = None,
     url: str | None = None,
     reaper: Reaper | None = None,
     addr: str = "0.0.0.0",

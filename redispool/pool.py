@@ -19,7 +19,7 @@ from typing import Any
 from redis import Redis
 
 from . import jobs, protocol
-from .connect import client_from_url, close_client
+from .connect import Client, client_from_url, close_client
 from .defaults import (
     DEFAULT_LEASE_TTL,
     MAX_TTL_MS,
@@ -35,6 +35,7 @@ from .lease import Lease
 from .renewer import Renewer
 from .replicas import DEFAULT_REPLICA_TIMEOUT, Replicas
 from .sender import Sender
+from .slot_client import pool_client
 from .status import (
     LeaseInfo,
     PoolSettings,
@@ -85,7 +86,7 @@ class Pool:
         name: str,
         url: str | None = None,
         *,
-        redis: Redis | None = None,
+        redis: Client | None = None,
         lease_ttl: float | None = None,
         min_replicas: int = 0,
         replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
@@ -99,11 +100,18 @@ class Pool:
         if (url is None) == (redis is None):
             raise ValueError("give exactly one of url= or redis=")
         self._owns_client = redis is None
-        self.client: Redis = redis if redis is not None else client_from_url(url or "")
+        self._given: Client = redis if redis is not None else client_from_url(url or "")
+        #: On a cluster: a client of the pool's own slot, following its master.
+        self.client: Redis = pool_client(self._given, self.keys.prefix)
         #: Sends this pool's protocol operations (see :mod:`redispool.sender`).
         self.sender = Sender(self.client, self.name, self.replicas)
         #: Renews this pool's auto-renewed leases in the background.
         self.renewer = Renewer(self.name, self._renew_many)
+
+    @property
+    def on_cluster(self) -> bool:
+        """True if the pool lives in one slot of a Redis Cluster."""
+        return self.sender.wire.on_cluster
 
     def redis_errors(
         self, operation: str, worker_id: str | None = None
@@ -331,8 +339,10 @@ class Pool:
         """Stop renewing (held leases then end after their TTL) and disconnect."""
         self.renewer.stop()
         self.sender.close()
+        if self.client is not self._given:
+            self.client.close()
         if self._owns_client:
-            close_client(self.client)
+            close_client(self._given)
 
     def __enter__(self) -> Pool:
         return self

@@ -16,8 +16,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from . import liveness
+from .cluster import ExpiredEvents, masters
+from .connect import Client
 from .discovery import find_pools
 from .errors import PoolError
 from .keys import pool_name_from_key, validate_pool_name
@@ -29,6 +32,8 @@ __all__ = ["Reaper", "enable_expiry_events"]
 log = logging.getLogger("redispool.reaper")
 
 RECONNECT_DELAY = 0.5
+#: On a cluster, seconds between two looks at its topology (new masters).
+FOLLOW_EVERY = 1.0
 
 
 def enable_expiry_events(client: redis.Redis) -> bool:
@@ -67,6 +72,16 @@ def enable_expiry_events(client: redis.Redis) -> bool:
         return False
 
 
+def _enable_on_masters(client: RedisCluster, refresh: bool = False) -> None:
+    """:func:`enable_expiry_events` on every master that answers (one that does
+    not is subscribed, and its events turned on, once it is back or replaced)."""
+    for node in masters(client, refresh=refresh):
+        try:
+            enable_expiry_events(node)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("cannot turn expired events on at a master: %s", exc)
+
+
 class Reaper:
     """Returns expired leases of ``pools`` (None: every pool in this database).
 
@@ -77,7 +92,7 @@ class Reaper:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         pools: Iterable[str] | None = None,
         *,
         sweep_interval: float = 1.0,
@@ -140,17 +155,52 @@ class Reaper:
         Each (re)connection turns expired events on again: after a failover the
         new master may not have them on.
         """
-        db = self.client.connection_pool.connection_kwargs.get("db", 0)
-        channel = f"__keyevent@{db}__:expired"
+        if isinstance(self.client, RedisCluster):
+            channel = ""  # a cluster has db 0 only, and one channel per master
+        else:
+            db = self.client.connection_pool.connection_kwargs.get("db", 0)
+            channel = f"__keyevent@{db}__:expired"
         while not self._stop.is_set():
             try:
-                self._listen(channel)
+                if isinstance(self.client, RedisCluster):
+                    self._listen_cluster(self.client)
+                else:
+                    self._listen(channel)
             except (redis.ConnectionError, redis.TimeoutError, PoolError) as exc:
                 self.listening.clear()
                 log.warning("reaper lost its connection (%s); reconnecting", exc)
                 self._stop.wait(RECONNECT_DELAY)
 
+    def _listen_cluster(self, client: RedisCluster) -> None:
+        """``_listen`` on every master of a cluster, following its topology at
+        each sweep (a promoted replica, a new master: events turned on there)."""
+        _enable_on_masters(client, refresh=True)
+        events = ExpiredEvents(client)
+        try:
+            self.sweep()
+            self.listening.set()
+            now = mod_time.monotonic()
+            next_sweep, next_look = now + self.sweep_interval, now + FOLLOW_EVERY
+            while not self._stop.is_set():
+                wait = min(0.5, next_sweep - mod_time.monotonic(), next_look - mod_time.monotonic())
+                key = events.key(max(0.0, wait))
+                if key is not None:
+                    self._on_event(key)
+                now = mod_time.monotonic()
+                if now >= next_look:
+                    next_look = now + FOLLOW_EVERY
+                    if events.follow():  # new masters: events on there, and sweep
+                        log.info("cluster masters now %s", ", ".join(sorted(events.masters)))
+                        _enable_on_masters(client)
+                        next_sweep = now
+                if now >= next_sweep:
+                    self.sweep()
+                    next_sweep = mod_time.monotonic() + self.sweep_interval
+        finally:
+            events.close()
+
     def _listen(self, channel: str) -> None:
+        assert isinstance(self.client, redis.Redis)
         enable_expiry_events(self.client)
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:

@@ -25,6 +25,7 @@ from . import rqkeys
 from .connect import client_from_url, close_client
 from .jobs import NONCE_META, TOKEN_META, VERDICT_META
 from .keys import PoolKeys
+from .slot_client import pool_client
 
 __all__ = ["JobRaised", "RQRecords"]
 
@@ -85,7 +86,9 @@ class RQRecords:
 
     def __init__(self, url: str, keys: PoolKeys, worker_id: str, incarnation: str) -> None:
         self.keys, self.worker_id = keys, worker_id
-        self.client = client_from_url(url, socket_timeout=SOCKET_TIMEOUT)
+        self._given = client_from_url(url, socket_timeout=SOCKET_TIMEOUT)
+        # RQ has no Cluster support: on a cluster it talks to the pool's master.
+        self.client = pool_client(self._given, keys.prefix)
         self._classes = rqkeys.classes(keys.pool)
         self.queue = self._classes.queue_for(worker_id, self.client)
         self._rq = self._rq_worker(f"{worker_id}.{incarnation[:12]}")
@@ -117,7 +120,9 @@ class RQRecords:
         self._rq.heartbeat()
 
     def close(self) -> None:
-        close_client(self.client)
+        if self.client is not self._given:
+            self.client.close()
+        close_client(self._given)
 
     def dequeue(self, timeout: int) -> Job | None:
         """The next job, waiting up to ``timeout`` s; raises RQ's DequeueTimeout."""

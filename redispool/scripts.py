@@ -33,9 +33,11 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.exceptions import NoPermissionError, ResponseError
 
+from .cluster import guard_key, masters
 from .errors import Code
 
 if TYPE_CHECKING:
+    from .connect import Client
     from .wire import Wire
 
 __all__ = [
@@ -67,6 +69,8 @@ SCRIPT_NAMES = (
     "status",
     "wait_tick",
 )
+#: Operations whose KEYS are variadic and whose reply has one entry per key.
+VARIADIC_KEYS = frozenset({"renew"})
 #: The shared helpers, in the order they are defined; each has a bind_<name>().
 INCLUDES = ("pool", "workers")
 
@@ -133,10 +137,20 @@ class Script:
     name: str
     function: str
 
+    def _command(self, wire: Wire, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        if wire.on_cluster:  # a key that never exists: TRYAGAIN, not half a run, mid-migration
+            keys = (*keys, guard_key(keys[0]))
+        return ("FCALL", self.function, len(keys), *keys, *args)
+
+    def _reply(self, wire: Wire, keys: Sequence[str], reply: Any) -> Any:
+        if wire.on_cluster and self.name in VARIADIC_KEYS:
+            return reply[: len(keys)]  # one entry per key: none for the guard
+        return reply
+
     def __call__(self, wire: Wire, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        command = ("FCALL", self.function, len(keys), *keys, *args)
+        command = self._command(wire, keys, args)
         try:
-            return wire.call(*command)
+            return self._reply(wire, keys, wire.call(*command))
         except ResponseError as exc:
             if "function not found" not in str(exc).lower():
                 raise
@@ -147,21 +161,22 @@ class Script:
                     f"the server lacks redispool's library {library().name} and this user "
                     f"may not load code: {INSTALL_HINT} ({refused})"
                 ) from refused
-            return wire.call(*command)
+            return self._reply(wire, keys, wire.call(*command))
 
     def acked(
         self, wire: Wire, keys: Sequence[str], args: Sequence[Any], replicas: int, timeout_ms: int
     ) -> tuple[Any, int]:
         """The reply, and how many replicas acknowledged the call's writes
         (``WAIT replicas timeout_ms`` on the same connection, same round trip)."""
-        command = ("FCALL", self.function, len(keys), *keys, *args)
+        command = self._command(wire, keys, args)
         try:
-            return wire.call_acked(command, replicas, timeout_ms)
+            reply, acks = wire.call_acked(command, replicas, timeout_ms)
         except ResponseError as exc:
             if "function not found" not in str(exc).lower():
                 raise
             wire.call("FUNCTION", "LOAD", "REPLACE", library().source)
-            return wire.call_acked(command, replicas, timeout_ms)
+            reply, acks = wire.call_acked(command, replicas, timeout_ms)
+        return self._reply(wire, keys, reply), acks
 
 
 @cache
@@ -195,7 +210,7 @@ def installed_versions(client: redis.Redis) -> list[str]:
     return sorted(names)
 
 
-def install(client: redis.Redis, *, remove_old: bool = True) -> Installed:
+def install(client: Client, *, remove_old: bool = True) -> Installed:
     """Load this version's library (an operator's step); remove the other versions.
 
     Atomic per command: a client of this version never misses its functions
@@ -205,7 +220,20 @@ def install(client: redis.Redis, *, remove_old: bool = True) -> Installed:
     new version first, move every client to it, then install again);
     libraries of other names are never touched. Needs a user allowed
     ``FUNCTION LOAD``/``DELETE`` and ``FUNCTION LIST``.
+
+    On a Redis Cluster it does this on every master (the topology read
+    afresh); replicas get the library by replication, and a master added
+    later gets it from the first pool call that misses it (by a user allowed
+    to load code) or from running ``install`` again.
     """
+    removed: list[str] = []
+    for node in masters(client, refresh=True):
+        done = _install_one(node, remove_old)
+        removed += [name for name in done.removed if name not in removed]
+    return Installed(library().name, tuple(removed))
+
+
+def _install_one(client: redis.Redis, remove_old: bool) -> Installed:
     current = library()
     client.function_load(current.source, replace=True)
     removed = []

@@ -31,7 +31,9 @@ from typing import Any
 
 import redis
 from redis.connection import AbstractConnection
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import AskError, MovedError, ReadOnlyError, TryAgainError
+
+from .slot_client import SlotConnectionPool
 
 _pack_command: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis packs a command in C; redis-py's packer loops over arguments in Python
@@ -48,6 +50,13 @@ BLOCK_BACKSTOP = 1.0
 STALE_CHECK_AFTER = 0.05
 #: Seconds a ``WAIT`` reply may come after the replica timeout it was given.
 WAIT_SLACK = 2.0
+#: On a cluster: how many ``MOVED``/``ASK`` replies one call follows, and for how
+#: many seconds a call answered ``TRYAGAIN`` (its slot migrating) is sent again.
+#: Each of these replies says the command did not run, so sending it again never
+#: runs it twice.
+MAX_REDIRECTS = 5
+TRYAGAIN_FOR = 2.0
+_REDIRECTED = (AskError, TryAgainError)  # MovedError is an AskError
 
 
 def _closed_by_server(conn: AbstractConnection) -> bool:
@@ -106,6 +115,8 @@ class Wire:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        #: True if this Wire talks to the master of one slot of a Redis Cluster.
+        self.on_cluster = isinstance(client.connection_pool, SlotConnectionPool)
         self._new = _factory(client)
         self._free: list[AbstractConnection] = []
         self._lock = threading.Lock()
@@ -126,7 +137,10 @@ class Wire:
         it: no operation ever runs twice.
         """
         conn = self._sent(args)
-        reply = self._read(conn)
+        try:
+            reply = self._read(conn)
+        except _REDIRECTED as exc:  # a cluster's slot moved or is moving: it did not run
+            return self._redirected(exc, (args,))[0]
         self._release(conn)
         return reply
 
@@ -137,12 +151,17 @@ class Wire:
         write this connection made so far. Both go out in one round trip. A
         command that fails raises (after its ``WAIT`` reply was read).
         """
-        conn = self._sent(args, ("WAIT", replicas, timeout_ms))
+        commands = (args, ("WAIT", replicas, timeout_ms))
+        conn = self._sent(*commands)
         try:
             reply = conn.read_response()
         except ReadOnlyError:
             self._drop(conn)
             raise
+        except MovedError as exc:  # the connection is gone with the slot
+            self._drop(conn)
+            reply, acks = self._redirected(exc, commands)
+            return reply, int(acks)
         except redis.ResponseError as exc:
             reply = exc
         except BaseException:
@@ -150,6 +169,8 @@ class Wire:
             raise
         acks = self._read(conn, timeout=timeout_ms / 1000 + WAIT_SLACK)
         self._release(conn)
+        if isinstance(reply, _REDIRECTED):
+            reply, acks = self._redirected(reply, commands)
         if isinstance(reply, redis.ResponseError):
             raise reply
         return reply, int(acks)
@@ -157,21 +178,70 @@ class Wire:
     def call_reads(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Read-only ``commands`` in one round trip on one connection; their
         replies in order (an error reply raises, after every reply was read)."""
+        replies = self._exchange(commands)
+        redirect = next((r for r in replies if isinstance(r, _REDIRECTED)), None)
+        if redirect is not None:
+            return self._redirected(redirect, commands)
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return replies
+
+    def _exchange(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+        """The replies to ``commands`` sent in one round trip, error replies as
+        values; a ``MOVED`` ends the list (its connection is gone)."""
         conn = self._sent(*commands)
         replies: list[Any] = []
         for _ in commands:
             try:
                 replies.append(conn.read_response())
+            except ReadOnlyError:
+                self._drop(conn)
+                raise
+            except MovedError as exc:
+                self._drop(conn)
+                return [exc]
             except redis.ResponseError as exc:
                 replies.append(exc)
             except BaseException:
                 self._drop(conn)
                 raise
         self._release(conn)
-        for reply in replies:
-            if isinstance(reply, redis.ResponseError):
-                raise reply
         return replies
+
+    def _redirected(
+        self, exc: AskError | TryAgainError, commands: tuple[tuple[Any, ...], ...]
+    ) -> list[Any]:
+        """The replies to ``commands``, which a cluster answered with ``exc``
+        (``MOVED``, ``ASK`` or ``TRYAGAIN``: they did not run), sent again
+        where the slot is served now; errors other than these raise."""
+        redirects, give_up, pause = 0, time.monotonic() + TRYAGAIN_FOR, 0.005
+        replies: list[Any]
+        while True:
+            if isinstance(exc, TryAgainError):  # migrating: wait for its end, briefly
+                if time.monotonic() + pause > give_up:
+                    raise exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+                replies = self._exchange(commands)
+            else:
+                redirects += 1
+                pool = self.client.connection_pool
+                if redirects > MAX_REDIRECTS:
+                    raise exc
+                if isinstance(exc, MovedError):  # the topology was updated: send again
+                    replies = self._exchange(commands)
+                elif isinstance(pool, SlotConnectionPool):  # ASK: once, to the importing node
+                    replies = pool.ask(exc, commands)
+                else:
+                    raise exc
+            redirect = next((r for r in replies if isinstance(r, _REDIRECTED)), None)
+            if redirect is None:
+                for reply in replies:
+                    if isinstance(reply, redis.ResponseError):
+                        raise reply
+                return replies
+            exc = redirect
 
     def _sent(self, *commands: tuple[Any, ...]) -> AbstractConnection:
         """A connection on which ``commands`` were sent, pipelined."""
@@ -219,6 +289,9 @@ class Wire:
         except ReadOnlyError:  # a demoted master, or a replica: never reuse it
             self._drop(conn)
             raise
+        except MovedError:  # a cluster's slot is served elsewhere: so are the siblings'
+            self._drop(conn)
+            raise
         except redis.ResponseError:
             self._release(conn)
             raise
@@ -249,9 +322,13 @@ class Wire:
         if not ready:  # our clock ran out: leave the blocked connection behind
             conn.disconnect()
             return None
-        reply = self._read(conn)
+        try:
+            reply = self._read(conn)
+        except _REDIRECTED:  # a cluster's slot moved or is moving: as if nothing came
+            return None
         self._release(conn)
         return reply
+
 
     def close(self) -> None:
         """Disconnect every free connection."""

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import redis
 
-from ..connect import client_from_url, close_client, redact_url
+from ..connect import Client, client_from_url, close_client, redact_url
 from ..discovery import find_pools
 from ..errors import LeaseLost, PoolCorrupted, PoolError, PoolFull, PoolUnavailable
 from ..pool import Pool
@@ -75,11 +75,11 @@ class Connection:
     def __init__(self, url: str, *, min_replicas: int = 0, replica_timeout: float = 1.0) -> None:
         self.url = url
         self.min_replicas, self.replica_timeout = min_replicas, replica_timeout
-        self._client: redis.Redis | None = None
+        self._client: Client | None = None
         self._pools: dict[str, Pool] = {}
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> Client:
         if self._client is None:
             try:
                 self._client = client_from_url(self.url, connect_timeout=CONNECT_TIMEOUT)
@@ -112,8 +112,9 @@ class Connection:
             self._client = None
 
 
-def list_pools(client: redis.Redis) -> list[str]:
-    """Every pool in this database that has workers or settings, sorted."""
+def list_pools(client: Client) -> list[str]:
+    """Every pool in this database (on a cluster: on any master) that has
+    workers or settings, sorted."""
     return find_pools(client, ("workers", "config"))
 
 

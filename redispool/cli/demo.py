@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import click
-import redis
 
+from ..connect import Client
 from ..errors import PoolFull, StaleToken
 from ..fence import Fence
 from ..keys import FenceKeys, PoolKeys
@@ -241,7 +241,7 @@ def run_story(story: Story, url: str, pool: Pool) -> None:
         story.say(f"stopped worker_main.py (pid {host.proc.pid}, exit status {code})")
 
 
-def delete_pool(client: redis.Redis, name: str) -> int:
+def delete_pool(client: Client, name: str) -> int:
     """Delete every key of pool ``name``, its jobs' RQ keys included; how many there were."""
     keys = [text(k) for k in client.scan_iter(match=PoolKeys(name).prefix + "*")]
     keys += [text(k) for k in client.scan_iter(match=FenceKeys(store_name(name)).prefix + "*")]

@@ -3,11 +3,13 @@
 Each has ``--json``; the shapes below are stable (new keys may be added,
 none removed or renamed):
 
-* ``pools --json``: a list of ``{"pool", "size", "idle", "busy", "waiting"}``.
+* ``pools --json``: a list of ``{"pool", "size", "idle", "busy", "waiting"}``
+  (on a Redis Cluster also ``"master"``: ``host:port`` of the master holding it).
 * ``status --json``: one flat object ``{"pool", "size", "idle", "busy",
   "waiting", "draining", "expired", "lease_ttl", "strategy", "problems"}``
   plus any number the pool reports beyond those; seconds are floats;
-  ``problems`` counts the keys holding junk (then exit 2).
+  ``problems`` counts the keys holding junk (then exit 2); on a Redis
+  Cluster also ``"master"``.
 * ``check --json``: a list of ``{"key", "problem"}``, empty for a sound pool.
 * ``workers --json``: a list of ``{"id", "state", "host", "pid", "token",
   "draining", "jobs"}``; ``null`` where unknown.
@@ -29,6 +31,7 @@ from .. import tables
 from ..check import Problem, check_pool
 from ..errors import PoolCorrupted
 from ..pool import Pool
+from ..slot_client import master_name
 from ..status import LeaseInfo, WorkerInfo
 from .app import EXIT_USAGE, CliError, Connection, cli, emit_json, list_pools
 from .options import Seconds, pool_name
@@ -46,6 +49,8 @@ def status_record(pool: Pool) -> dict[str, Any]:
     settings = pool.settings()
     record["lease_ttl"] = settings.lease_ttl
     record["strategy"] = settings.strategy
+    if pool.on_cluster:
+        record["master"] = master_name(pool.client)
     return record
 
 
@@ -87,7 +92,11 @@ def status_table(record: dict[str, Any]) -> str:
     numbers = [k for k, v in record.items() if isinstance(v, int) and not isinstance(v, bool)]
     headers = ["POOL", *(k.upper() for k in numbers), "LEASE_TTL", "STRATEGY"]
     row = [record["pool"], *(record[k] for k in numbers), tables.seconds(record["lease_ttl"])]
-    return tables.render(headers, [[*row, record["strategy"]]])
+    row.append(record["strategy"])
+    if "master" in record:
+        headers.append("MASTER")
+        row.append(record["master"])
+    return tables.render(headers, [row])
 
 
 @cli.command()
@@ -101,16 +110,22 @@ def pools(conn: Connection, as_json: bool) -> None:
     """
     records = []
     for name in list_pools(conn.client):
-        numbers = conn.pool(name, must_exist=False).status()
+        handle = conn.pool(name, must_exist=False)
+        numbers = handle.status()
         records.append(
             {"pool": name, "size": numbers.size, "idle": numbers.idle,
              "busy": numbers.busy, "waiting": numbers.waiting}
         )
+        if handle.on_cluster:
+            records[-1]["master"] = master_name(handle.client)
     if as_json:
         emit_json(records)
         return
     headers = ["POOL", "SIZE", "IDLE", "BUSY", "WAITING"]
     keys = ["pool", "size", "idle", "busy", "waiting"]
+    if records and "master" in records[0]:
+        headers.append("MASTER")
+        keys.append("master")
     click.echo(tables.render(headers, [[r[k] for k in keys] for r in records]))
 
 

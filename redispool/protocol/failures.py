@@ -9,6 +9,7 @@ from __future__ import annotations
 import redis
 
 from .. import errors
+from ..cluster import in_transit
 
 __all__ = ["DENIED", "is_permission_error", "translate"]
 
@@ -41,6 +42,8 @@ def translate(
         return errors.PoolUnavailable(f"{where}: Redis unreachable: {exc}", **about)
     if isinstance(exc, redis.exceptions.ReadOnlyError):  # a demoted master or a replica
         return errors.PoolUnavailable(f"{where}: Redis is not the master: {exc}", **about)
+    if in_transit(exc):  # a cluster's slot of the pool is moving: nothing ran
+        return errors.PoolUnavailable(f"{where}: the pool's slot is moving: {exc}", **about)
     if isinstance(exc, redis.ResponseError):
         return errors.PoolCorrupted(
             f"{where} failed; a key of the pool holds data redispool did not write: {exc}",

@@ -3,7 +3,7 @@
 "use strict";
 
 const REFRESH_MS = 1000;
-const HISTORY_MS = 5000;
+const HISTORY_MS = 2000;
 const SVG = "http://www.w3.org/2000/svg";
 const state = { pool: null, actions: false, span: 60, lastHistory: 0 };
 
@@ -116,7 +116,7 @@ function chart(id, minutes, series) {
   peak.setAttribute("x", String(width - 4));
   peak.setAttribute("y", "11");
   peak.setAttribute("class", "peak");
-  peak.textContent = "max " + (Math.round(max * 100) / 100);
+  peak.textContent = "max " + (Math.round(max * 1000) / 1000);
   nodes.push(peak);
   svg.replaceChildren(...nodes);
 }

@@ -156,7 +156,7 @@ class History:
             raise ValueError(f"history counts must not be negative: {dict(counts)}")
         now = self.now()
         minute = now if minute is None else minute
-        if minute < now - WINDOW:
+        if minute <= now - WINDOW:
             return  # older than what is kept
         key = self.keys.history_bucket(minute)
         with self.client.pipeline(transaction=True) as pipe:
@@ -169,7 +169,7 @@ class History:
 
     def _trim(self, now: int) -> None:
         """Delete the buckets that fell out of the window since the last trim."""
-        cutoff = now - WINDOW  # buckets before this minute go
+        cutoff = now - WINDOW + 1  # buckets before this minute go: WINDOW minutes stay
         start = cutoff - FIRST_TRIM if self._trimmed_to is None else self._trimmed_to
         if start >= cutoff:
             return

@@ -169,3 +169,26 @@ def test_the_same_app_mounts_in_a_wsgi_service(make_pool: Callable[..., Pool],
     body = b"".join(app(environ, start_response))
     assert got["status"] == "200 OK"
     assert b'"pool":"toy"' in body and b'"size":2' in body
+
+
+def test_a_pool_of_ten_thousand_workers_is_read_in_under_a_second(
+    make_pool: Callable[..., Pool], serve: Callable[..., WebServer]
+) -> None:
+    import time
+
+    pool = make_pool("big")
+    for n in range(10_000):
+        pool.add_worker(f"w{n:05d}", host=f"host-{n % 50}", pid=1000 + n)
+    pool.configure(lease_ttl=600)
+    for _ in range(3_000):
+        pool.checkout(block=False, auto_renew=False)
+    web = serve()
+    took = []
+    for _ in range(3):
+        started = time.perf_counter()
+        status, snap = web.json("api/pools/big")
+        took.append(time.perf_counter() - started)
+    assert status == 200 and snap["size"] == 10_000 and snap["busy"] == 3_000
+    assert snap["workers_total"] == 10_000 and len(snap["leases"]) == 2_000  # the first 2000 listed
+    print(f"GET api/pools/big: {sorted(took)[1] * 1000:.0f} ms (median of 3)")
+    assert sorted(took)[1] < 1.0, took

@@ -182,7 +182,8 @@ class Metrics:
         return self.port
 
     def stop(self) -> None:
-        """Stop serving and release the pools' connections."""
+        """Write the history's pending checkouts, stop serving, release the connections."""
+        observe.flush()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -25,22 +25,22 @@ class Clock:
 
 
 def _bytes_of(r: redis.Redis, pool: str) -> tuple[int, int]:
-    """(keys, bytes by MEMORY USAGE) of the pool's history."""
-    keys = list(r.scan_iter(match=PoolKeys(pool).prefix + "history*", count=1000))
+    """(keys, bytes by MEMORY USAGE) of the pool's history buckets."""
+    keys = list(r.scan_iter(match=PoolKeys(pool).prefix + "history:*", count=1000))
     return len(keys), sum(int(r.memory_usage(k) or 0) for k in keys)
 
 
 def test_history_stays_within_its_bound_after_two_simulated_days(r: redis.Redis) -> None:
     clock = Clock()
-    history = History(r, "toy", clock=clock)
+    history = History(r, "bounded", clock=clock)  # a pool no other test's process writes
     full = {f: 7 for f in FIELDS}  # every field a bucket may hold, each minute
     sizes = []
     for minute in range(2 * WINDOW + 120):
         history.add(full)
         clock.now += 60
         if minute % 360 == 0:
-            sizes.append(_bytes_of(r, "toy"))
-    keys, size = _bytes_of(r, "toy")
+            sizes.append(_bytes_of(r, "bounded"))
+    keys, size = _bytes_of(r, "bounded")
     assert keys <= WINDOW, keys
     assert all(k <= WINDOW for k, _ in sizes)
     per_bucket = size / keys

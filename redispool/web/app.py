@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time as mod_time
 from collections.abc import Iterable
 from importlib import resources
 from typing import Any
@@ -59,6 +60,9 @@ HEADERS = [
 ]
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
+#: Seconds a SCAN's list of pools is reused (the page asks every second; a new
+#: pool shows within the 2 s of a live update).
+POOLS_TTL = 1.5
 #: The shortest operator token accepted.
 MIN_TOKEN = 16
 
@@ -96,6 +100,8 @@ class _View:
         self.allow_actions = allow_actions
         self.token = token
         self._pools: dict[str, Pool] = {}
+        self._found: list[str] = []
+        self._found_until = 0.0
         self.files = {name: _static(name) for name in STATIC}
 
     def pool(self, name: str) -> Pool | None:
@@ -115,9 +121,15 @@ class _View:
         return found
 
     def pool_names(self) -> list[str]:
+        """The pools shown; found by a SCAN at most every POOLS_TTL seconds."""
         from ..cli.app import list_pools
 
-        return self.names if self.names is not None else list_pools(self.client)
+        if self.names is not None:
+            return self.names
+        now = mod_time.monotonic()
+        if now >= self._found_until:
+            self._found, self._found_until = list_pools(self.client), now + POOLS_TTL
+        return self._found
 
     # -- pages and reads ---------------------------------------------------------
 

@@ -50,7 +50,7 @@ FLUSH_INTERVAL = 5.0
 _lock = threading.Lock()
 _histories: dict[tuple[int, str], History] = {}
 _next_sample: dict[tuple[int, str], float] = {}
-_tallies: dict[tuple[int, str], Counter[str]] = {}
+_tallies: dict[int, tuple[History, Counter[str]]] = {}  # by id of the History
 _flusher: threading.Thread | None = None
 _last_warning = 0.0
 _ME = f"{socket.gethostname()}:{os.getpid()}"
@@ -92,7 +92,7 @@ def _sample(pool: Pool) -> None:
     lock, hold_ms = pool.keys.history_sampler, int(SAMPLE_INTERVAL * 2500)
     try:
         if not pool.client.set(lock, _ME, nx=True, px=hold_ms):
-            if pool.client.get(lock) != _ME.encode():
+            if text(pool.client.get(lock)) != _ME:
                 return  # another process samples this pool
             pool.client.pexpire(lock, hold_ms)
         status = pool.status()
@@ -179,11 +179,9 @@ def checkout(pool: Pool, outcome: str, wait: float | None) -> None:
             fields[wait_field(wait)] += 1
     elif outcome == "timeout":
         fields["timeouts"] += 1
+    history = history_of(pool.client, pool.name)
     with _lock:
-        key = (id(pool.client), pool.name)
-        if key not in _histories:
-            _histories[key] = History(pool.client, pool.name)
-        _tallies.setdefault(key, Counter()).update(fields)
+        _tallies.setdefault(id(history), (history, Counter()))[1].update(fields)
         if _flusher is None:
             _flusher = threading.Thread(target=_flush_loop, name="redispool-history", daemon=True)
             _flusher.start()
@@ -193,7 +191,7 @@ def checkout(pool: Pool, outcome: str, wait: float | None) -> None:
 def flush() -> None:
     """Write the checkouts counted so far now."""
     with _lock:
-        pending = [(_histories[k], dict(c)) for k, c in _tallies.items() if c]
+        pending = [(history, dict(c)) for history, c in _tallies.values() if c]
         _tallies.clear()
     for history, counts in pending:
         try:

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from helpers import StartWorkerMain, wait_for
+from helpers import StartServer, StartWorkerMain, wait_for
 
-from redispool import LeaseLost, Pool, Reaper, events, observe
+from redispool import Lease, LeaseLost, Pool, Reaper, events, observe
 from redispool.acl import acl_rules
 from redispool.doubler import compute
 from redispool.history import History
@@ -104,3 +104,54 @@ def test_an_unreachable_redis_costs_the_hooks_nothing(make_pool: Callable[..., P
         assert events.record(gone.client, "toy", "buried") is False
     finally:
         gone.close()
+
+
+def test_a_reaper_that_finds_redis_again_logs_it(fresh_server: StartServer) -> None:
+    server = fresh_server()
+    client = redis.Redis.from_url(server.url)
+    pool = Pool("toy", redis=client)
+    pool.add_worker("w1")
+    try:
+        with Reaper(client, ["toy"], sweep_interval=0.05) as reaper:
+            server.restart()  # without persistence: the pool is gone, the Reaper comes back
+            pool.add_worker("w1")
+            wait_for(lambda: reaper.listening.is_set()
+                     and "reconnected" in [e.kind for e in events.read(client, "toy")],
+                     timeout=20, message="the reconnection in the event log")  # fmt: skip
+        (event,) = [e for e in events.read(client, "toy") if e.kind == "reconnected"]
+        assert "Redis back after" in event.detail
+    finally:
+        pool.close()
+        client.close()
+
+
+def test_counted_checkouts_reach_the_history_without_a_command_per_checkout(
+    make_pool: Callable[..., Pool], r: redis.Redis
+) -> None:
+    from redispool import CheckoutTimeout
+    from redispool.metrics import Metrics
+
+    pool = make_pool("toy", workers=1)
+    metrics = Metrics(r, ["toy"])
+
+    def commands(checkout: Callable[[], Lease]) -> int:
+        """Commands Redis processed for one checkout (its INFO call taken off)."""
+        before = int(r.info("stats")["total_commands_processed"])
+        lease = checkout()
+        sent = int(r.info("stats")["total_commands_processed"]) - before - 1
+        pool.checkin(lease)
+        return sent
+
+    plain = [commands(lambda: pool.checkout(timeout=1, auto_renew=False)) for _ in range(3)]
+    counted = [commands(lambda: metrics.checkout(pool, timeout=1, auto_renew=False))
+               for _ in range(3)]  # fmt: skip
+    assert counted == plain, (counted, plain)
+    held = metrics.checkout(pool, timeout=1, auto_renew=False)
+    with pytest.raises(CheckoutTimeout):
+        metrics.checkout(pool, timeout=0.05)
+    assert History(r, "toy").read(1)[0].counts["checkouts"] == 0  # buffered, not yet written
+    metrics.stop()  # writes what it counted
+    pool.checkin(held)
+    (now,) = History(r, "toy").read(1)
+    assert (now.counts["checkouts"], now.counts["timeouts"], now.waits) == (4, 1, 4)
+    assert now.wait_p99 is not None and now.wait_p99 <= 0.25

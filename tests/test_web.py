@@ -192,3 +192,22 @@ def test_a_pool_of_ten_thousand_workers_is_read_in_under_a_second(
     assert snap["workers_total"] == 10_000 and len(snap["leases"]) == 2_000  # the first 2000 listed
     print(f"GET api/pools/big: {sorted(took)[1] * 1000:.0f} ms (median of 3)")
     assert sorted(took)[1] < 1.0, took
+
+
+def test_history_of_the_last_hour_and_day_comes_one_entry_a_minute(
+    make_pool: Callable[..., Pool], serve: Callable[..., WebServer], r: redis.Redis
+) -> None:
+    from redispool.history import History
+
+    make_pool("toy", workers=1)
+    history = History(r, "toy")
+    history.add({"burials": 2}, minute=history.now() - 90)  # an hour and a half ago
+    history.add({"checkouts": 5})
+    web = serve()
+    status, hour = web.json("api/pools/toy/history?minutes=60")
+    assert status == 200 and len(hour) == 60
+    assert hour[-1]["checkouts"] == 5 and sum(m["burials"] for m in hour) == 0
+    status, day = web.json("api/pools/toy/history?minutes=1440")
+    assert status == 200 and len(day) == 1440
+    assert [m["minute"] for m in day] == list(range(history.now() - 1439, history.now() + 1))
+    assert day[-91]["burials"] == 2

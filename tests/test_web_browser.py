@@ -155,6 +155,14 @@ def test_the_page_follows_a_live_pool_and_shows_hostile_ids_as_text(
         with pytest.raises(NoAlertPresentException):  # ... and runs nothing
             driver.switch_to.alert.text  # type: ignore[attr-defined]  # noqa: B018
 
+        points = "return document.querySelector('#chart-numbers polyline').points.length"
+        assert driver.execute_script(points) == 60  # type: ignore[attr-defined]
+        driver.find_element(By.CSS_SELECTOR, "input[name=span][value='1440']").click()  # type: ignore[attr-defined]
+        wait_for(lambda: driver.execute_script(points) == 1440, timeout=5,  # type: ignore[attr-defined]
+                 message="the chart of the last day")
+        driver.find_element(By.CSS_SELECTOR, "input[name=span][value='60']").click()  # type: ignore[attr-defined]
+        wait_for(lambda: driver.execute_script(points) == 60, timeout=5,  # type: ignore[attr-defined]
+                 message="the chart of the last hour")
         peak = "return document.querySelector('#chart-numbers text.peak').textContent"
         wait_for(lambda: driver.execute_script(peak) != "max 0", timeout=15,  # type: ignore[attr-defined]
                  message="the history chart to show a sample")  # the Reaper samples every 5 s

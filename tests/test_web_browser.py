@@ -13,15 +13,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import StartWorkerMain, free_port, pid_alive, wait_for
+from helpers import StartWorkerMain, pid_alive, wait_for
+from webserver import WebProcess
 
 from redispool import Pool, events
 from redispool.metrics import Metrics
@@ -62,34 +61,11 @@ def browser() -> Iterator[object]:
 @pytest.fixture
 def web_process(redis_url: str, tmp_path: Path) -> Iterator[str]:
     """``redispool web`` on a free loopback port; its URL. Stopped by pid."""
-    port = free_port()
-    log = open(tmp_path / "web.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "redispool.cli", "--url", redis_url, "web", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
+    web = WebProcess(redis_url, tmp_path / "web.log")
     try:
-        wait_for(lambda: _answers(url), timeout=20, message="redispool web to answer")
-        yield url
+        yield web.url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _answers(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url + "api/config", timeout=1) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
+        web.stop()
 
 
 ROWS = """

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -15,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 from click.testing import CliRunner
-from helpers import free_port, wait_for
 from sentinels import SentinelSet
+from webserver import WebProcess
 
 from redispool import Pool, events
 from redispool.cli import cli
@@ -41,33 +38,17 @@ def _listening_addresses(port: int) -> set[str]:
 @pytest.fixture
 def web_cli(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., int]]:
     """Start ``redispool web`` with extra args and env; its port. Stopped by pid."""
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[WebProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None, url: str = redis_url) -> int:
-        port = free_port()
-        log = tmp_path / f"web-{port}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "redispool.cli", "-u", url, "web", "--port",
-                 str(port), *args],
-                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-            )  # fmt: skip
-        procs.append(proc)
-        wait_for(lambda: bool(_listening_addresses(port)) or proc.poll() is not None,
-                 timeout=20, message="redispool web to listen")  # fmt: skip
-        assert proc.poll() is None, log.read_text()
-        return port
+        procs.append(WebProcess(url, tmp_path / f"web-{len(procs)}.log", *args, env=env))
+        return procs[-1].port
 
     try:
         yield start
     finally:
         for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.stop()
 
 
 def _post(port: int, path: str, body: object, token: str | None) -> int:

@@ -1,18 +1,24 @@
-"""A real uvicorn server of the web view in a thread of the test process, stopped at the end."""
+"""The web view served for tests: uvicorn in a thread of the test process (WebServer), or
+``redispool web`` as a process of its own (WebProcess); each stopped at the end."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from helpers import free_port, wait_for
 from starlette.applications import Starlette
 
-__all__ = ["WebServer"]
+__all__ = ["WebProcess", "WebServer"]
 
 
 class WebServer:
@@ -48,3 +54,39 @@ class WebServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+class WebProcess:
+    """``redispool -u URL web --port <free> ARGS`` as its own process; :meth:`stop` by pid."""
+
+    def __init__(self, url: str, log_path: Path, *args: str,
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = log_path
+        with open(log_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "redispool.cli", "-u", url, "web", "--port",
+                 str(self.port), *args],
+                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            )  # fmt: skip
+        wait_for(lambda: self._answers() or self.proc.poll() is not None, timeout=20,
+                 message="redispool web to answer")  # fmt: skip
+        assert self.proc.poll() is None, log_path.read_text()
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "api/config", timeout=1) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -207,6 +207,25 @@ class PoolKeys:
         """Stream: RQ's results of job ``job_id`` (``<rq_prefix>:results:<id>``)."""
         return f"{self.rq_prefix}:results:{job_id}"
 
+    @property
+    def events(self) -> str:
+        """Stream, capped: what operators need to see (see :mod:`redispool.events`)."""
+        return self.prefix + "events"
+
+    @property
+    def history(self) -> str:
+        """Sorted set: minute (unix minutes) of each history bucket -> the same minute."""
+        return self.prefix + "history"
+
+    def history_bucket(self, minute: int) -> str:
+        """Hash: the pool's counts and samples of one minute (see :mod:`redispool.history`)."""
+        return f"{self.prefix}history:{minute}"
+
+    @property
+    def history_sampler(self) -> str:
+        """String with a TTL: the process that samples the pool's numbers for history now."""
+        return self.prefix + "history_sampler"
+
     def alive_worker(self, key: str) -> str | None:
         """The worker id of an alive key of this pool, else None."""
         head = self.prefix + "alive:"

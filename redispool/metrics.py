@@ -34,9 +34,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from . import observe
 from .connect import Client, client_from_url
 from .discovery import find_pools
 from .errors import CheckoutTimeout, PoolError, PoolFull
+from .history import WAIT_BUCKETS
 from .keys import validate_pool_name
 from .pool import Pool
 
@@ -48,7 +50,6 @@ __all__ = ["Metrics", "PoolCollector", "start_metrics"]
 
 log = logging.getLogger("redispool.metrics")
 
-WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class PoolCollector(Collector):
@@ -151,12 +152,15 @@ class Metrics:
         except CheckoutTimeout:
             self.checkouts.labels(pool.name, "timeout").inc()
             self.checkout_timeouts.labels(pool.name).inc()
+            observe.checkout(pool, "timeout", None)
             raise
         except PoolFull:
             self.checkouts.labels(pool.name, "full").inc()
             raise
+        waited = mod_time.monotonic() - started
         self.checkouts.labels(pool.name, "ok").inc()
-        self.checkout_wait.labels(pool.name).observe(mod_time.monotonic() - started)
+        self.checkout_wait.labels(pool.name).observe(waited)
+        observe.checkout(pool, "ok", waited)  # the history's checkouts and wait times
         return lease
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:
@@ -168,7 +172,8 @@ class Metrics:
         return self.port
 
     def stop(self) -> None:
-        """Stop serving and release the pools' connections."""
+        """Write the history's pending checkouts, stop serving, release the connections."""
+        observe.flush()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

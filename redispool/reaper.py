@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from . import liveness
+from . import liveness, observe
 from .cluster import ExpiredEvents, masters
 from .connect import Client
 from .discovery import find_pools
@@ -108,6 +108,7 @@ class Reaper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.listening = threading.Event()
+        self._lost = ""  # why the last connection was lost, until it is back
 
     def _pool(self, name: str) -> Pool:
         pool = self._pools.get(name)
@@ -126,7 +127,9 @@ class Reaper:
         for name in self._known_pools():
             try:
                 pool = self._pool(name)
-                total += pool.reclaim_expired() + liveness.bury(pool)[0]
+                reclaimed, buried = pool.reclaim_expired(), liveness.bury(pool)[0]
+                observe.swept(pool, reclaimed, buried)  # history and events
+                total += reclaimed + buried
             except (ValueError, PoolError) as exc:
                 log.warning("sweep of pool %s failed: %s", name, exc)
         if total:
@@ -142,9 +145,12 @@ class Reaper:
         worker = pool.keys.lease_worker(key)
         if worker is None:
             if pool.keys.alive_worker(key) is not None:  # a worker's heartbeat lapsed
-                self.by_event += liveness.bury(pool)[0]
+                buried = liveness.bury(pool)[0]
+                observe.swept(pool, 0, buried, pool.keys.alive_worker(key) or "")
+                self.by_event += buried
             return
         returned = pool.reclaim_expired()
+        observe.swept(pool, returned, 0, worker)
         if returned:
             log.info("lease of worker %s in pool %s expired; returned %d", worker, name, returned)
         self.by_event += returned
@@ -168,6 +174,7 @@ class Reaper:
                     self._listen(channel)
             except (redis.ConnectionError, redis.TimeoutError, PoolError) as exc:
                 self.listening.clear()
+                self._lost = str(exc) or type(exc).__name__
                 log.warning("reaper lost its connection (%s); reconnecting", exc)
                 self._stop.wait(RECONNECT_DELAY)
 
@@ -207,6 +214,9 @@ class Reaper:
             pubsub.subscribe(channel)
             self.sweep()  # events published before we subscribed are lost
             self.listening.set()
+            for name in self._known_pools() if self._lost else ():
+                observe.reconnected(self._pool(name), self._lost)
+            self._lost = ""
             next_sweep = mod_time.monotonic() + self.sweep_interval
             while not self._stop.is_set():
                 wait = max(0.0, min(0.5, next_sweep - mod_time.monotonic()))

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from . import rqkeys
+from . import observe, rqkeys
 from .connect import client_from_url, close_client, validate_url
 from .errors import PoolError
 from .jobs import DEFAULT_FUNCTIONS
@@ -99,6 +99,7 @@ class Supervisor:
         self.prefix = settings.worker_id_prefix or f"{socket.gethostname()}-{os.getpid()}"
         self._numbers = itertools.count(1)
         self._slots: list[_Slot] = []
+        self._pool: Pool | None = None  # while running: for the event log
         self._drain = threading.Event()
         self._next_overflow_check = 0.0
         self._last_overflow_start = -OVERFLOW_COOLDOWN
@@ -119,6 +120,7 @@ class Supervisor:
             min_replicas=s.min_replicas, replica_timeout=s.replica_timeout,
         )  # fmt: skip
         reaper = Reaper(client, [pool.name], sweep_interval=self.settings.sweep_interval).start()
+        self._pool = pool  # for the event log
         if self.metrics is not None:
             self.metrics.watch_reaper(reaper)
         try:
@@ -183,6 +185,8 @@ class Supervisor:
             return
         if self.metrics is not None:
             self.metrics.worker_restarts.labels(self.settings.pool).inc()
+        if self._pool is not None:
+            observe.died(self._pool, slot.worker_id, pid, code)
         slot.failures = 1 if now - slot.started >= STABLE_AFTER else slot.failures + 1
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (slot.failures - 1))
         slot.restart_at = now + delay

@@ -41,7 +41,7 @@ from rq.exceptions import DequeueTimeout
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from . import errors, liveness, rqkeys
+from . import errors, liveness, observe, rqkeys
 from .connect import client_from_url, close_client
 from .errors import LeaseLost, PoolError, PoolUnavailable, WorkerIdTaken
 from .job_process import JobProcess, JobProcessError, Outcome
@@ -116,6 +116,7 @@ class Worker:
             self.pool.close()
             self._rq.close()
             return EXIT_ERROR
+        observe.replacing(self.pool, self.me.worker_id, self.settings.replaces)
         while True:  # Redis down or loading its data (a crash, a restart): ask again
             try:
                 liveness.register(self.pool, self.me, self.settings.replaces)
@@ -172,6 +173,7 @@ class Worker:
         if self._exit_code != EXIT_ID_TAKEN:
             try:
                 liveness.leave(self.pool, self.me, "exit")
+                observe.left(self.pool, self.me.worker_id, "the process exited")
             except PoolError as exc:
                 log.warning("worker %s could not leave the pool: %s", self.me.worker_id, exc)
         # No RQ register_death: leaving (or a later burial) deletes RQ's worker record.
@@ -287,6 +289,7 @@ class Worker:
                 self._give_back(job)
                 return
             if code != errors.OK:
+                observe.refused(self.pool, self.me.worker_id, token, code)
                 why = "its worker died" if code == errors.WORKER_DEAD else "it has ended"
                 message = f"job refused: the lease of token {token} is not current ({why})"
                 self._rq.refuse(job, "redispool.errors.LeaseLost", message, code)
@@ -335,6 +338,7 @@ class Worker:
         _, state = liveness.bury(self.pool, wid, int(token))
         verdict = errors.WORKER_DEAD if state == errors.WORKER_DEAD else errors.NOT_HELD
         self._rq.set_verdict(job, verdict)
+        observe.stopped(self.pool, wid, token, verdict, outcome.killed)
         log.warning(
             "worker %s job %s token %s: its lease ended; job %s %.3f s later",
             wid, job.id, token, "killed" if outcome.killed else "returned", outcome.lost_after,

@@ -87,6 +87,8 @@ def _lasting_keys(r: redis.Redis) -> set[str]:
         key = raw.decode()
         if JOB_RECORD.match(key):
             assert r.ttl(key) > 0, f"{key} would stay for ever"
+        elif key.startswith(PoolKeys(POOL).prefix + "history"):  # bounded by history.py
+            continue
         else:
             found.add(key)
     return found

@@ -9,12 +9,12 @@ shapes are documented in :mod:`redispool.cli.views`.
 
 from __future__ import annotations
 
-from . import demo, operate, views
+from . import demo, operate, views, web
 from .app import EXIT_CODES, cli
 
 __all__ = ["EXIT_CODES", "cli", "main"]
 
-del demo, operate, views  # imported for the commands they register
+del demo, operate, views, web  # imported for the commands they register
 
 
 def main() -> None:

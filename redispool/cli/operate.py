@@ -15,6 +15,7 @@ from typing import Any
 import click
 from redis.exceptions import NoPermissionError
 
+from .. import observe
 from ..defaults import STRATEGIES
 from ..keys import validate_pool_name, validate_worker_id
 from ..lease import Lease
@@ -190,6 +191,7 @@ def drain(conn: Connection, pool: str, worker: str) -> None:
     handle = conn.pool(pool)
     if not handle.remove_worker(validate_worker_id(worker)):
         raise CliError(f"pool {pool!r} has no worker {worker!r} ('redispool workers {pool}')")
+    observe.drained(handle.client, pool, worker, "redispool drain")
     if conn.client.hexists(handle.keys.workers, worker):
         click.echo(f"worker {worker} leaves pool {pool} when its current lease ends")
     else:

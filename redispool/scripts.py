@@ -98,17 +98,18 @@ def library() -> Library:
     """The library of every operation in :data:`SCRIPT_NAMES`."""
     parts = ["local KEYS, ARGV = {}, {}"]
     parts += [_read(f"includes/{name}.lua") for name in INCLUDES]
-    binds = " ".join(f"bind_{name}()" for name in INCLUDES)
-    parts.append(f"local function bind(keys, args)\n  KEYS, ARGV = keys, args\n  {binds}\nend")
+    binds = {}
     for operation in SCRIPT_NAMES:
-        body = _INCLUDE.sub("", _read(f"{operation}.lua"))
-        parts.append(f"local function op_{operation}()\n{body}\nend")
-    digest = hashlib.sha1("\n".join(parts).encode()).hexdigest()[:12]
+        text = _read(f"{operation}.lua")
+        # Each operation binds only the helpers it includes (a bind is a table write per key).
+        binds[operation] = " ".join(f"bind_{m.group(1)}()" for m in _INCLUDE.finditer(text))
+        parts.append(f"local function op_{operation}()\n{_INCLUDE.sub('', text)}\nend")
+    digest = hashlib.sha1("\n".join([*parts, *binds.values()]).encode()).hexdigest()[:12]
     name = f"redispool_{digest}"
     for operation in SCRIPT_NAMES:
         parts.append(
-            f"redis.register_function('{name}_{operation}', "
-            f"function(keys, args) bind(keys, args) return op_{operation}() end)"
+            f"redis.register_function('{name}_{operation}', function(keys, args) "
+            f"KEYS, ARGV = keys, args {binds[operation]} return op_{operation}() end)"
         )
     return Library(name, f"#!lua name={name}\n" + "\n".join(parts) + "\n")
 

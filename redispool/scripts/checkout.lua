@@ -25,19 +25,32 @@
 local ttl = tonumber(ARGV[1])
 local holder = ARGV[2]
 local ticket = ARGV[3]
-local alive_ms = tonumber(ARGV[4])
 local nonce = ARGV[5]
 
--- Probe what the path to a lease writes, before the first write (LPOP).
+-- Read every key the path to a lease writes before the first write: a read
+-- of the wrong type stops the script. The idle list's head is read, not
+-- popped, so that the reads saying it is free to lease come first.
 local default_ttl = settings()
 check_token()
-probe('HLEN', K.workers)
-probe('ZCARD', K.deadlines)
+local head = probe('LINDEX', K.idle, 0)
+local known = false
+if head then
+  known = probe('HEXISTS', K.workers, head) == 1
+else
+  probe('HLEN', K.workers)
+end
 
 local now, now_us = server_time()
 if ttl <= 0 then ttl = default_ttl end
 
-local leased = take_idle(ttl, nonce, holder, now, now_us)
+-- The first write, and the only one that can fail (deadlines of the wrong
+-- type): ZADD NX also says whether the head is leased already (a stray copy).
+if known and probe('ZADD', K.deadlines, 'NX', now + ttl, head) == 1 then
+  rcall('LPOP', K.idle)
+  return lease_to(head, ttl, nonce, holder, now, now_us)
+end
+probe('ZCARD', K.deadlines)
+local leased = head and take_idle(ttl, nonce, holder, now, now_us)
 if leased then return leased end
 if sweep(now, now_us, 16) > 0 then
   leased = take_idle(ttl, nonce, holder, now, now_us)
@@ -48,7 +61,7 @@ if ticket ~= '' then
   probe('ZCARD', K.waiters)
   probe('LLEN', K.waitq)
   rcall('RPUSH', K.waitq, ticket .. '|' .. fmt(ttl) .. '|' .. nonce .. '|' .. holder)
-  local alive = math.min(alive_ms, ttl)  -- the waiter ticks every ttl/3
+  local alive = math.min(tonumber(ARGV[4]), ttl)  -- alive_ms; the waiter ticks every ttl/3
   rcall('ZADD', K.waiters, now + alive, ticket)
   return {QUEUED, next_deadline(), now, ttl}
 end

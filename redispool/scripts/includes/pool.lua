@@ -44,6 +44,7 @@ local function bind_pool()
   K.prefix, K.config, K.workers, K.idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
   K.deadlines, K.token, K.draining, K.waitq, K.waiters = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
   K.counter = nil  -- the token counter's value once read in this call (false: missing)
+  K.count = nil  -- ... and as a number (0: missing)
 end
 
 local function fmt(n)
@@ -57,10 +58,11 @@ local function server_time()
   return sec * 1000 + math.floor(usec / 1000), sec * 1000000 + usec
 end
 
--- Lease TTLs redispool writes: whole ms from 10 ms to 7 days.
+-- Lease TTLs redispool writes: whole ms from 10 ms to 7 days. The number, or nil.
 local function valid_ttl(value)
   local n = value and string.match(value, '^%d+$') and tonumber(value)
-  return n and n >= 10 and n <= 604800000
+  if n and n >= 10 and n <= 604800000 then return n end
+  return nil
 end
 
 -- The type each common key has when it exists.
@@ -69,9 +71,12 @@ local KINDS = {
   {'token', 'string'}, {'draining', 'set'}, {'waitq', 'list'}, {'waiters', 'zset'},
 }
 
--- True if `value` is a token counter redispool writes (decimal, below 2^53).
+-- `value` as a number if it is a token counter redispool writes (decimal,
+-- below 2^53), else nil.
 local function valid_token(value)
-  return string.match(value, '^%d+$') and #value <= 16 and tonumber(value) <= MAX_TOKEN
+  local n = #value <= 16 and string.match(value, '^%d+$') and tonumber(value)
+  if n and n <= MAX_TOKEN then return n end
+  return nil
 end
 
 local function corrupt(key, what)
@@ -129,22 +134,24 @@ end
 -- The pool's settings, checked: lease ttl (ms) and strategy.
 local function settings()
   local config = probe('HMGET', K.config, 'lease_ttl_ms', 'strategy')
-  if config[1] and not valid_ttl(config[1]) then
+  local ttl = config[1] and valid_ttl(config[1])
+  if config[1] and not ttl then
     error(corrupt(K.config, 'has lease_ttl_ms ' .. string.format('%q', config[1])))
   end
   if config[2] and config[2] ~= 'lifo' and config[2] ~= 'fifo' then
     error(corrupt(K.config, 'has strategy ' .. string.format('%q', config[2])))
   end
-  return tonumber(config[1]) or DEFAULT_TTL_MS, config[2] or 'lifo'
+  return ttl or DEFAULT_TTL_MS, config[2] or 'lifo'
 end
 
 -- Stop the script if the token counter cannot grow into a token.
 local function check_token()
   local token = probe('GET', K.token)
-  if token and not valid_token(token) then
+  local count = token and valid_token(token)
+  if token and not count then
     error(corrupt(K.token, 'holds ' .. string.format('%q', token) .. ', not a token'))
   end
-  K.counter = token or false
+  K.counter, K.count = token or false, count or 0
 end
 
 -- The next fencing token: the larger of the counter + 1 and the server clock
@@ -154,22 +161,35 @@ end
 -- issued before the loss was the clock of its moment, which the clock has
 -- passed since (README: "Tokens across a rollback", the clock assumption).
 local function issue_token(now_us)
-  local counter = K.counter
-  if counter == nil then counter = rcall('GET', K.token) end
-  local token = (tonumber(counter) or 0) + 1
+  local count = K.count
+  if K.counter == nil then count = tonumber(rcall('GET', K.token)) end
+  local token = (count or 0) + 1
   if token < now_us then token = now_us end
-  K.counter = fmt(token)
+  K.counter, K.count = fmt(token), token
   rcall('SET', K.token, K.counter)
+  return token
+end
+
+-- Write the lease of worker `wid` to `holder` for `ttl` ms under `nonce`
+-- (its deadline is the caller's to record). Returns its token.
+local function write_lease(wid, ttl, nonce, holder, now_us)
+  local token = issue_token(now_us)
+  rcall('SET', K.prefix .. 'lease:' .. wid, K.counter .. '|' .. nonce .. '|' .. holder, 'PX', ttl)
   return token
 end
 
 -- Lease worker `wid` to `holder` for `ttl` ms under `nonce`. Returns token, deadline.
 local function grant(wid, ttl, nonce, holder, now, now_us)
-  local token = issue_token(now_us)
+  local token = write_lease(wid, ttl, nonce, holder, now_us)
   local deadline = now + ttl
-  rcall('SET', K.prefix .. 'lease:' .. wid, fmt(token) .. '|' .. nonce .. '|' .. holder, 'PX', ttl)
   rcall('ZADD', K.deadlines, deadline, wid)
   return token, deadline
+end
+
+-- The reply {OK, wid, token, deadline, ttl} of a checkout that leased `wid`,
+-- whose deadline (now + ttl) is in deadlines already.
+local function lease_to(wid, ttl, nonce, holder, now, now_us)
+  return {OK, wid, write_lease(wid, ttl, nonce, holder, now_us), now + ttl, ttl}
 end
 
 -- The earliest lease deadline (server ms), or -1 when nothing is leased.
@@ -256,7 +276,8 @@ end
 
 -- A worker whose lease ended (or that just joined) goes to the oldest live
 -- waiter, else back to the idle list; a draining or unknown worker leaves.
--- `plan` is release_plan(wid), read before the caller's first write.
+-- `plan` is release_plan(wid), read before the caller's first write. `now`
+-- may be nil: the clock is then read only if there is a waiter to serve.
 local function release(wid, now, now_us, plan)
   if plan.draining then
     rcall('SREM', K.draining, wid)
@@ -264,7 +285,10 @@ local function release(wid, now, now_us, plan)
     return
   end
   if not plan.known then return end
-  if plan.waiting and hand_to_waiter(wid, now, now_us) then return end
+  if plan.waiting then
+    if not now then now, now_us = server_time() end
+    if hand_to_waiter(wid, now, now_us) then return end
+  end
   if plan.strategy == 'fifo' then
     rcall('RPUSH', K.idle, wid)
   else

@@ -33,12 +33,7 @@ local nonce = ARGV[5]
 local default_ttl = settings()
 check_token()
 local head = probe('LINDEX', K.idle, 0)
-local known = false
-if head then
-  known = probe('HEXISTS', K.workers, head) == 1
-else
-  probe('HLEN', K.workers)
-end
+local known = head and probe('HEXISTS', K.workers, head) == 1
 
 local now, now_us = server_time()
 if ttl <= 0 then ttl = default_ttl end
@@ -49,12 +44,20 @@ if known and probe('ZADD', K.deadlines, 'NX', now + ttl, head) == 1 then
   rcall('LPOP', K.idle)
   return lease_to(head, ttl, nonce, holder, now, now_us)
 end
-probe('ZCARD', K.deadlines)
+local first = probe('ZRANGE', K.deadlines, 0, 0, 'WITHSCORES')
 local leased = head and take_idle(ttl, nonce, holder, now, now_us)
 if leased then return leased end
-if sweep(now, now_us, 16) > 0 then
-  leased = take_idle(ttl, nonce, holder, now, now_us)
-  if leased then return leased end
+
+-- Nothing idle: return the workers of expired leases, if the earliest
+-- deadline has passed.
+local next_end = first[2] and tonumber(first[2]) or -1
+if next_end >= 0 and next_end < now then
+  probe('HLEN', K.workers)
+  if sweep(now, now_us, 16) > 0 then
+    leased = take_idle(ttl, nonce, holder, now, now_us)
+    if leased then return leased end
+  end
+  next_end = next_deadline()
 end
 
 if ticket ~= '' then
@@ -63,6 +66,6 @@ if ticket ~= '' then
   rcall('RPUSH', K.waitq, ticket .. '|' .. fmt(ttl) .. '|' .. nonce .. '|' .. holder)
   local alive = math.min(tonumber(ARGV[4]), ttl)  -- alive_ms; the waiter ticks every ttl/3
   rcall('ZADD', K.waiters, now + alive, ticket)
-  return {QUEUED, next_deadline(), now, ttl}
+  return {QUEUED, next_end, now, ttl}
 end
-return {FULL, next_deadline(), now, ttl}
+return {FULL, next_end, now, ttl}

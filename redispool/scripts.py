@@ -64,8 +64,8 @@ SCRIPT_NAMES = (
     "status",
     "wait_tick",
 )
-#: The shared helpers, in the order they are defined; each has a bind_<name>().
-INCLUDES = ("pool", "workers")
+#: The shared helpers, in the order they are defined; each that reads KEYS has a bind_<name>().
+INCLUDES = ("pool", "workers", "repair")
 
 _INCLUDE = re.compile(r"^-- @include (\w+)$", re.MULTILINE)
 #: The name of every version of the library: ``redispool_`` and 12 hex digits.
@@ -102,7 +102,11 @@ def library() -> Library:
     for operation in SCRIPT_NAMES:
         text = _read(f"{operation}.lua")
         # Each operation binds only the helpers it includes (a bind is a table write per key).
-        binds[operation] = " ".join(f"bind_{m.group(1)}()" for m in _INCLUDE.finditer(text))
+        binds[operation] = " ".join(
+            f"bind_{m.group(1)}()"
+            for m in _INCLUDE.finditer(text)
+            if f"local function bind_{m.group(1)}()" in _read(f"includes/{m.group(1)}.lua")
+        )
         parts.append(f"local function op_{operation}()\n{_INCLUDE.sub('', text)}\nend")
     digest = hashlib.sha1("\n".join([*parts, *binds.values()]).encode()).hexdigest()[:12]
     name = f"redispool_{digest}"

@@ -37,6 +37,6 @@ local plan = release_plan(wid)
 -- The first write, and the only one that can fail (deadlines of the wrong
 -- type): release_plan read every key the later writes touch.
 probe('ZREM', K.deadlines, wid)
-rcall('DEL', lease)
-release(wid, nil, nil, plan)  -- reads the clock only to hand to a waiter
+-- A worker handed to a waiter has its new lease in the same key: no DEL then.
+if not release(wid, nil, nil, plan) then rcall('DEL', lease) end
 return {OK}

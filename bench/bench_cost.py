@@ -29,9 +29,8 @@ import argparse
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import redis
@@ -83,7 +82,7 @@ def usec(r: redis.Redis) -> dict[str, tuple[int, int]]:
 
 
 def server_us(
-    r: redis.Redis, loops: dict[str, tuple[Callable[[], object], Sequence[str]]]
+    r: redis.Redis, loops: Mapping[str, tuple[Callable[[], object], Sequence[str]]]
 ) -> dict[str, float]:
     """Redis time per call of each loop (usec of the commands it sends), one round.
 

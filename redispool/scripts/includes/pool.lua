@@ -29,7 +29,9 @@
   server's one thread some 4,600 instructions (callgrind, Redis 7.0): the hot
   paths make only the calls their checks need.
 ]]
-local rcall  -- redis.call, bound at each call (a library may not touch it at load)
+-- redis.call and redis.pcall, bound at each call (a library may not touch
+-- them, nor any global, at load).
+local rcall, rpcall
 
 -- Result codes: the table in redispool/errors.py is the source of truth.
 local OK, FULL, QUEUED, NOT_HELD, UNKNOWN_WORKER = 0, 1, 2, 3, 4
@@ -44,7 +46,7 @@ local K = {}
 
 -- Point K at this call's KEYS; every operation starts here.
 local function bind_pool()
-  rcall = redis.call
+  rcall, rpcall = redis.call, redis.pcall
   K.prefix, K.config, K.workers, K.idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
   K.deadlines, K.token, K.draining, K.waitq, K.waiters = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
   K.counter = nil  -- the token counter's value once read in this call (false: missing)
@@ -65,9 +67,16 @@ local function server_time()
 end
 
 -- Lease TTLs redispool writes: whole ms from 10 ms to 7 days. The number, or nil.
+-- The last TTL found valid is kept with its number (most pools on a server
+-- share one setting): checking it again is one string comparison.
+local seen_ttl, seen_ttl_n = nil, nil
 local function valid_ttl(value)
+  if value == seen_ttl then return seen_ttl_n end
   local n = value and string.match(value, '^%d+$') and tonumber(value)
-  if n and n >= 10 and n <= 604800000 then return n end
+  if n and n >= 10 and n <= 604800000 then
+    seen_ttl, seen_ttl_n = value, n
+    return n
+  end
   return nil
 end
 
@@ -127,7 +136,7 @@ end
 
 -- `cmd` on `key`, a read; a key of the wrong type stops the script, naming it.
 local function probe(cmd, key, ...)
-  local value = redis.pcall(cmd, key, ...)
+  local value = rpcall(cmd, key, ...)
   if type(value) == 'table' and value.err then
     if string.find(value.err, 'WRONGTYPE', 1, true) then
       error(corrupt(key, 'holds the wrong type'))
@@ -150,10 +159,14 @@ local function settings()
   return ttl or DEFAULT_TTL_MS, config[2] or 'lifo'
 end
 
+-- The counter this library wrote last, and its number: read back unchanged
+-- it is valid by construction (one string comparison instead of a parse).
+local wrote_counter, wrote_count = nil, nil
+
 -- Stop the script if the token counter cannot grow into a token.
 local function check_token()
   local token = probe('GET', K.token)
-  local count = token and valid_token(token)
+  local count = token and (token == wrote_counter and wrote_count or valid_token(token))
   if token and not count then
     error(corrupt(K.token, 'holds ' .. string.format('%q', token) .. ', not a token'))
   end
@@ -173,6 +186,7 @@ local function issue_token(now_us)
   if token < now_us then token = now_us end
   K.counter, K.count = fmt(token), token
   rcall('SET', K.token, K.counter)
+  wrote_counter, wrote_count = K.counter, token
   return token
 end
 

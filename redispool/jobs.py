@@ -102,6 +102,8 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
     queue = rqkeys.classes(pool.name).queue_for(lease.worker_id, pool.client)
     seconds = max(1, math.ceil(timeout))
     with pool.sender.errors("run", lease.worker_id):
+        # One transaction, one round trip (RQ without a pipeline sends two).
+        pipe = pool.client.pipeline()
         job = queue.enqueue_call(
             name,
             args=list(args),
@@ -110,7 +112,9 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
             result_ttl=RESULT_TTL,
             failure_ttl=RESULT_TTL,
             meta={TOKEN_META: str(lease.token), NONCE_META: lease.nonce},
+            pipeline=pipe,
         )
+        pipe.execute()
         try:
             entry = _wait(lease, job.id, mod_time.monotonic() + timeout + RESULT_GRACE)
         except BaseException:

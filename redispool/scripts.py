@@ -71,8 +71,8 @@ SCRIPT_NAMES = (
 )
 #: Operations whose KEYS are variadic and whose reply has one entry per key.
 VARIADIC_KEYS = frozenset({"renew"})
-#: The shared helpers, in the order they are defined; each has a bind_<name>().
-INCLUDES = ("pool", "workers")
+#: The shared helpers, in the order they are defined; each that reads KEYS has a bind_<name>().
+INCLUDES = ("pool", "workers", "repair")
 
 _INCLUDE = re.compile(r"^-- @include (\w+)$", re.MULTILINE)
 #: The name of every version of the library: ``redispool_`` and 12 hex digits.
@@ -115,17 +115,22 @@ def library() -> Library:
     """The library of every operation in :data:`SCRIPT_NAMES`."""
     parts = ["local KEYS, ARGV = {}, {}", code_constants()]
     parts += [_read(f"includes/{name}.lua") for name in INCLUDES]
-    binds = " ".join(f"bind_{name}()" for name in INCLUDES)
-    parts.append(f"local function bind(keys, args)\n  KEYS, ARGV = keys, args\n  {binds}\nend")
+    binds = {}
     for operation in SCRIPT_NAMES:
-        body = _INCLUDE.sub("", _read(f"{operation}.lua"))
-        parts.append(f"local function op_{operation}()\n{body}\nend")
-    digest = hashlib.sha1("\n".join(parts).encode()).hexdigest()[:12]
+        text = _read(f"{operation}.lua")
+        # Each operation binds only the helpers it includes (a bind is a table write per key).
+        binds[operation] = " ".join(
+            f"bind_{m.group(1)}()"
+            for m in _INCLUDE.finditer(text)
+            if f"local function bind_{m.group(1)}()" in _read(f"includes/{m.group(1)}.lua")
+        )
+        parts.append(f"local function op_{operation}()\n{_INCLUDE.sub('', text)}\nend")
+    digest = hashlib.sha1("\n".join([*parts, *binds.values()]).encode()).hexdigest()[:12]
     name = f"redispool_{digest}"
     for operation in SCRIPT_NAMES:
         parts.append(
-            f"redis.register_function('{name}_{operation}', "
-            f"function(keys, args) bind(keys, args) return op_{operation}() end)"
+            f"redis.register_function('{name}_{operation}', function(keys, args) "
+            f"KEYS, ARGV = keys, args {binds[operation]} return op_{operation}() end)"
         )
     return Library(name, f"#!lua name={name}\n" + "\n".join(parts) + "\n")
 

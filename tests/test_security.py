@@ -93,8 +93,9 @@ def test_a_user_missing_a_command_gets_a_clear_error_and_add_worker_heals(
     url = redis_url.replace("redis://", "redis://noset:pw@")
     with Pool("jobs", url=url) as pool, pytest.raises(PoolAccessDenied, match="refused access"):
         pool.checkout(block=False)
-    # Redis does not roll a script back: the refused SET (of the token) came after the pop, so the
-    # worker is out of the idle list, leased to no one. Registering it again heals it.
+    # Redis does not roll a script back: the refused SET (of the token) came after the pop (and the
+    # deadline's ZADD), so the worker is out of the idle list, leased to no one (no lease key).
+    # Registering it again heals it.
     with Pool("jobs", url=redis_url) as admin:
         assert admin.status().idle == 0
         assert admin.add_worker("w1") is False

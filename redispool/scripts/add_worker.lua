@@ -3,7 +3,8 @@
 
   A new worker goes to the oldest live waiter, else to the idle list. A known
   worker has its host/pid updated and any pending removal cancelled; if it is
-  neither idle nor leased (lost by a bug or a corrupted list) it is returned.
+  neither idle nor leased (lost by a bug or a corrupted list, or left with a
+  deadline still ahead but no lease key) it is returned.
   Creates the pool's settings with defaults when it has none.
 
   KEYS[1..9]  the pool's common keys (see includes/pool.lua)
@@ -31,7 +32,15 @@ if rcall('HSET', K.workers, wid, meta) == 1 then
   return {OK, 1}
 end
 rcall('SREM', K.draining, wid)
-if not rcall('ZSCORE', K.deadlines, wid) and not rcall('LPOS', K.idle, wid) then
+local leased = rcall('ZSCORE', K.deadlines, wid)
+-- A deadline still ahead with no lease key holding is no lease (a checkout
+-- refused by an ACL after its first write leaves one): the worker is returned
+-- now. (A deadline behind is an ended lease: the sweep returns its worker.)
+if leased and tonumber(leased) >= now and rcall('PTTL', K.prefix .. 'lease:' .. wid) < 0 then
+  rcall('ZREM', K.deadlines, wid)
+  leased = false
+end
+if not leased and not rcall('LPOS', K.idle, wid) then
   release(wid, now, now_us, release_plan(wid))
 end
 return {OK, 0}

@@ -27,15 +27,16 @@ local token = ARGV[2]
 local nonce = ARGV[3]
 
 local value = probe('GET', lease)
-local now, now_us = server_time()
 if not value or not holds(value, token, nonce) then
+  local now, now_us = server_time()
   sweep(now, now_us, 16)
   if KEYS[11] and probe('ZSCORE', KEYS[11], token) then return {5} end  -- WORKER_DEAD
   return {NOT_HELD}
 end
-probe('ZSCORE', K.deadlines, wid)
 local plan = release_plan(wid)
-rcall('DEL', lease)
-rcall('ZREM', K.deadlines, wid)
-release(wid, now, now_us, plan)
+-- The first write, and the only one that can fail (deadlines of the wrong
+-- type): release_plan read every key the later writes touch.
+probe('ZREM', K.deadlines, wid)
+-- A worker handed to a waiter has its new lease in the same key: no DEL then.
+if not release(wid, nil, nil, plan) then rcall('DEL', lease) end
 return {OK}

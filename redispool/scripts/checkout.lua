@@ -25,31 +25,53 @@
 local ttl = tonumber(ARGV[1])
 local holder = ARGV[2]
 local ticket = ARGV[3]
-local alive_ms = tonumber(ARGV[4])
 local nonce = ARGV[5]
 
--- Probe what the path to a lease writes, before the first write (LPOP).
+-- Read every key the path to a lease writes before the first write: a read
+-- of the wrong type stops the script. The idle list's head is read, not
+-- popped, so that the reads saying it is free to lease come first; the token
+-- counter is read only on the paths that may issue a token.
 local default_ttl = settings()
-check_token()
-probe('HLEN', K.workers)
-probe('ZCARD', K.deadlines)
+local head = probe('LINDEX', K.idle, '0')
+local known = head and probe('HEXISTS', K.workers, head) == 1
+if head then check_token() end
 
 local now, now_us = server_time()
 if ttl <= 0 then ttl = default_ttl end
 
-local leased = take_idle(ttl, nonce, holder, now, now_us)
+-- The first write, and the only one that can fail (deadlines of the wrong
+-- type): ZADD NX also says whether the head is leased already (a stray copy).
+if known and probe('ZADD', K.deadlines, 'NX', fmt(now + ttl), head) == 1 then
+  rcall('LPOP', K.idle)
+  return lease_to(head, ttl, nonce, holder, now, now_us)
+end
+local first = probe('ZRANGE', K.deadlines, 0, 0, 'WITHSCORES')
+local leased = head and take_idle(ttl, nonce, holder, now, now_us)  -- drops stray heads
 if leased then return leased end
-if sweep(now, now_us, 16) > 0 then
-  leased = take_idle(ttl, nonce, holder, now, now_us)
-  if leased then return leased end
+local wrote = head ~= nil
+
+-- Nothing idle: return the workers of expired leases, if the earliest
+-- deadline has passed.
+local next_end = first[2] and tonumber(first[2]) or -1
+if next_end >= 0 and next_end < now then
+  probe('HLEN', K.workers)
+  if K.counter == nil then check_token() end
+  wrote = true
+  if sweep(now, now_us, 16) > 0 then
+    leased = take_idle(ttl, nonce, holder, now, now_us)
+    if leased then return leased end
+  end
+  next_end = next_deadline()
 end
 
 if ticket ~= '' then
-  probe('ZCARD', K.waiters)
   probe('LLEN', K.waitq)
+  if wrote then probe('ZCARD', K.waiters) end
+  local alive = math.min(tonumber(ARGV[4]), ttl)  -- alive_ms; the waiter ticks every ttl/3
+  -- (When nothing was written yet, this ZADD is the first write: a waiters of
+  -- the wrong type fails it having changed nothing.)
+  probe('ZADD', K.waiters, fmt(now + alive), ticket)
   rcall('RPUSH', K.waitq, ticket .. '|' .. fmt(ttl) .. '|' .. nonce .. '|' .. holder)
-  local alive = math.min(alive_ms, ttl)  -- the waiter ticks every ttl/3
-  rcall('ZADD', K.waiters, now + alive, ticket)
-  return {QUEUED, next_deadline(), now, ttl}
+  return {QUEUED, next_end, now, ttl}
 end
-return {FULL, next_deadline(), now, ttl}
+return {FULL, next_end, now, ttl}

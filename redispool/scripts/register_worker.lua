@@ -38,6 +38,7 @@
 ]]
 -- @include pool
 -- @include workers
+-- @include repair
 
 local wid, meta, incarnation = ARGV[1], ARGV[2], ARGV[3]
 local heartbeat_ms, replaces = tonumber(ARGV[4]), ARGV[5]

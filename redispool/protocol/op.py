@@ -21,6 +21,9 @@ __all__ = ["Op", "Reads", "code_of", "unexpected"]
 
 T = TypeVar("T")
 
+#: Each operation's library function (the name ``FCALL`` takes), computed once.
+FUNCTIONS = {name: scripts.library().function(name) for name in scripts.SCRIPT_NAMES}
+
 
 @dataclass(frozen=True, slots=True)
 class Op(Generic[T]):
@@ -47,11 +50,11 @@ class Op(Generic[T]):
     @property
     def function(self) -> str:
         """The library function this op calls with ``FCALL``."""
-        return scripts.library().function(self.script)
+        return FUNCTIONS[self.script]
 
     def command(self) -> tuple[str | int, ...]:
         """The whole command: ``FCALL function numkeys *keys *args``."""
-        return ("FCALL", self.function, len(self.keys), *self.keys, *self.args)
+        return ("FCALL", FUNCTIONS[self.script], len(self.keys), *self.keys, *self.args)
 
     def read(self, reply: Any) -> T:
         """The typed result of ``reply``; raises the code's exception, or
@@ -59,11 +62,16 @@ class Op(Generic[T]):
         try:
             return self.parse(reply)
         except (IndexError, TypeError, ValueError) as exc:
-            raise PoolCorrupted(
-                f"pool {self.pool!r}: {self.name} got a reply redispool does not write: "
-                f"{reply!r} ({exc})",
-                pool=self.pool, worker_id=self.worker_id, operation=self.name,
-            ) from None  # fmt: skip
+            raise self.corrupted(reply, exc) from None
+
+    def corrupted(self, reply: Any, exc: Exception) -> PoolCorrupted:
+        """The error for ``reply``, which ``parse`` could not read (``exc``): a
+        sender that calls ``parse`` itself (the sync hot path) raises this."""
+        return PoolCorrupted(
+            f"pool {self.pool!r}: {self.name} got a reply redispool does not write: "
+            f"{reply!r} ({exc})",
+            pool=self.pool, worker_id=self.worker_id, operation=self.name,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

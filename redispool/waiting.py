@@ -105,7 +105,7 @@ class Waiter:
             )
             peeked = self.sender.peek_wait(wake, wake_at - now)
             if peeked is not None:
-                lease = self._claim(Handoff.parse(peeked))
+                lease = self._claim(protocol.read_handoff(self.keys, self.ticket, peeked))
                 if lease is not None:
                     return lease
                 continue

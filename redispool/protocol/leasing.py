@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import FULL, NOT_HELD, OK, QUEUED, WORKER_DEAD
+from ..errors import FULL, NOT_HELD, OK, QUEUED, WORKER_DEAD, PoolCorrupted
 from ..keys import PoolKeys
 from ..wire import text
 from .op import Op, code_of, unexpected
 from .replies import Checkin, Granted, Handoff, Queued, Renewal, Waiting
 
-__all__ = ["cancel_wait", "checkin", "checkout", "renew", "wait_tick"]
+__all__ = ["cancel_wait", "checkin", "checkout", "read_handoff", "renew", "wait_tick"]
 
 
 def checkout(
@@ -55,6 +55,19 @@ def wait_tick(
 
     args = (ticket, ttl_ms, holder, alive_ms, nonce)
     return Op("wait_tick", (*keys.common, keys.wake(ticket)), args, parse, keys.pool)
+
+
+def read_handoff(keys: PoolKeys, ticket: str, raw: Any) -> Handoff:
+    """The handoff found (peeked, not taken) in waiter ``ticket``'s wake key;
+    :class:`~redispool.PoolCorrupted` naming the key when it holds anything else."""
+    try:
+        return Handoff.parse(raw)
+    except (TypeError, ValueError) as exc:
+        raise PoolCorrupted(
+            f"pool {keys.pool!r}: the wake key {keys.wake(ticket)} holds {raw!r}, "
+            f"not a handoff redispool writes ({exc})",
+            pool=keys.pool, operation="checkout (waiting)",
+        ) from None  # fmt: skip
 
 
 def cancel_wait(keys: PoolKeys, ticket: str) -> Op[Handoff | None]:

@@ -62,12 +62,12 @@ class LeaseLife(Generic[E]):
         worker_id: str,
         token: int,
         ttl: float,
-        *,
         auto_renew: bool,
         deadline: float,
         nonce: str = "",
         renewed_at: float | None = None,
     ) -> None:
+        # positional too (not keyword-only): the sync Lease's granted() passes them so
         self.worker_id = worker_id
         self.token = token
         self.nonce = nonce

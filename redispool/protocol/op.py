@@ -25,9 +25,14 @@ T = TypeVar("T")
 FUNCTIONS = {name: scripts.library().function(name) for name in scripts.SCRIPT_NAMES}
 
 
-@dataclass(frozen=True, slots=True)
+# The hot path's types (Op, and the replies of checkout, checkin and renew) are
+# slotted, hashable dataclasses that nothing assigns to once made, but not
+# ``frozen``: a frozen dataclass's ``__init__`` sets each field through
+# ``object.__setattr__``, 0.5 us more per object here, about 2 us of the
+# layer's own ~7 us per checkout+checkin (measured without the socket).
+@dataclass(slots=True, unsafe_hash=True)
 class Op(Generic[T]):
-    """One call of one library function (see :mod:`redispool.scripts`).
+    """One call of one library function (see :mod:`redispool.scripts`); never changed once made.
 
     ``keys`` are in the order of the script's header, ``args`` too; ``parse``
     turns the raw reply into the typed result (raising for an error code).

@@ -119,7 +119,7 @@ class PoolKeys:
         """List: idle worker ids; checkout pops from the head."""
         return self.prefix + "idle"
 
-    @property
+    @cached_property
     def deadlines(self) -> str:
         """Sorted set: leased worker id -> lease deadline (server ms)."""
         return self.prefix + "deadlines"
@@ -162,7 +162,7 @@ class PoolKeys:
         """Hash: worker id -> incarnation (one per process start) that holds the id."""
         return self.prefix + "incarnations"
 
-    @property
+    @cached_property
     def dead_leases(self) -> str:
         """Sorted set: token -> server ms when that lease ended because its worker died."""
         return self.prefix + "dead_leases"

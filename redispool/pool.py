@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 import time as mod_time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -32,6 +31,7 @@ from .defaults import (
 from .errors import LeaseLost, WorkerLost
 from .keys import PoolKeys, validate_pool_name, validate_worker_id
 from .lease import Lease
+from .protocol.lease_life import HERE
 from .renewer import Renewer
 from .replicas import DEFAULT_REPLICA_TIMEOUT, Replicas
 from .sender import Sender
@@ -51,15 +51,26 @@ __all__ = ["DEFAULT_LEASE_TTL", "STRATEGIES", "Pool"]
 
 log = logging.getLogger("redispool.pool")
 
-_holder: tuple[int, str] = (0, "")
+
+def _this_process() -> tuple[int, str]:
+    pid = os.getpid()
+    return pid, f"{socket.gethostname()}:{pid}"
+
+
+#: ``(pid, 'host:pid')`` of this process, made again in a forked child.
+_holder = _this_process()
+
+
+def _forked() -> None:
+    global _holder
+    _holder = _this_process()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def holder_id() -> str:
     """``host:pid`` of this process, recorded with each lease for operators."""
-    global _holder
-    pid = os.getpid()
-    if _holder[0] != pid:
-        _holder = (pid, f"{socket.gethostname()}:{pid}")
     return _holder[1]
 
 
@@ -159,14 +170,19 @@ class Pool:
         """
         if timeout is not None:
             check_timeout(timeout)
-        waiting = block and (timeout is None or timeout > 0)
-        ticket = uuid.uuid4().hex if waiting else ""
-        nonce = os.urandom(16).hex()  # this lease's proof beside its token
+            bound = protocol.clock.alive_ms(MAX_TTL_MS, timeout)
+        else:
+            bound = MAX_TTL_MS  # clock.alive_ms(MAX_TTL_MS, None), inline: the hot path
         # A waiter counts as alive for one lease TTL between its ticks (the script caps
         # this at the TTL it settles on); a timeout shortens that.
-        bound = protocol.clock.alive_ms(MAX_TTL_MS, timeout)
+        if block and (timeout is None or timeout > 0):  # it may wait: it needs a ticket
+            proof = os.urandom(32).hex()  # one call for both random values: the hot path
+            nonce, ticket = proof[:32], proof[32:]
+        else:
+            nonce, ticket = os.urandom(16).hex(), ""
+        # nonce: this lease's proof beside its token; ticket: its place in the queue
         waiter = Waiter(
-            self, self.keys, self.sender, self.renewer, ticket, holder_id(), auto_renew, nonce,
+            self, self.keys, self.sender, self.renewer, ticket, _holder[1], auto_renew, nonce,
             ttl_ms=self.lease_ttl_ms,
         )  # fmt: skip
         return waiter.checkout(block, timeout, bound)
@@ -205,8 +221,10 @@ class Pool:
         In a forked child, a lease of the parent is not the child's: checkin
         returns False without asking Redis (the parent still holds it).
         """
-        self._check_own(lease)
-        if lease.pid != os.getpid():  # lease.owned_here(), inline: the hot path
+        # _check_own and lease.owned_here(), inline: the hot path
+        if not isinstance(lease, Lease) or lease.pool is not self:
+            self._check_own(lease)  # raises unless a Lease of a pool of this name
+        if lease.pid != HERE.pid:
             log.warning("pool %s: a forked child did not check in its parent's lease", self.name)
             return False
         if lease.auto_renew:
@@ -238,17 +256,22 @@ class Pool:
         renewed (its local deadline stays; the master did extend it).
         A forked child cannot renew its parent's lease: :class:`LeaseLost`.
         """
-        self._check_own(lease)
-        where: dict[str, Any] = {"pool": self.name, "worker_id": lease.worker_id}
-        if not lease.owned_here():
+        # _check_own and lease.owned_here(), inline: the hot path
+        if not isinstance(lease, Lease) or lease.pool is not self:
+            self._check_own(lease)  # raises unless a Lease of a pool of this name
+        if lease.pid != HERE.pid:
+            where: dict[str, Any] = {"pool": self.name, "worker_id": lease.worker_id}
             raise LeaseLost(
                 f"pool {self.name!r}: lease of worker {lease.worker_id!r} belongs to "
                 f"process {lease.pid}, not this forked child", operation="renew", **where,
             )  # fmt: skip
-        if lease.active and not self._renew_many([lease]):
+        # _renew_many([lease]) without its list comprehension: the hot path
+        batch = [(lease.worker_id, lease.token, lease.nonce, round(lease.ttl * 1000))]
+        if lease.active and not self._renew_batch([lease], batch):
             return
         self.renewer.discard(lease)
         lease.end()
+        where = {"pool": self.name, "worker_id": lease.worker_id}
         with self.redis_errors("renew", lease.worker_id):
             died = self.client.zscore(self.keys.dead_leases, lease.token) is not None
         about = f"pool {self.name!r}: lease of worker {lease.worker_id!r} (token {lease.token})"
@@ -259,7 +282,14 @@ class Pool:
 
     def _renew_many(self, leases: Sequence[Lease]) -> list[Lease]:
         """Renew ``leases`` in one round trip; return those that had ended."""
-        batch = [(x.worker_id, x.token, x.nonce, round(x.ttl * 1000)) for x in leases]
+        return self._renew_batch(
+            leases, [(x.worker_id, x.token, x.nonce, round(x.ttl * 1000)) for x in leases]
+        )
+
+    def _renew_batch(
+        self, leases: Sequence[Lease], batch: list[tuple[str, int, str, int]]
+    ) -> list[Lease]:
+        """Renew ``leases``, whose ``(worker_id, token, nonce, ttl_ms)`` are ``batch``."""
         sent = mod_time.monotonic()
         renewal, acks = self.sender.send_acked(protocol.renew(self.keys, batch))
         if acks < self.min_replicas:

@@ -40,17 +40,34 @@ class Sender:
 
     def send(self, op: Op[T]) -> T:
         """Send ``op`` and return its typed result (or raise its code's exception)."""
-        try:  # no context manager here: this is the hot path
-            reply = scripts.load(op.script)(self.wire, op.keys, op.args)
+        # The hot path: the op's command straight over the Wire and its parse
+        # inline (Script and Op.read do the same in two more calls); the rare
+        # paths (library missing, a reply of the wrong shape) go through them.
+        try:
+            reply = self.wire.call(*op.command())
+        except redis.ResponseError as exc:
+            reply = self._missing_library(op, exc)
         except redis.RedisError as exc:
             raise translate(exc, self.pool, op.script, op.worker_id) from exc
-        return op.read(reply)
+        try:
+            return op.parse(reply)
+        except (IndexError, TypeError, ValueError) as exc:
+            raise op.corrupted(reply, exc) from None
 
     def send_acked(self, op: Op[T]) -> tuple[T, int]:
         """:meth:`send`, and how many replicas acknowledged its writes (0, and
         no ``WAIT`` sent, without ``min_replicas``)."""
-        if not self.need:
-            return self.send(op), 0
+        if not self.need:  # send(op), inline: the hot path
+            try:
+                reply = self.wire.call(*op.command())
+            except redis.ResponseError as exc:
+                reply = self._missing_library(op, exc)
+            except redis.RedisError as exc:
+                raise translate(exc, self.pool, op.script, op.worker_id) from exc
+            try:
+                return op.parse(reply), 0
+            except (IndexError, TypeError, ValueError) as exc:
+                raise op.corrupted(reply, exc) from None
         try:
             reply, acks = scripts.load(op.script).acked(
                 self.wire, op.keys, op.args, self.replicas.need, self.replicas.timeout_ms
@@ -58,6 +75,17 @@ class Sender:
         except redis.RedisError as exc:
             raise translate(exc, self.pool, op.script, op.worker_id) from exc
         return op.read(reply), acks
+
+    def _missing_library(self, op: Op[Any], exc: redis.ResponseError) -> Any:
+        """The reply of ``op`` sent again through :class:`redispool.scripts.Script`, which
+        loads the library first, when ``exc`` says the server lacks it; else ``exc``
+        translated."""
+        if "function not found" not in str(exc).lower():
+            raise translate(exc, self.pool, op.script, op.worker_id) from exc
+        try:
+            return scripts.load(op.script)(self.wire, op.keys, op.args)
+        except redis.RedisError as again:
+            raise translate(again, self.pool, op.script, op.worker_id) from again
 
     def unacked(self, operation: str, acks: int, worker_id: str, done: str) -> PoolUnavailable:
         """The error for a write only ``acks`` replicas acknowledged; ``done`` says what it left."""

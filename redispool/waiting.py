@@ -71,32 +71,29 @@ class Waiter:
         Any exception (an interrupt included) from the first script on leaves
         the queue and checks in whatever was handed over, then propagates.
         """
-        try:
-            return self._checkout(block, timeout, alive_ms)
+        try:  # the body of the checkout is inline here (no _checkout): the hot path
+            sent = mod_time.monotonic()
+            self.deadline = None if timeout is None else sent + timeout
+            op = protocol.checkout(
+                self.keys, ttl_ms=self.ttl_ms, holder=self.holder, ticket=self.ticket,
+                alive_ms=alive_ms, nonce=self.nonce,
+            )  # fmt: skip
+            result, acks = self.sender.send_acked(op)
+            if isinstance(result, Granted):
+                self.claiming = lease = self._granted(result, sent)
+                return lease if acks >= self.sender.need else self._confirmed(lease, acks)
+            if not block:
+                raise full(self.owner.name)
+            if not self.ticket:
+                raise timed_out(self.owner.name)
+            self.ttl_ms, self.clock = result.ttl_ms, (sent, result.now_ms)
+            self.next_lease_end = result.next_deadline_ms
+            return self._wait()
         except (PoolFull, CheckoutTimeout):
             raise  # raised here after the ticket left the queue, or never was in it
         except BaseException:
             self._abandon()
             raise
-
-    def _checkout(self, block: bool, timeout: float | None, alive_ms: int) -> Lease:
-        sent = mod_time.monotonic()
-        self.deadline = None if timeout is None else sent + timeout
-        op = protocol.checkout(
-            self.keys, ttl_ms=self.ttl_ms, holder=self.holder, ticket=self.ticket,
-            alive_ms=alive_ms, nonce=self.nonce,
-        )  # fmt: skip
-        result, acks = self.sender.send_acked(op)
-        if isinstance(result, Granted):
-            self.claiming = self._granted(result, sent)
-            return self._confirmed(self.claiming, acks)
-        if not block:
-            raise full(self.owner.name)
-        if not self.ticket:
-            raise timed_out(self.owner.name)
-        self.ttl_ms, self.clock = result.ttl_ms, (sent, result.now_ms)
-        self.next_lease_end = result.next_deadline_ms
-        return self._wait()
 
     def _wait(self) -> Lease:
         """Block until handed a worker; :class:`CheckoutTimeout` at the deadline."""
@@ -108,7 +105,7 @@ class Waiter:
             )
             peeked = self.sender.peek_wait(wake, wake_at - now)
             if peeked is not None:
-                lease = self._claim(Handoff.parse(peeked))
+                lease = self._claim(protocol.read_handoff(self.keys, self.ticket, peeked))
                 if lease is not None:
                     return lease
                 continue

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import fakeredis
 import pytest
 
-from redispool import Lease, Pool, PoolFull, errors, liveness, protocol, scripts
+from redispool import Lease, Pool, PoolFull, errors, liveness, protocol, scripts, wire
 from redispool.liveness import Incarnation
 
 HEADER = re.compile(r"--\[\[(.*?)\]\]", re.DOTALL)
@@ -48,14 +48,18 @@ def declared(header: str, what: str) -> tuple[int, bool]:
 
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, set[tuple[int, int]]]]:
+    """Every FCALL as it goes over the wire: script name -> {(len(KEYS), len(ARGV))}."""
     calls: dict[str, set[tuple[int, int]]] = defaultdict(set)
-    real = scripts.Script.__call__
+    names = {scripts.library().function(name): name for name in scripts.SCRIPT_NAMES}
+    real = wire.Wire.call
 
-    def record(self: scripts.Script, wire: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        calls[self.name].add((len(keys), len(args)))
-        return real(self, wire, keys, args)
+    def record(self: wire.Wire, *command: Any) -> Any:
+        if command[0] == "FCALL":
+            numkeys = int(command[2])
+            calls[names[command[1]]].add((numkeys, len(command) - 3 - numkeys))
+        return real(self, *command)
 
-    monkeypatch.setattr(scripts.Script, "__call__", record)
+    monkeypatch.setattr(wire.Wire, "call", record)
     yield calls
 
 

@@ -20,6 +20,7 @@ API (every builder takes the pool's :class:`~redispool.keys.PoolKeys` first)::
     checkout(keys, *, ttl_ms, holder, ticket, alive_ms, nonce) -> Op[Granted | Queued]
     wait_tick(keys, *, ticket, ttl_ms, holder, alive_ms, nonce) -> Op[Handoff | Granted | Waiting]
     cancel_wait(keys, ticket)                                  -> Op[Handoff | None]
+    read_handoff(keys, ticket, raw)      -> Handoff  # one peeked in the wake key (no op)
     checkin(keys, *, worker_id, token, nonce)                  -> Op[Checkin]
     renew(keys, [(worker_id, token, nonce, ttl_ms), ...])      -> Op[Renewal]
     # the pool (.pool_ops)
@@ -52,7 +53,7 @@ from __future__ import annotations
 from . import clock
 from .failures import translate
 from .lease_life import Event, LeaseLife
-from .leasing import cancel_wait, checkin, checkout, renew, wait_tick
+from .leasing import cancel_wait, checkin, checkout, read_handoff, renew, wait_tick
 from .op import Op, Reads
 from .pool_ops import configure, reclaim, status
 from .replies import (
@@ -108,6 +109,7 @@ __all__ = [
     "fence_job",
     "lease_left",
     "leave",
+    "read_handoff",
     "reclaim",
     "register",
     "remove_worker",

@@ -16,7 +16,23 @@ from typing import Generic, Protocol, TypeVar
 from . import clock
 from .replies import Granted, Handoff
 
-__all__ = ["Event", "LeaseLife"]
+__all__ = ["HERE", "Event", "LeaseLife"]
+
+
+class _Process:
+    """This process's id, kept up to date across ``fork`` (read without a call:
+    the hot path compares it with a lease's ``pid`` at every checkin)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+    def forked(self) -> None:
+        self.pid = os.getpid()
+
+
+#: This process (``HERE.pid``); a forked child's is its own.
+HERE = _Process()
+os.register_at_fork(after_in_child=HERE.forked)
 
 
 class Event(Protocol):
@@ -46,12 +62,12 @@ class LeaseLife(Generic[E]):
         worker_id: str,
         token: int,
         ttl: float,
-        *,
         auto_renew: bool,
         deadline: float,
         nonce: str = "",
         renewed_at: float | None = None,
     ) -> None:
+        # positional too (not keyword-only): the sync Lease's granted() passes them so
         self.worker_id = worker_id
         self.token = token
         self.nonce = nonce
@@ -61,7 +77,7 @@ class LeaseLife(Generic[E]):
         self.renewed_at = mod_time.monotonic() if renewed_at is None else renewed_at
         self.closed = False
         self.worker_died = False
-        self.pid = os.getpid()
+        self.pid = HERE.pid
         self._lost: E | None = None  # made on first use: most leases never need it
 
     # -- how a lease is made ----------------------------------------------------
@@ -108,7 +124,7 @@ class LeaseLife(Generic[E]):
 
     def owned_here(self) -> bool:
         """False in a forked child: the lease is its parent's."""
-        return self.pid == os.getpid()
+        return self.pid == HERE.pid
 
     def remaining(self, now: float | None = None) -> float:
         """Seconds this lease surely still holds without another renewal (>= 0)."""

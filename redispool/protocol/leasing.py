@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import FULL, NOT_HELD, OK, QUEUED, WORKER_DEAD
+from ..errors import FULL, NOT_HELD, OK, QUEUED, WORKER_DEAD, PoolCorrupted
 from ..keys import PoolKeys
+from ..wire import text
 from .op import Op, code_of, unexpected
 from .replies import Checkin, Granted, Handoff, Queued, Renewal, Waiting
 
-__all__ = ["cancel_wait", "checkin", "checkout", "renew", "wait_tick"]
+__all__ = ["cancel_wait", "checkin", "checkout", "read_handoff", "renew", "wait_tick"]
 
 
 def checkout(
@@ -25,8 +26,8 @@ def checkout(
 
     def parse(reply: Any) -> Granted | Queued:
         code = int(reply[0])  # code_of, inline: the hot path
-        if code == OK:
-            return Granted.of(reply)
+        if code == OK:  # Granted.of(reply), inline: the hot path
+            return Granted(text(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]))
         if code in (QUEUED, FULL):
             return Queued(code == QUEUED, int(reply[1]), int(reply[2]), int(reply[3]))
         unexpected(code, pool=keys.pool, operation="checkout")
@@ -54,6 +55,19 @@ def wait_tick(
 
     args = (ticket, ttl_ms, holder, alive_ms, nonce)
     return Op("wait_tick", (*keys.common, keys.wake(ticket)), args, parse, keys.pool)
+
+
+def read_handoff(keys: PoolKeys, ticket: str, raw: Any) -> Handoff:
+    """The handoff found (peeked, not taken) in waiter ``ticket``'s wake key;
+    :class:`~redispool.PoolCorrupted` naming the key when it holds anything else."""
+    try:
+        return Handoff.parse(raw)
+    except (TypeError, ValueError) as exc:
+        raise PoolCorrupted(
+            f"pool {keys.pool!r}: the wake key {keys.wake(ticket)} holds {raw!r}, "
+            f"not a handoff redispool writes ({exc})",
+            pool=keys.pool, operation="checkout (waiting)",
+        ) from None  # fmt: skip
 
 
 def cancel_wait(keys: PoolKeys, ticket: str) -> Op[Handoff | None]:
@@ -99,11 +113,13 @@ def renew(keys: PoolKeys, leases: Sequence[tuple[str, int, str, int]]) -> Op[Ren
     def parse(reply: Any) -> Renewal:
         if len(reply) != count + 1:
             raise ValueError(f"{len(reply) - 1} answers for {count} leases")
-        return Renewal(int(reply[0]), tuple(bool(int(held)) for held in reply[1:]))
+        # map, not a generator: no Python call per lease (the hot path)
+        return Renewal(int(reply[0]), tuple(map(bool, map(int, reply[1:]))))
 
-    op_keys = (keys.deadlines, *(keys.lease(worker_id) for worker_id, *_ in leases))
+    op_keys = [keys.deadlines]
     args: list[str | int] = []
     for worker_id, token, nonce, ttl_ms in leases:
+        op_keys.append(keys.lease(worker_id))
         args += (worker_id, token, nonce, ttl_ms)
     first = leases[0][0] if count == 1 else None
-    return Op("renew", op_keys, tuple(args), parse, keys.pool, first)
+    return Op("renew", tuple(op_keys), tuple(args), parse, keys.pool, first)

@@ -21,10 +21,18 @@ __all__ = ["Op", "Reads", "code_of", "unexpected"]
 
 T = TypeVar("T")
 
+#: Each operation's library function (the name ``FCALL`` takes), computed once.
+FUNCTIONS = {name: scripts.library().function(name) for name in scripts.SCRIPT_NAMES}
 
-@dataclass(frozen=True, slots=True)
+
+# The hot path's types (Op, and the replies of checkout, checkin and renew) are
+# slotted, hashable dataclasses that nothing assigns to once made, but not
+# ``frozen``: a frozen dataclass's ``__init__`` sets each field through
+# ``object.__setattr__``, 0.5 us more per object here, about 2 us of the
+# layer's own ~7 us per checkout+checkin (measured without the socket).
+@dataclass(slots=True, unsafe_hash=True)
 class Op(Generic[T]):
-    """One call of one library function (see :mod:`redispool.scripts`).
+    """One call of one library function (see :mod:`redispool.scripts`); never changed once made.
 
     ``keys`` are in the order of the script's header, ``args`` too; ``parse``
     turns the raw reply into the typed result (raising for an error code).
@@ -47,11 +55,11 @@ class Op(Generic[T]):
     @property
     def function(self) -> str:
         """The library function this op calls with ``FCALL``."""
-        return scripts.library().function(self.script)
+        return FUNCTIONS[self.script]
 
     def command(self) -> tuple[str | int, ...]:
         """The whole command: ``FCALL function numkeys *keys *args``."""
-        return ("FCALL", self.function, len(self.keys), *self.keys, *self.args)
+        return ("FCALL", FUNCTIONS[self.script], len(self.keys), *self.keys, *self.args)
 
     def read(self, reply: Any) -> T:
         """The typed result of ``reply``; raises the code's exception, or
@@ -59,11 +67,16 @@ class Op(Generic[T]):
         try:
             return self.parse(reply)
         except (IndexError, TypeError, ValueError) as exc:
-            raise PoolCorrupted(
-                f"pool {self.pool!r}: {self.name} got a reply redispool does not write: "
-                f"{reply!r} ({exc})",
-                pool=self.pool, worker_id=self.worker_id, operation=self.name,
-            ) from None  # fmt: skip
+            raise self.corrupted(reply, exc) from None
+
+    def corrupted(self, reply: Any, exc: Exception) -> PoolCorrupted:
+        """The error for ``reply``, which ``parse`` could not read (``exc``): a
+        sender that calls ``parse`` itself (the sync hot path) raises this."""
+        return PoolCorrupted(
+            f"pool {self.pool!r}: {self.name} got a reply redispool does not write: "
+            f"{reply!r} ({exc})",
+            pool=self.pool, worker_id=self.worker_id, operation=self.name,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

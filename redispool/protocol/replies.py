@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: the hot path (see op.Op)
 class Granted:
     """A worker leased to the caller: ``{OK, worker_id, token, deadline_ms, ttl_ms}``."""
 
@@ -38,7 +38,7 @@ class Granted:
         return self.ttl_ms / 1000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: the hot path (see op.Op)
 class Queued:
     """No worker was idle: ``{QUEUED|FULL, next_deadline_ms, now_ms, ttl_ms}``.
 
@@ -82,7 +82,7 @@ class Handoff:
         return self.ttl_ms / 1000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: the hot path (see op.Op)
 class Checkin:
     """What a checkin did: ``returned`` the worker, or found the lease ended
     (``worker_died`` when its worker process had died)."""
@@ -91,7 +91,7 @@ class Checkin:
     worker_died: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: the hot path (see op.Op)
 class Renewal:
     """One renew call: the server's ``now_ms`` and, per lease in order, whether it still held."""
 

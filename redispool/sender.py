@@ -37,6 +37,10 @@ class Sender:
         #: Replicas that must acknowledge a write (``min_replicas``); 0 sends no ``WAIT``.
         self.need = replicas.need
         self.wire = Wire(client)
+        #: On a cluster every call goes through :class:`redispool.scripts.Script`,
+        #: which names the slot's guard key (a script never half-runs while its
+        #: slot migrates) and drops the guard's entry from a per-key reply.
+        self.on_cluster = self.wire.on_cluster
 
     def send(self, op: Op[T]) -> T:
         """Send ``op`` and return its typed result (or raise its code's exception)."""
@@ -44,7 +48,10 @@ class Sender:
         # inline (Script and Op.read do the same in two more calls); the rare
         # paths (library missing, a reply of the wrong shape) go through them.
         try:
-            reply = self.wire.call(*op.command())
+            if self.on_cluster:
+                reply = scripts.load(op.script)(self.wire, op.keys, op.args)
+            else:
+                reply = self.wire.call(*op.command())
         except redis.ResponseError as exc:
             reply = self._missing_library(op, exc)
         except redis.RedisError as exc:
@@ -59,7 +66,10 @@ class Sender:
         no ``WAIT`` sent, without ``min_replicas``)."""
         if not self.need:  # send(op), inline: the hot path
             try:
-                reply = self.wire.call(*op.command())
+                if self.on_cluster:
+                    reply = scripts.load(op.script)(self.wire, op.keys, op.args)
+                else:
+                    reply = self.wire.call(*op.command())
             except redis.ResponseError as exc:
                 reply = self._missing_library(op, exc)
             except redis.RedisError as exc:

@@ -95,7 +95,8 @@ class SlotClient(Redis):
 
 class SlotPipeline(Pipeline):
     """A pipeline of a :class:`SlotClient`: a transaction the cluster did not
-    run is sent again; a watched one raises ``WatchError`` (its caller's loop
+    run (MULTI/EXEC, with or without an explicit ``multi()``) is sent again; a
+    watched one raises ``WatchError`` (its caller's loop
     watches and tries again, as after a change of a watched key)."""
 
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
@@ -104,18 +105,20 @@ class SlotPipeline(Pipeline):
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         run = super().execute
-        if self.watching or self.explicit_transaction:
+        if self.watching:  # what it read under WATCH may be stale: its caller decides
             try:
                 return list(run(raise_on_error))
             except _NOT_RUN as exc:  # it did not run: as if a watched key had changed
                 time.sleep(0.01)
                 raise WatchError(f"the pool's slot moved or is moving: {exc}") from exc
-        if not vars(self).get("transaction"):  # the attribute, not Redis.transaction()
+        explicit = self.explicit_transaction  # multi() called (RQ's enqueue does)
+        if not (explicit or vars(self).get("transaction")):  # the attribute, not .transaction()
             return list(run(raise_on_error))
         stack = list(self.command_stack)
 
-        def once() -> list[Any]:
+        def once() -> list[Any]:  # execute() reset the pipeline: queue it again
             self.command_stack = list(stack)
+            self.explicit_transaction = explicit
             return list(run(raise_on_error))
 
         return _again(once)

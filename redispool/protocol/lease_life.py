@@ -13,6 +13,7 @@ import os
 import time as mod_time
 from typing import Generic, Protocol, TypeVar
 
+from ..errors import LeaseLost, WorkerLost
 from . import clock
 from .replies import Granted, Handoff
 
@@ -137,6 +138,16 @@ class LeaseLife(Generic[E]):
     def reopen(self) -> None:
         """Undo :meth:`close`: the checkin may not have reached Redis, so it can be tried again."""
         self.closed = False
+
+    def ended_error(self, pool: str, operation: str) -> LeaseLost:
+        """The exception for acting on this lease once it has ended:
+        :class:`~redispool.WorkerLost` if its worker died, else
+        :class:`~redispool.LeaseLost`."""
+        about = {"pool": pool, "worker_id": self.worker_id, "operation": operation}
+        where = f"pool {pool!r}: lease of worker {self.worker_id!r} (token {self.token})"
+        if self.worker_died:
+            return WorkerLost(f"{where} ended: its worker process died", **about)
+        return LeaseLost(f"{where} has ended", **about)
 
     def end(self, *, worker_died: bool = False) -> None:
         """It is found lost (its worker process died, if ``worker_died``): set :attr:`lost`."""

@@ -1,0 +1,91 @@
+"""One task per asyncio Pool that keeps its leases alive.
+
+Every live lease of the Pool is renewed in one round trip (the ``renew``
+operation takes them all) when the first of them is due, a third of its TTL
+after its last renewal, as the sync renewer thread does. A lease the server
+no longer holds is marked lost; a lease whose local deadline passes while
+Redis cannot be reached is marked lost too, since it has ended whatever the
+server says later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time as mod_time
+from collections.abc import Awaitable, Callable, Sequence
+
+from .lease import Lease
+
+__all__ = ["RETRY_DELAY", "Renewer"]
+
+log = logging.getLogger("redispool.renewer")
+
+#: Seconds between attempts while Redis is unreachable.
+RETRY_DELAY = 0.2
+
+#: Renews the given leases in one round trip; returns those that had ended.
+RenewMany = Callable[[Sequence[Lease]], Awaitable[list[Lease]]]
+
+
+class Renewer:
+    """Renews the registered leases of one pool until they end."""
+
+    def __init__(self, name: str, renew_many: RenewMany) -> None:
+        self._name = name
+        self._renew_many = renew_many
+        self._leases: dict[int, Lease] = {}  # by identity: tokens can repeat
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, lease: Lease) -> None:
+        """Renew ``lease`` from now on (no await: a lease is never made unrenewed)."""
+        self._leases[id(lease)] = lease
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"redispool-renewer-{self._name}"
+            )
+        self._changed.set()
+
+    def discard(self, lease: Lease) -> None:
+        self._leases.pop(id(lease), None)
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while self._leases:
+            due = min(lease.renew_due() for lease in self._leases.values())
+            delay = due - mod_time.monotonic()
+            if delay > 0:
+                self._changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), delay)
+                continue
+            await self._renew(list(self._leases.values()))
+
+    async def _renew(self, leases: list[Lease]) -> None:
+        try:
+            ended = await self._renew_many(leases)
+        except Exception as exc:  # Redis unreachable or failing: retry soon
+            log.warning("renewal of %d leases in pool %s failed: %s", len(leases), self._name, exc)
+            now = mod_time.monotonic()
+            ended = [lease for lease in leases if lease.deadline <= now]
+            for lease in leases:
+                lease.retry_renewal(now, RETRY_DELAY)
+        for lease in ended:
+            if lease.closed:  # checked in while the renewal was on its way: not lost
+                continue
+            log.warning(
+                "lease lost in pool %s: worker %s token %s", self._name, lease.worker_id,
+                lease.token,
+            )  # fmt: skip
+            lease.end()
+            self.discard(lease)

@@ -238,11 +238,15 @@ def _cancel_threads(pool: Pool, rng: random.Random) -> dict[str, int]:
             finally:
                 done.set()
 
+        hand_at, cancel_at = rng.uniform(-0.002, 0.004), rng.uniform(0, 0.003)
+        if hand_at < 0:  # a worker idle: the checkout's own script grants it
+            held.pop().checkin()
         thread = threading.Thread(target=attempt)
         thread.start()
-        hand_at, cancel_at = rng.uniform(0, 0.004), rng.uniform(0, 0.004)
         started = time.monotonic()
         for at, act in sorted([(hand_at, "hand"), (cancel_at, "cancel")]):
+            if at < 0:
+                continue
             time.sleep(max(0.0, started + at - time.monotonic()))
             if act == "hand":
                 held.pop().checkin()  # to the waiter, if it is still there
@@ -265,10 +269,14 @@ async def _cancel_tasks(pool: object, rng: random.Random) -> dict[str, int]:
         await lease.checkin()
 
     for _ in range(TRIES):
+        hand_at, cancel_at = rng.uniform(-0.002, 0.004), rng.uniform(0, 0.003)
+        if hand_at < 0:  # a worker idle: the checkout's own script grants it
+            await held.pop().checkin()
         task = asyncio.get_running_loop().create_task(attempt())
-        hand_at, cancel_at = rng.uniform(0, 0.004), rng.uniform(0, 0.004)
         started = time.monotonic()
         for at, act in sorted([(hand_at, "hand"), (cancel_at, "cancel")]):
+            if at < 0:
+                continue
             await asyncio.sleep(max(0.0, started + at - time.monotonic()))
             if act == "hand":
                 await held.pop().checkin()  # to the waiter, if it is still there

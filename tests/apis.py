@@ -9,9 +9,15 @@ the pools, leases and errors are the API's own.
 from __future__ import annotations
 
 import asyncio
+import os
+import select
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 from redispool import Pool, aio
@@ -119,3 +125,39 @@ class AioApi:
 
 Api = SyncApi | AioApi
 APIS = {"sync": SyncApi, "aio": AioApi}
+
+
+PROCS = Path(__file__).parent / "procs"
+#: The client process of each API (same arguments, same lines).
+CLIENT_SCRIPTS = {"sync": PROCS / "client.py", "aio": PROCS / "aio_client.py"}
+
+
+class ClientProcess:
+    """A client process (``procs/client.py`` or its asyncio twin) whose lines the test reads."""
+
+    def __init__(self, kind: str, *args: str) -> None:
+        self.kind = kind
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CLIENT_SCRIPTS[kind]), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def line(self, timeout: float = 10) -> list[str]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert ready, f"{self.kind} client {self.proc.pid} said nothing in {timeout} s"
+        return self.proc.stdout.readline().split()
+
+    def tell(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()

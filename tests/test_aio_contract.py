@@ -220,29 +220,36 @@ def test_checkouts_cancelled_at_random_moments_leave_every_worker_idle(
              message=f"every worker idle after {outcomes}")  # fmt: skip
 
 
+def _attempt_in_thread(
+    pool: Pool, outcomes: dict[str, int]
+) -> tuple[threading.Thread, threading.Event]:
+    done = threading.Event()
+
+    def attempt() -> None:
+        try:
+            lease = pool.checkout(timeout=5)
+            outcomes["leased"] += 1
+            lease.checkin()
+        except Cancelled:
+            outcomes["cancelled"] += 1
+        except PoolError:
+            pass
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=attempt)
+    thread.start()
+    return thread, done
+
+
 def _cancel_threads(pool: Pool, rng: random.Random) -> dict[str, int]:
     outcomes = {"cancelled": 0, "leased": 0}
     held = [pool.checkout(), pool.checkout()]  # both busy: each checkout queues
     for _ in range(TRIES):
-        done = threading.Event()
-
-        def attempt(done: threading.Event = done) -> None:
-            try:
-                lease = pool.checkout(timeout=5)
-                outcomes["leased"] += 1
-                lease.checkin()
-            except Cancelled:
-                outcomes["cancelled"] += 1
-            except PoolError:
-                pass
-            finally:
-                done.set()
-
         hand_at, cancel_at = rng.uniform(-0.002, 0.004), rng.uniform(0, 0.003)
         if hand_at < 0:  # a worker idle: the checkout's own script grants it
             held.pop().checkin()
-        thread = threading.Thread(target=attempt)
-        thread.start()
+        thread, done = _attempt_in_thread(pool, outcomes)
         started = time.monotonic()
         for at, act in sorted([(hand_at, "hand"), (cancel_at, "cancel")]):
             if at < 0:

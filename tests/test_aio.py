@@ -41,22 +41,21 @@ def test_a_thousand_waiting_tasks_share_a_few_connections(
     admin = make_pool(workers=10)
 
     async def scenario() -> tuple[int, int, list[int]]:
-        pool = aio.Pool("p", url=redis_url)
-        held = [await pool.checkout() for _ in range(10)]
-        before = _clients(r)
-        tasks = [asyncio.create_task(pool.checkout(timeout=30)) for _ in range(1000)]
-        while (await pool.status()).waiting < 1000:
-            await asyncio.sleep(0.05)
-        during = _clients(r) - before
-        for lease in held:
-            await lease.checkin()
-        tokens = []
-        for task in tasks:  # each hands its worker on: all 1,000 get one in turn
-            lease = await task
-            tokens.append(lease.token)
-            await lease.checkin()
-        opened = pool.connections_opened
-        await pool.aclose()
+        async with aio.Pool("p", url=redis_url) as pool:
+            held = [await pool.checkout() for _ in range(10)]
+            before = _clients(r)
+            tasks = [asyncio.create_task(pool.checkout(timeout=30)) for _ in range(1000)]
+            while (await pool.status()).waiting < 1000:
+                await asyncio.sleep(0.05)
+            during = _clients(r) - before
+            for lease in held:
+                await lease.checkin()
+            tokens = []
+            for task in tasks:  # each hands its worker on: all 1,000 get one in turn
+                lease = await task
+                tokens.append(lease.token)
+                await lease.checkin()
+            opened = pool.connections_opened
         return opened, during, tokens
 
     opened, during, tokens = run(scenario, 120)
@@ -72,17 +71,16 @@ def test_a_cancelled_command_never_hands_its_reply_to_the_next(redis_url: str) -
     connection, so every call gets its own, whichever were cancelled."""
 
     async def scenario() -> list[str]:
-        pool = aio.Pool("p", url=redis_url, connections=1)
-        wire = pool._caller.wire  # the raw wire, to send ECHO
-        wrong = []
-        for n in range(300):
-            task = asyncio.create_task(wire.call("ECHO", f"c{n}"))
-            await asyncio.sleep(0) if n % 3 else None
-            task.cancel()
-            reply = await wire.call("ECHO", f"k{n}")
-            if reply != f"k{n}".encode():
-                wrong.append(reply)
-        await pool.aclose()
+        async with aio.Pool("p", url=redis_url, connections=1) as pool:
+            wire = pool._caller.wire  # the raw wire, to send ECHO
+            wrong = []
+            for n in range(300):
+                task = asyncio.create_task(wire.call("ECHO", f"c{n}"))
+                await asyncio.sleep(0) if n % 3 else None
+                task.cancel()
+                reply = await wire.call("ECHO", f"k{n}")
+                if reply != f"k{n}".encode():
+                    wrong.append(reply)
         return wrong
 
     assert run(scenario) == []
@@ -94,18 +92,17 @@ def test_guard_cancels_its_body_when_the_lease_is_lost(
     make_pool(workers=1)
 
     async def scenario() -> tuple[float, bool]:
-        pool = aio.Pool("p", url=redis_url, lease_ttl=0.3)
-        lease = await pool.checkout()
-        finished = False
-        started = time.monotonic()
-        with pytest.raises(LeaseLost):
-            async with lease.guard():
-                r.delete(PoolKeys("p").lease(lease.worker_id))  # taken away under it
-                await asyncio.sleep(10)
-                finished = True
-        took = time.monotonic() - started
-        assert lease.lost.is_set()
-        await pool.aclose()
+        async with aio.Pool("p", url=redis_url, lease_ttl=0.3) as pool:
+            lease = await pool.checkout()
+            finished = False
+            started = time.monotonic()
+            with pytest.raises(LeaseLost):
+                async with lease.guard():
+                    r.delete(PoolKeys("p").lease(lease.worker_id))  # taken away under it
+                    await asyncio.sleep(10)
+                    finished = True
+            took = time.monotonic() - started
+            assert lease.lost.is_set()
         return took, finished
 
     took, finished = run(scenario)
@@ -118,25 +115,24 @@ def test_guard_lets_a_cancellation_from_outside_through_and_refuses_a_lost_lease
     make_pool(workers=1)
 
     async def scenario() -> None:
-        pool = aio.Pool("p", url=redis_url, lease_ttl=0.3)
-        lease = await pool.checkout()
+        async with aio.Pool("p", url=redis_url, lease_ttl=0.3) as pool:
+            lease = await pool.checkout()
 
-        async def body() -> None:
-            async with lease.guard():
-                await asyncio.sleep(10)
+            async def body() -> None:
+                async with lease.guard():
+                    await asyncio.sleep(10)
 
-        task = asyncio.create_task(body())
-        await asyncio.sleep(0.05)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert lease.active
-        assert await lease.checkin() is True
-        lease.end()
-        with pytest.raises(LeaseLost):
-            async with lease.guard():
-                pytest.fail("entered a guard of a lost lease")
-        await pool.aclose()
+            task = asyncio.create_task(body())
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert lease.active
+            assert await lease.checkin() is True
+            lease.end()
+            with pytest.raises(LeaseLost):
+                async with lease.guard():
+                    pytest.fail("entered a guard of a lost lease")
 
     run(scenario)
 
@@ -147,11 +143,10 @@ def test_a_guarded_body_that_finishes_keeps_its_result(
     make_pool(workers=1)
 
     async def scenario() -> int:
-        pool = aio.Pool("p", url=redis_url, lease_ttl=0.3)
-        async with pool.lease() as lease, lease.guard():
-            await asyncio.sleep(0.5)  # renewed meanwhile
+        pool = aio.Pool("p", url=redis_url, lease_ttl=0.6)
+        async with pool, pool.lease() as lease, lease.guard():
+            await asyncio.sleep(1.5)  # renewed meanwhile, several times
             value = 42
-        await pool.aclose()
         return value
 
     assert run(scenario) == 42
@@ -188,20 +183,19 @@ def test_a_waiter_gets_a_clear_error_when_redis_dies(fresh_server: StartServer) 
     admin.add_worker("w1")
 
     async def scenario() -> tuple[BaseException | None, float]:
-        pool = aio.Pool("p", url=srv.url)
-        await pool.checkout(auto_renew=False)
-        waiter = asyncio.create_task(pool.checkout(timeout=60))
-        while (await pool.status()).waiting < 1:
-            await asyncio.sleep(0.02)
-        srv.kill()
-        killed = time.monotonic()
-        error = None
-        try:
-            await waiter
-        except BaseException as exc:  # the test looks at it
-            error = exc
-        took = time.monotonic() - killed
-        await pool.aclose()
+        async with aio.Pool("p", url=srv.url) as pool:
+            await pool.checkout(auto_renew=False)
+            waiter = asyncio.create_task(pool.checkout(timeout=60))
+            while (await pool.status()).waiting < 1:
+                await asyncio.sleep(0.02)
+            srv.kill()
+            killed = time.monotonic()
+            error = None
+            try:
+                await waiter
+            except BaseException as exc:  # the test looks at it
+                error = exc
+            took = time.monotonic() - killed
         return error, took
 
     error, took = run(scenario)
@@ -220,25 +214,27 @@ def test_a_pool_user_limited_by_the_generated_acl_waits_and_is_served(
     url = redis_url.replace("redis://", "redis://app:s3cret@")
 
     async def scenario() -> tuple[int, int]:
-        pool = aio.Pool("p", url=url)
-        held = await pool.checkout()
-        waiter = asyncio.create_task(pool.checkout(timeout=10))
-        while (await pool.status()).waiting < 1:
-            await asyncio.sleep(0.02)
-        await held.checkin()
-        lease = await waiter
-        await lease.checkin()
-        await pool.workers()
-        await pool.leases()
-        await pool.aclose()
+        async with aio.Pool("p", url=url) as pool:
+            held = await pool.checkout()
+            waiter = asyncio.create_task(pool.checkout(timeout=10))
+            while (await pool.status()).waiting < 1:
+                await asyncio.sleep(0.02)
+            await held.checkin()
+            lease = await waiter
+            await lease.checkin()
+            await pool.workers()
+            await pool.leases()
         return held.token, lease.token
 
     first, second = run(scenario)
     assert second > first
-    outsider = aio.Pool("q", url=url)
-    with pytest.raises(PoolAccessDenied):
-        run(lambda: outsider.checkout(block=False))
-    run(outsider.aclose)
+
+    async def outsider() -> None:
+        async with aio.Pool("q", url=url) as pool:  # a pool this user has no rights on
+            with pytest.raises(PoolAccessDenied):
+                await pool.checkout(block=False)
+
+    run(outsider)
 
 
 def test_a_pool_made_from_a_redis_asyncio_client_leaves_it_open(
@@ -294,11 +290,10 @@ def test_bad_pool_arguments_are_refused(kwargs: dict[str, Any], match: str) -> N
 
 def test_unreachable_redis_raises_promptly() -> None:
     async def scenario() -> float:
-        pool = aio.Pool("p", url="redis://127.0.0.1:1/0")
-        started = time.monotonic()
-        with pytest.raises(PoolUnavailable):
-            await pool.checkout(block=False)
-        await pool.aclose()
+        async with aio.Pool("p", url="redis://127.0.0.1:1/0") as pool:
+            started = time.monotonic()
+            with pytest.raises(PoolUnavailable):
+                await pool.checkout(block=False)
         return time.monotonic() - started
 
     assert run(scenario) < 5
@@ -315,15 +310,14 @@ def test_a_lease_is_renewed_by_one_round_trip_for_all(
                 stats.get("cmdstat_pexpire", {}).get("calls", 0))  # fmt: skip
 
     async def scenario() -> tuple[int, int]:
-        pool = aio.Pool("p", url=redis_url, lease_ttl=0.3)
-        leases = [await pool.checkout() for _ in range(40)]
-        fcalls, pexpires = calls()
-        await asyncio.sleep(1.0)
-        after = calls()
-        assert all(lease.active for lease in leases)
-        for lease in leases:
-            await lease.checkin()
-        await pool.aclose()
+        async with aio.Pool("p", url=redis_url, lease_ttl=0.3) as pool:
+            leases = [await pool.checkout() for _ in range(40)]
+            fcalls, pexpires = calls()
+            await asyncio.sleep(1.0)
+            after = calls()
+            assert all(lease.active for lease in leases)
+            for lease in leases:
+                await lease.checkin()
         return after[0] - fcalls, after[1] - pexpires
 
     fcalls, pexpires = run(scenario)
@@ -340,12 +334,11 @@ def test_the_waiting_room_wakes_a_waiter_at_a_dead_holders_lease_end(
     abandoned = dead.checkout(auto_renew=False)
 
     async def scenario() -> tuple[str, float]:
-        pool = aio.Pool("p", url=redis_url)
-        started = time.monotonic()
-        lease = await pool.checkout(timeout=5)
-        waited = time.monotonic() - started
-        await lease.checkin()
-        await pool.aclose()
+        async with aio.Pool("p", url=redis_url) as pool:
+            started = time.monotonic()
+            lease = await pool.checkout(timeout=5)
+            waited = time.monotonic() - started
+            await lease.checkin()
         return lease.worker_id, waited
 
     worker, waited = run(scenario)

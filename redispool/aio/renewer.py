@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time as mod_time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -38,15 +39,18 @@ class Renewer:
         self._leases: dict[int, Lease] = {}  # by identity: tokens can repeat
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._wake_at = math.inf  # when the task wakes next (monotonic)
 
     def add(self, lease: Lease) -> None:
         """Renew ``lease`` from now on (no await: a lease is never made unrenewed)."""
         self._leases[id(lease)] = lease
         if self._task is None or self._task.done():
+            self._wake_at = math.inf
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"redispool-renewer-{self._name}"
             )
-        self._changed.set()
+        if lease.renew_due() < self._wake_at:  # due before the task would wake: wake it
+            self._changed.set()
 
     def discard(self, lease: Lease) -> None:
         self._leases.pop(id(lease), None)
@@ -65,10 +69,12 @@ class Renewer:
             due = min(lease.renew_due() for lease in self._leases.values())
             delay = due - mod_time.monotonic()
             if delay > 0:
+                self._wake_at = due
                 self._changed.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), delay)
                 continue
+            self._wake_at = math.inf
             await self._renew(list(self._leases.values()))
 
     async def _renew(self, leases: list[Lease]) -> None:

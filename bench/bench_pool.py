@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from redispool import CheckoutTimeout, Pool, scripts
+from redispool import CheckoutTimeout, Pool, protocol, scripts
 from redispool.server import EmbeddedServer
 
 BATCH = 20  # cycles between clock reads in a timed loop
@@ -406,15 +406,11 @@ def bench_contention(r: redis.Redis, cfg: Settings, report: Report) -> None:
 
 def add_workers_fast(r: redis.Redis, pool: Pool, count: int) -> None:
     """Register ``count`` idle workers through the pool's own add_worker operation, pipelined."""
-    script = scripts.load("add_worker")
     r.function_load(scripts.library().source, replace=True)
-    keys = pool._common
-    default_ttl_ms = 10_000
     for first in range(0, count, ADD_BATCH):
         pipe = r.pipeline(transaction=False)
         for i in range(first, min(first + ADD_BATCH, count)):
-            worker_id = f"worker-{i:06d}"
-            pipe.fcall(script.function, len(keys), *keys, worker_id, "|", default_ttl_ms, "lifo")
+            pipe.execute_command(*protocol.add_worker(pool.keys, f"worker-{i:06d}", "|").command())
         pipe.execute()
 
 

@@ -16,21 +16,18 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 
+from .defaults import MAX_TTL_MS, MIN_TTL_MS
 from .errors import PoolUnavailable
 from .keys import PoolKeys
+from .pool import Pool
 from .wire import text
-
-if TYPE_CHECKING:
-    from .pool import Pool
 
 __all__ = ["Problem", "check_pool"]
 
-#: Lease TTLs redispool writes, in ms (as ``pool._ttl_ms`` allows).
-MIN_TTL_MS, MAX_TTL_MS = 10, 7 * 24 * 3600 * 1000
 #: A lease key may outlive its deadline by this much (ms) before it is a problem.
 SLACK_MS = 50
 _DIGITS = re.compile(r"[0-9]+")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 __all__ = [
+    "BURY_BATCH",
     "DEFAULT_LEASE_TTL",
     "DEFAULT_LEASE_TTL_MS",
     "DEFAULT_STRATEGY",
@@ -17,7 +18,6 @@ __all__ = [
     "MAX_TTL_MS",
     "MIN_TTL",
     "MIN_TTL_MS",
-    "REAP_BATCH",
     "STRATEGIES",
     "SWEEP_BATCH",
     "check_strategy",
@@ -38,7 +38,7 @@ MIN_TTL_MS, MAX_TTL_MS = round(MIN_TTL * 1000), round(MAX_TTL * 1000)
 #: Most expired leases one reclaim call returns; the caller repeats while it is full.
 SWEEP_BATCH = 1000
 #: Most dead workers one burial call buries; the caller repeats while it is full.
-REAP_BATCH = 1000
+BURY_BATCH = 1000
 
 
 def ttl_ms(value: float, what: str = "lease_ttl") -> int:

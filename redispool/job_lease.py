@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from .errors import LeaseLost
 
-__all__ = ["JobLease", "current_lease"]
+__all__ = ["JobLease", "current_lease", "mark_lost", "set_current"]
 
 _current: JobLease | None = None
 _current_lock = threading.Lock()
@@ -60,14 +60,14 @@ def current_lease() -> JobLease:
     return lease
 
 
-def _set_current(lease: JobLease | None) -> None:
+def set_current(lease: JobLease | None) -> None:
     """The job process marks the job it starts (or that none runs)."""
     global _current
     with _current_lock:
         _current = lease
 
 
-def _mark_lost(token: int) -> None:
+def mark_lost(token: int) -> None:
     """The job process heard that the lease of ``token`` ended."""
     with _current_lock:
         lease = _current

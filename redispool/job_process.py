@@ -317,7 +317,7 @@ class _Child:
     def listen(self) -> None:
         """(A thread.) A lost notice is acted on at once, whatever the job is doing."""
         for line in self.notices:
-            job_lease._mark_lost(int(json.loads(line)["token"]))
+            job_lease.mark_lost(int(json.loads(line)["token"]))
 
     def serve(self) -> None:
         for name in self.functions:  # import up front, so the first job is quick
@@ -332,7 +332,7 @@ class _Child:
     def _run(self, call: dict[str, Any]) -> dict[str, Any]:
         name = str(call["func"])
         lease = job_lease.JobLease(str(call["pool"]), str(call["worker_id"]), int(call["token"]))
-        job_lease._set_current(lease)
+        job_lease.set_current(lease)
         try:
             if name not in self.functions:
                 raise ImportError(f"{name} is not registered")
@@ -343,7 +343,7 @@ class _Child:
         except BaseException:  # the job's own failure, whatever it is, goes back as text
             return {"op": "raised", "exc_string": traceback.format_exc()}
         finally:
-            job_lease._set_current(None)
+            job_lease.set_current(None)
 
     def _send(self, message: dict[str, Any]) -> None:
         self.up.write(json.dumps(message).encode() + b"\n")

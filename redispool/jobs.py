@@ -14,14 +14,12 @@ import json
 import math
 import time as mod_time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import errors, liveness, rqkeys
+from . import errors, protocol, rqkeys
 from .errors import JobFailed, JobTimeout, LeaseLost, WorkerLost
+from .lease import Lease
 from .wire import text
-
-if TYPE_CHECKING:
-    from .lease import Lease
 
 __all__ = [
     "DEFAULT_FUNCTIONS",
@@ -103,7 +101,7 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
     pool = lease.pool
     queue = rqkeys.classes(pool.name).queue_for(lease.worker_id, pool.client)
     seconds = max(1, math.ceil(timeout))
-    with pool.redis_errors("run", lease.worker_id):
+    with pool.sender.errors("run", lease.worker_id):
         job = queue.enqueue_call(
             name,
             args=list(args),
@@ -124,7 +122,7 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
 def _check_active(lease: Lease, operation: str) -> None:
     if lease.active:
         return
-    died = getattr(lease, "worker_died", False)
+    died = lease.worker_died
     kind = WorkerLost if died else LeaseLost
     raise kind(
         f"pool {lease.pool.name!r}: lease of worker {lease.worker_id!r} (token {lease.token}) "
@@ -155,15 +153,23 @@ def _wait(lease: Lease, job_id: str, deadline: float) -> tuple[str, dict[bytes, 
             for _stream, entries in streams:
                 entry_id, fields = entries[-1]
                 return text(entry_id), dict(fields)
-        _, state = liveness.reap(lease.pool, lease.worker_id, lease.token, lease.nonce)
+        state = _bury_and_ask(lease)
         if state != errors.OK:
             _ended(lease, state)
 
 
+def _bury_and_ask(lease: Lease) -> int:
+    """Bury dead workers (the one of this lease too, if its heartbeat lapsed);
+    how this lease stands (``OK``, ``WORKER_DEAD`` or ``NOT_HELD``)."""
+    op = protocol.bury(lease.pool.keys, lease.worker_id, lease.token, lease.nonce)
+    while True:
+        outcome = lease.pool.sender.send(op)
+        if not outcome.more:
+            return outcome.state
+
+
 def _ended(lease: Lease, state: int) -> None:
-    lease.lost.set()
-    if state == errors.WORKER_DEAD:
-        lease.worker_died = True
+    lease.end(worker_died=state == errors.WORKER_DEAD)
     _check_active(lease, "run")
 
 

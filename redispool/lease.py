@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
-import os
 import threading
-import time as mod_time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .pool import Pool
+from redis import Redis
 
-__all__ = ["Lease"]
+from .keys import PoolKeys
+from .protocol import Granted, Handoff, LeaseLife
+from .sender import Sender
+
+__all__ = ["Lease", "LeaseOwner"]
 
 _MAKE_EVENT = threading.Lock()  # two threads must not each make a lease its own `lost`
 
 
-class Lease:
+class LeaseOwner(Protocol):
+    """What a lease needs of the pool it came from (:class:`redispool.Pool` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def keys(self) -> PoolKeys: ...
+
+    @property
+    def client(self) -> Redis: ...
+
+    @property
+    def sender(self) -> Sender: ...
+
+    @property
+    def lease_ttl_ms(self) -> int: ...
+
+    def renew(self, lease: Lease) -> None: ...
+
+    def checkin(self, lease: Lease) -> bool: ...
+
+    def run(
+        self, lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float = 30.0
+    ) -> Any: ...
+
+
+class Lease(LeaseLife[threading.Event]):
     """The right to use ``worker_id`` until the lease ends.
 
     A lease ends when it is checked in, or at its deadline if nobody renewed
@@ -35,7 +63,7 @@ class Lease:
 
     def __init__(
         self,
-        pool: Pool,
+        pool: LeaseOwner,
         worker_id: str,
         token: int,
         ttl: float,
@@ -43,41 +71,41 @@ class Lease:
         auto_renew: bool,
         deadline: float,
         nonce: str = "",
+        renewed_at: float | None = None,
     ) -> None:
+        super().__init__(
+            worker_id, token, ttl, auto_renew=auto_renew, deadline=deadline, nonce=nonce,
+            renewed_at=renewed_at,
+        )  # fmt: skip
         self.pool = pool
-        self.worker_id = worker_id
-        self.token = token
-        self.nonce = nonce
-        self.ttl = ttl
-        self.auto_renew = auto_renew
-        self._lost: threading.Event | None = None  # made on first use: most leases never need it
-        #: Latest local ``time.monotonic()`` by which the lease surely holds.
-        self.deadline = deadline
-        self.renewed_at = mod_time.monotonic()
-        self._closed = False
-        self._pid = os.getpid()  # a forked child neither renews nor checks in this lease
-        #: True once the lease is known to have ended because its worker died.
-        self.worker_died = False
 
-    @property
-    def lost(self) -> threading.Event:
-        """Set by whatever finds the lease ended (renewer, renew, checkin, a job)."""
-        event = self._lost
-        if event is None:
-            with _MAKE_EVENT:
-                if self._lost is None:
-                    self._lost = threading.Event()
-                event = self._lost
-        return event
+    @classmethod
+    def granted(
+        cls, pool: LeaseOwner, granted: Granted, nonce: str, *, auto_renew: bool, sent: float
+    ) -> Lease:
+        """The lease a checkout (sent at local time ``sent``) was granted."""
+        ttl = granted.ttl_ms / 1000  # LeaseLife.granted_times, inline: the hot path
+        return cls(
+            pool, granted.worker_id, granted.token, ttl, auto_renew=auto_renew,
+            deadline=sent + ttl, nonce=nonce, renewed_at=sent,
+        )  # fmt: skip
 
-    @property
-    def active(self) -> bool:
-        """True until the lease is checked in or found lost."""
-        return not self._closed and (self._lost is None or not self._lost.is_set())
+    @classmethod
+    def handed(
+        cls, pool: LeaseOwner, handoff: Handoff, clock: tuple[float, int], *, auto_renew: bool
+    ) -> Lease:
+        """The lease handed to a waiter whose latest reply gave ``clock`` = ``(sent, now_ms)``."""
+        deadline, renewed_at = cls.handoff_times(handoff, clock)
+        return cls(
+            pool, handoff.worker_id, handoff.token, handoff.ttl, auto_renew=auto_renew,
+            deadline=deadline, nonce=handoff.nonce, renewed_at=renewed_at,
+        )  # fmt: skip
 
-    def remaining(self) -> float:
-        """Seconds this lease surely still holds without another renewal (>= 0)."""
-        return max(0.0, self.deadline - mod_time.monotonic())
+    def _new_event(self) -> threading.Event:
+        with _MAKE_EVENT:
+            if self._lost is None:
+                self._lost = threading.Event()
+            return self._lost
 
     def renew(self) -> None:
         """Extend the lease by its TTL from now.
@@ -97,15 +125,7 @@ class Lease:
         """Run the registered function ``func(*args)`` on this lease's worker and
         return its result (JSON in, JSON out). See :func:`redispool.jobs.run`
         for the errors it raises."""
-        from .jobs import run
-
-        return run(self, func, *args, timeout=timeout)
-
-    def _mark_closed(self) -> bool:
-        """Mark checked in; False if it already was."""
-        was_open = not self._closed
-        self._closed = True
-        return was_open
+        return self.pool.run(self, func, *args, timeout=timeout)
 
     def __enter__(self) -> Lease:
         return self
@@ -119,7 +139,7 @@ class Lease:
         self.checkin()
 
     def __repr__(self) -> str:
-        state = "lost" if self.lost.is_set() else "closed" if self._closed else "active"
         return (
-            f"<Lease pool={self.pool.name!r} worker={self.worker_id!r} token={self.token} {state}>"
+            f"<Lease pool={self.pool.name!r} worker={self.worker_id!r} token={self.token} "
+            f"{self.state}>"
         )

@@ -35,10 +35,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .connect import client_from_url
+from .discovery import find_pools
 from .errors import CheckoutTimeout, PoolError, PoolFull
-from .keys import NAMESPACE, PoolKeys, pool_name_from_key, validate_pool_name
+from .keys import validate_pool_name
 from .pool import Pool
-from .wire import text
 
 if TYPE_CHECKING:
     from .lease import Lease
@@ -49,16 +49,6 @@ __all__ = ["Metrics", "PoolCollector", "start_metrics"]
 log = logging.getLogger("redispool.metrics")
 
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-
-def discover_pools(client: redis.Redis) -> list[str]:
-    """Every pool in the client's database that has registered workers, sorted."""
-    found = set()
-    for key in client.scan_iter(match=f"{NAMESPACE}:{{*}}:workers", count=1000):
-        name = pool_name_from_key(text(key))
-        if name is not None and PoolKeys(name).workers == text(key):
-            found.add(name)
-    return sorted(found)
 
 
 class PoolCollector(Collector):
@@ -91,7 +81,7 @@ class PoolCollector(Collector):
                                      labels=["pool", "outcome"])
         up = 1
         try:
-            for name in self.names or discover_pools(self.client):
+            for name in self.names or find_pools(self.client):
                 pool = self._pool(name)
                 for field, value in dataclasses.asdict(pool.status()).items():
                     if field not in gauges:

@@ -9,46 +9,46 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import socket
 import time as mod_time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import redis
 from redis import Redis
 
-from . import errors, scripts
+from . import jobs, protocol
 from .connect import client_from_url, close_client
-from .errors import CheckoutTimeout, LeaseLost, PoolError, PoolFull
+from .defaults import (
+    DEFAULT_LEASE_TTL,
+    MAX_TTL_MS,
+    STRATEGIES,
+    check_strategy,
+    check_timeout,
+    ttl_ms,
+    worker_meta,
+)
+from .errors import LeaseLost, WorkerLost
 from .keys import PoolKeys, validate_pool_name, validate_worker_id
 from .lease import Lease
 from .renewer import Renewer
 from .replicas import DEFAULT_REPLICA_TIMEOUT, Replicas
-from .status import LeaseInfo, PoolSettings, PoolStatus, WorkerInfo
-from .waiting import Waiter, alive_ms
-from .wire import Wire, text
+from .sender import Sender
+from .status import (
+    LeaseInfo,
+    PoolSettings,
+    PoolStatus,
+    WorkerInfo,
+    read_leases,
+    read_settings,
+    read_workers,
+)
+from .waiting import Waiter
 
 __all__ = ["DEFAULT_LEASE_TTL", "STRATEGIES", "Pool"]
 
 log = logging.getLogger("redispool.pool")
-
-DEFAULT_LEASE_TTL = 10.0
-STRATEGIES = ("lifo", "fifo")
-MIN_TTL, MAX_TTL = 0.01, 7 * 24 * 3600.0
-DENIED = "Redis refused access (redispool.acl lists the rules a pool user needs)"
-SWEEP_BATCH = 1000
-
-
-def _ttl_ms(value: float, what: str = "lease_ttl") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a number of seconds, got {value!r}")
-    if not MIN_TTL <= value <= MAX_TTL:
-        raise ValueError(f"{what} must be between {MIN_TTL} and {MAX_TTL:.0f} seconds, got {value}")
-    return round(value * 1000)
-
 
 _holder: tuple[int, str] = (0, "")
 
@@ -92,113 +92,29 @@ class Pool:
     ) -> None:
         self.name = validate_pool_name(name)
         self.keys = PoolKeys(self.name)
-        self._ttl_ms = 0 if lease_ttl is None else _ttl_ms(lease_ttl)
+        #: This client's lease TTL in ms; 0: the pool's setting in Redis.
+        self.lease_ttl_ms = 0 if lease_ttl is None else ttl_ms(lease_ttl)
         self.replicas = Replicas.of(min_replicas, replica_timeout)
         self.min_replicas = self.replicas.need
         if (url is None) == (redis is None):
             raise ValueError("give exactly one of url= or redis=")
         self._owns_client = redis is None
         self.client: Redis = redis if redis is not None else client_from_url(url or "")
-        self._wire = Wire(self.client)
-        self._renewer = Renewer(self)
-        k = self.keys
-        self._common = (
-            k.prefix,
-            k.config,
-            k.workers,
-            k.idle,
-            k.deadlines,
-            k.token,
-            k.draining,
-            k.waitq,
-            k.waiters,
-        )
+        #: Sends this pool's protocol operations (see :mod:`redispool.sender`).
+        self.sender = Sender(self.client, self.name, self.replicas)
+        #: Renews this pool's auto-renewed leases in the background.
+        self.renewer = Renewer(self.name, self._renew_many)
 
-    # -- running scripts ------------------------------------------------------
-
-    @contextlib.contextmanager
-    def redis_errors(self, operation: str, worker_id: str | None = None) -> Iterator[None]:
+    def redis_errors(
+        self, operation: str, worker_id: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
         """Turn redis-py's errors inside the block into the pool's own.
 
         Refused credentials or ACL rights: :class:`PoolAccessDenied`; Redis
         unreachable or timing out: :class:`PoolUnavailable`; any other error
         reply (a key of the wrong type, a junk value): :class:`PoolCorrupted`.
         """
-        try:
-            yield
-        except redis.RedisError as exc:
-            raise self._translate(exc, operation, worker_id) from exc
-
-    def _translate(
-        self, exc: redis.RedisError, operation: str, worker_id: str | None
-    ) -> Exception:
-        """The pool's exception for redis-py's ``exc`` (``exc`` itself if unknown)."""
-        about = {"pool": self.name, "operation": operation, "worker_id": worker_id}
-        where = f"pool {self.name!r}: {operation}"
-        if isinstance(exc, (redis.AuthenticationError, redis.exceptions.NoPermissionError)) or (
-            isinstance(exc, redis.ResponseError) and _is_permission_error(exc)
-        ):
-            return errors.PoolAccessDenied(f"{where}: {DENIED}: {exc}", **about)
-        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-            return errors.PoolUnavailable(f"{where}: Redis unreachable: {exc}", **about)
-        if isinstance(exc, redis.exceptions.ReadOnlyError):  # a demoted master or a replica
-            return errors.PoolUnavailable(f"{where}: Redis is not the master: {exc}", **about)
-        if isinstance(exc, redis.ResponseError):
-            return errors.PoolCorrupted(
-                f"{where} failed; a key of the pool holds data redispool did not write: {exc}",
-                **about,
-            )
-        return exc
-
-    def _run(
-        self,
-        script: str,
-        args: Sequence[Any] = (),
-        *,
-        extra_keys: Sequence[str] = (),
-        keys: Sequence[str] | None = None,
-        worker_id: str | None = None,
-    ) -> list[Any]:
-        all_keys = (*self._common, *extra_keys) if keys is None else keys
-        try:  # no context manager here: this is the hot path
-            reply: list[Any] = scripts.load(script)(self._wire, all_keys, args)
-        except redis.RedisError as exc:
-            raise self._translate(exc, script, worker_id) from exc
-        return reply
-
-    def _run_acked(
-        self,
-        script: str,
-        args: Sequence[Any] = (),
-        *,
-        extra_keys: Sequence[str] = (),
-        keys: Sequence[str] | None = None,
-        worker_id: str | None = None,
-    ) -> tuple[list[Any], int]:
-        """``_run``, and how many replicas acknowledged its writes (0 with no
-        ``min_replicas``: then no ``WAIT`` is sent)."""
-        if not self.min_replicas:
-            return self._run(script, args, extra_keys=extra_keys, keys=keys, worker_id=worker_id), 0
-        all_keys = (*self._common, *extra_keys) if keys is None else keys
-        try:
-            reply, acks = scripts.load(script).acked(
-                self._wire, all_keys, args, self.min_replicas, self.replicas.timeout_ms
-            )
-        except redis.RedisError as exc:
-            raise self._translate(exc, script, worker_id) from exc
-        return reply, acks
-
-    def _confirmed(self, lease: Lease, acks: int) -> Lease:
-        """``lease`` if enough replicas have it; else it is checked in and
-        :class:`PoolUnavailable` raised."""
-        if acks >= self.min_replicas:
-            return lease
-        try:
-            lease.checkin()
-            done = "the lease was checked in"
-        except PoolError as exc:
-            done = f"checking the lease in failed too ({exc}): it ends after its TTL"
-        raise self.replicas.unacked(self.name, "checkout", acks, lease.worker_id, done)
+        return self.sender.errors(operation, worker_id)
 
     # -- workers ----------------------------------------------------------------
 
@@ -209,25 +125,16 @@ class Pool:
         removal cancelled. Returns True if the worker is new.
         """
         validate_worker_id(worker_id)
-        meta = _worker_meta(host, pid)
-        default = self._ttl_ms or round(DEFAULT_LEASE_TTL * 1000)
-        reply = self._run(
-            "add_worker", (worker_id, meta, default, STRATEGIES[0]), worker_id=worker_id
-        )
-        return bool(reply[1])
+        meta = worker_meta(host, pid)
+        return self.sender.send(protocol.add_worker(self.keys, worker_id, meta, self.lease_ttl_ms))
 
     def remove_worker(self, worker_id: str) -> bool:
         """Deregister ``worker_id``. An idle worker leaves now; a busy one
         counts as busy until its lease ends, then leaves. A worker run by a
         process leaves for good: it does not register again, and its process
         exits 0 without being replaced. False if unknown."""
-        from .liveness import worker_keys
-
         validate_worker_id(worker_id)
-        reply = self._run(
-            "remove_worker", (worker_id,), extra_keys=worker_keys(self), worker_id=worker_id
-        )
-        return int(reply[0]) == errors.OK
+        return self.sender.send(protocol.remove_worker(self.keys, worker_id))
 
     # -- checkout -------------------------------------------------------------
 
@@ -242,42 +149,18 @@ class Pool:
         :class:`CheckoutTimeout`. With ``auto_renew`` the lease is renewed in
         the background until checked in; without it, it ends after its TTL.
         """
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
-            if not timeout >= 0:
-                raise ValueError(f"timeout must not be negative, got {timeout}")
+        check_timeout(timeout)
         waiting = block and (timeout is None or timeout > 0)
         ticket = uuid.uuid4().hex if waiting else ""
         nonce = os.urandom(16).hex()  # this lease's proof beside its token
         # A waiter counts as alive for one lease TTL between its ticks (the script caps
         # this at the TTL it settles on); a timeout shortens that.
-        bound = alive_ms(round(MAX_TTL * 1000), timeout)
-        waiter = Waiter(self, ticket, holder_id(), auto_renew, nonce=nonce)
+        bound = protocol.clock.alive_ms(MAX_TTL_MS, timeout)
+        waiter = Waiter(
+            self, self.keys, self.sender, self.renewer, ticket, holder_id(), auto_renew, nonce,
+            ttl_ms=self.lease_ttl_ms,
+        )  # fmt: skip
         return waiter.checkout(block, timeout, bound)
-
-    def _full(self) -> PoolFull:
-        message = f"pool {self.name!r}: no worker is idle"
-        return PoolFull(message, pool=self.name, operation="checkout")
-
-    def _lease(self, reply: list[Any], nonce: str, auto_renew: bool, sent: float) -> Lease:
-        """A Lease from an ``{OK, worker_id, token, deadline_ms, ttl_ms}`` reply."""
-        ttl = int(reply[4]) / 1000
-        lease = Lease(
-            self, text(reply[1]), int(reply[2]), ttl, auto_renew=auto_renew, deadline=sent + ttl,
-            nonce=nonce,
-        )
-        lease.renewed_at = sent
-        if auto_renew:
-            self._renewer.add(lease)
-        return lease
-
-    def _timeout(self) -> CheckoutTimeout:
-        return CheckoutTimeout(
-            f"pool {self.name!r}: no worker became free in time",
-            pool=self.name,
-            operation="checkout",
-        )
 
     @contextlib.contextmanager
     def lease(self, timeout: float | None = None, *, block: bool = True) -> Iterator[Lease]:
@@ -314,31 +197,28 @@ class Pool:
         returns False without asking Redis (the parent still holds it).
         """
         self._check_own(lease)
-        if lease._pid != os.getpid():
+        if not lease.owned_here():
             log.warning("pool %s: a forked child did not check in its parent's lease", self.name)
             return False
         if lease.auto_renew:
-            self._renewer.discard(lease)
-        if not lease._mark_closed():
+            self.renewer.discard(lease)
+        if not lease.close():
             return False
+        op = protocol.checkin(
+            self.keys, worker_id=lease.worker_id, token=lease.token, nonce=lease.nonce
+        )
         try:
-            reply, acks = self._run_acked(
-                "checkin",
-                (lease.worker_id, lease.token, lease.nonce),
-                extra_keys=(self.keys.lease(lease.worker_id), self.keys.dead_leases),
-                worker_id=lease.worker_id,
-            )
+            result, acks = self.sender.send_acked(op)
         except BaseException:  # unreachable, or interrupted (Ctrl-C): it may not have run
-            lease._closed = False
+            lease.reopen()
             raise
-        if int(reply[0]) == errors.OK:
+        if result.returned:
             if acks < self.min_replicas:
-                lease._closed = False
+                lease.reopen()
                 done = "checkin may be tried again"
-                raise self.replicas.unacked(self.name, "checkin", acks, lease.worker_id, done)
+                raise self.sender.unacked("checkin", acks, lease.worker_id, done)
             return True
-        lease.worker_died = lease.worker_died or int(reply[0]) == errors.WORKER_DEAD
-        lease.lost.set()
+        lease.end(worker_died=result.worker_died)
         return False
 
     def renew(self, lease: Lease) -> None:
@@ -350,53 +230,49 @@ class Pool:
         A forked child cannot renew its parent's lease: :class:`LeaseLost`.
         """
         self._check_own(lease)
-        if lease._pid != os.getpid():
+        where: dict[str, Any] = {"pool": self.name, "worker_id": lease.worker_id}
+        if not lease.owned_here():
             raise LeaseLost(
                 f"pool {self.name!r}: lease of worker {lease.worker_id!r} belongs to "
-                f"process {lease._pid}, not this forked child",
-                pool=self.name, worker_id=lease.worker_id, operation="renew",
+                f"process {lease.pid}, not this forked child", operation="renew", **where,
             )  # fmt: skip
         if lease.active and not self._renew_many([lease]):
             return
-        self._renewer.discard(lease)
-        lease.lost.set()
+        self.renewer.discard(lease)
+        lease.end()
         with self.redis_errors("renew", lease.worker_id):
             died = self.client.zscore(self.keys.dead_leases, lease.token) is not None
+        about = f"pool {self.name!r}: lease of worker {lease.worker_id!r} (token {lease.token})"
         if lease.worker_died or died:
-            lease.worker_died = True
-            raise errors.WorkerLost(
-                f"pool {self.name!r}: lease of worker {lease.worker_id!r} "
-                f"(token {lease.token}) ended: its worker process died",
-                pool=self.name,
-                worker_id=lease.worker_id,
-                operation="renew",
-            )
-        raise LeaseLost(
-            f"pool {self.name!r}: lease of worker {lease.worker_id!r} "
-            f"(token {lease.token}) has ended",
-            pool=self.name,
-            worker_id=lease.worker_id,
-            operation="renew",
-        )
+            lease.end(worker_died=True)
+            raise WorkerLost(f"{about} ended: its worker process died", operation="renew", **where)
+        raise LeaseLost(f"{about} has ended", operation="renew", **where)
 
     def _renew_many(self, leases: Sequence[Lease]) -> list[Lease]:
         """Renew ``leases`` in one round trip; return those that had ended."""
-        keys = [self.keys.deadlines, *(self.keys.lease(lease.worker_id) for lease in leases)]
-        args: list[Any] = []
-        for lease in leases:
-            args += (lease.worker_id, lease.token, lease.nonce, round(lease.ttl * 1000))
+        batch = [(x.worker_id, x.token, x.nonce, round(x.ttl * 1000)) for x in leases]
         sent = mod_time.monotonic()
-        reply, acks = self._run_acked("renew", args, keys=keys)
+        renewal, acks = self.sender.send_acked(protocol.renew(self.keys, batch))
         if acks < self.min_replicas:
             done = "the lease was not extended"
-            raise self.replicas.unacked(self.name, "renew", acks, leases[0].worker_id, done)
+            raise self.sender.unacked("renew", acks, leases[0].worker_id, done)
         ended = []
-        for lease, held in zip(leases, reply[1:], strict=True):
-            if int(held):
-                lease.deadline, lease.renewed_at = sent + lease.ttl, sent
+        for lease, held in zip(leases, renewal.held, strict=True):
+            if held:
+                lease.renewed(sent)
             else:
                 ended.append(lease)
         return ended
+
+    # -- jobs -------------------------------------------------------------------
+
+    def run(
+        self, lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float = 30.0
+    ) -> Any:
+        """``lease.run(func, *args)``: run a registered function on ``lease``'s
+        worker (see :func:`redispool.jobs.run`)."""
+        self._check_own(lease)
+        return jobs.run(lease, func, *args, timeout=timeout)
 
     # -- sweeping ---------------------------------------------------------------
 
@@ -408,34 +284,26 @@ class Pool:
         hand ``DEL``), so a damaged pool is whole again after one sweep.
         """
         total = 0
+        op = protocol.reclaim(self.keys)
         while True:
-            reply = self._run("reclaim", (SWEEP_BATCH,))
-            total += int(reply[1])
-            if int(reply[1]) < SWEEP_BATCH and int(reply[4]) < SWEEP_BATCH:
+            done = self.sender.send(op)
+            total += done.returned
+            if not done.more:
                 return total
 
     # -- reading -----------------------------------------------------------------
 
     def status(self) -> PoolStatus:
         """The pool's numbers, read atomically."""
-        reply = self._run("status", extra_keys=(self.keys.heartbeats, self.keys.overflow))
-        r = [int(x) for x in reply[1:7]]
-        return PoolStatus(
-            size=r[0], idle=r[1], busy=r[2], waiting=r[3], draining=r[4], expired=r[5],
-            dead=int(reply[8]), overflow=int(reply[9]),
-        )
+        return self.sender.send(protocol.status(self.keys))
 
     def workers(self) -> list[WorkerInfo]:
         """Every registered worker with its state, host and pid, sorted by id."""
-        from .status import read_workers
-
         with self.redis_errors("workers"):
             return read_workers(self.client, self.keys)
 
     def leases(self) -> list[LeaseInfo]:
         """Every live lease with its token, holder and seconds left."""
-        from .status import read_leases
-
         with self.redis_errors("leases"):
             return read_leases(self.client, self.keys)
 
@@ -443,30 +311,25 @@ class Pool:
         self, *, lease_ttl: float | None = None, strategy: str | None = None
     ) -> PoolSettings:
         """Create or change the pool's settings in Redis (every host reads them)."""
-        ttl = "" if lease_ttl is None else str(_ttl_ms(lease_ttl))
-        if strategy is not None and strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        default = self._ttl_ms or round(DEFAULT_LEASE_TTL * 1000)
-        reply = self._run("configure", (ttl, strategy or "", default, STRATEGIES[0]))
-        return PoolSettings(lease_ttl=int(reply[1]) / 1000, strategy=text(reply[2]))
+        ttl = None if lease_ttl is None else ttl_ms(lease_ttl)
+        op = protocol.configure(
+            self.keys, ttl_ms=ttl, strategy=check_strategy(strategy),
+            default_ttl_ms=self.lease_ttl_ms,
+        )  # fmt: skip
+        return self.sender.send(op)
 
     def settings(self) -> PoolSettings:
         """The pool's settings as stored in Redis (defaults where none are)."""
         with self.redis_errors("settings"):
             raw = self.client.hgetall(self.keys.config)
-        values = {text(k): text(v) for k, v in raw.items()}
-        ttl_ms = values.get("lease_ttl_ms", "")
-        return PoolSettings(
-            lease_ttl=int(ttl_ms) / 1000 if ttl_ms.isdigit() else DEFAULT_LEASE_TTL,
-            strategy=values.get("strategy", STRATEGIES[0]),
-        )
+        return read_settings(raw)
 
     # -- lifecycle ---------------------------------------------------------------
 
     def close(self) -> None:
         """Stop renewing (held leases then end after their TTL) and disconnect."""
-        self._renewer.stop()
-        self._wire.close()
+        self.renewer.stop()
+        self.sender.close()
         if self._owns_client:
             close_client(self.client)
 
@@ -478,17 +341,3 @@ class Pool:
 
     def __repr__(self) -> str:
         return f"<Pool {self.name!r}>"
-
-
-def _is_permission_error(exc: redis.ResponseError) -> bool:
-    """A script's command refused by ACL (Redis reports it as a plain error)."""
-    message = str(exc)
-    return "NOPERM" in message or "can't run this command" in message or "no permissions" in message
-
-
-def _worker_meta(host: str | None, pid: int | None) -> str:
-    if host is not None and (not isinstance(host, str) or "|" in host or not host.isprintable()):
-        raise ValueError(f"host must be printable text without '|', got {host!r}")
-    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0):
-        raise ValueError(f"pid must be a positive integer, got {pid!r}")
-    return f"{host or ''}|{pid or ''}"

@@ -18,8 +18,9 @@ from typing import Any
 import redis
 
 from . import liveness
+from .discovery import find_pools
 from .errors import PoolError
-from .keys import NAMESPACE, pool_name_from_key, validate_pool_name
+from .keys import pool_name_from_key, validate_pool_name
 from .pool import Pool
 from .wire import text
 
@@ -102,12 +103,7 @@ class Reaper:
     def _known_pools(self) -> list[str]:
         if self._names is not None:
             return sorted(self._names)
-        found = set()
-        for key in self.client.scan_iter(match=f"{NAMESPACE}:{{*}}:workers", count=1000):
-            name = pool_name_from_key(text(key))
-            if name is not None:
-                found.add(name)
-        return sorted(found)
+        return find_pools(self.client)
 
     def sweep(self) -> int:
         """Sweep every pool now; how many workers it returned."""
@@ -115,7 +111,7 @@ class Reaper:
         for name in self._known_pools():
             try:
                 pool = self._pool(name)
-                total += pool.reclaim_expired() + liveness.reap(pool)[0]
+                total += pool.reclaim_expired() + liveness.bury(pool)[0]
             except (ValueError, PoolError) as exc:
                 log.warning("sweep of pool %s failed: %s", name, exc)
         if total:
@@ -131,7 +127,7 @@ class Reaper:
         worker = pool.keys.lease_worker(key)
         if worker is None:
             if pool.keys.alive_worker(key) is not None:  # a worker's heartbeat lapsed
-                self.by_event += liveness.reap(pool)[0]
+                self.by_event += liveness.bury(pool)[0]
             return
         returned = pool.reclaim_expired()
         if returned:

@@ -15,11 +15,9 @@ import os
 import threading
 import time as mod_time
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
-if TYPE_CHECKING:
-    from .lease import Lease
-    from .pool import Pool
+from .lease import Lease
 
 __all__ = ["Renewer"]
 
@@ -40,16 +38,21 @@ def _forget_parents_leases() -> None:
 os.register_at_fork(after_in_child=_forget_parents_leases)
 
 
+#: Renews the leases given in one round trip and returns those that had ended.
+RenewMany = Callable[[Sequence[Lease]], list[Lease]]
+
+
 class Renewer:
-    """Renews the registered leases of one pool until they end.
+    """Renews the registered leases of pool ``name`` with ``renew_many`` until they end.
 
     A forked child starts with an empty renewer (``os.register_at_fork``): it
     never renews its parent's leases, and never waits on a lock that the
     parent's renewer thread held at the fork.
     """
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+    def __init__(self, name: str, renew_many: RenewMany) -> None:
+        self.name = name
+        self._renew_many = renew_many
         self._idle_nap = IDLE_NAP
         self._reset()
         _RENEWERS.add(self)
@@ -68,11 +71,11 @@ class Renewer:
                 self._stopping = False
                 self._wake_at = math.inf
                 self._thread = threading.Thread(
-                    target=self._run, name=f"redispool-renewer-{self._pool.name}", daemon=True
+                    target=self._run, name=f"redispool-renewer-{self.name}", daemon=True
                 )
                 self._thread.start()
             self._idle_nap = min(self._idle_nap, lease.ttl / 3)
-            if lease.renewed_at + lease.ttl / 3 < self._wake_at:
+            if lease.renew_due() < self._wake_at:
                 self._cond.notify()  # due before the thread would wake: wake it now
 
     def discard(self, lease: Lease) -> None:
@@ -93,7 +96,7 @@ class Renewer:
     def _next_due(self) -> float | None:
         if not self._leases:
             return None
-        return min(lease.renewed_at + lease.ttl / 3 for lease in self._leases.values())
+        return min(lease.renew_due() for lease in self._leases.values())
 
     def _run(self) -> None:
         while True:
@@ -114,23 +117,18 @@ class Renewer:
 
     def _renew(self, leases: list[Lease]) -> None:
         try:
-            ended = self._pool._renew_many(leases)
+            ended = self._renew_many(leases)
         except Exception as exc:  # Redis unreachable or failing: retry soon
-            log.warning(
-                "renewal of %d leases in pool %s failed: %s", len(leases), self._pool.name, exc
-            )
+            log.warning("renewal of %d leases in pool %s failed: %s", len(leases), self.name, exc)
             now = mod_time.monotonic()
             ended = [lease for lease in leases if lease.deadline <= now]
             for lease in leases:
-                lease.renewed_at = min(lease.renewed_at, now + RETRY_DELAY - lease.ttl / 3)
+                lease.retry_renewal(now, RETRY_DELAY)
         for lease in ended:
-            if lease._closed:  # checked in while the renewal was on its way: not lost
+            if lease.closed:  # checked in while the renewal was on its way: not lost
                 continue
             log.warning(
-                "lease lost in pool %s: worker %s token %s",
-                self._pool.name,
-                lease.worker_id,
-                lease.token,
+                "lease lost in pool %s: worker %s token %s", self.name, lease.worker_id, lease.token
             )
-            lease.lost.set()
+            lease.end()
             self.discard(lease)

@@ -7,6 +7,7 @@ from typing import Any
 
 from redis import Redis
 
+from .defaults import DEFAULT_LEASE_TTL, DEFAULT_STRATEGY
 from .keys import PoolKeys
 from .wire import text
 
@@ -18,6 +19,7 @@ __all__ = [
     "leases_commands",
     "leases_of",
     "read_leases",
+    "read_settings",
     "read_workers",
     "workers_commands",
     "workers_of",
@@ -168,3 +170,13 @@ def leases_of(leased: list[str], replies: list[Any]) -> list[LeaseInfo]:
         if token is not None:
             result.append(LeaseInfo(wid, token, holder, int(pttl) / 1000, nonce))
     return result
+
+
+def read_settings(config: dict[Any, Any]) -> PoolSettings:
+    """The settings in a pool's config hash (``HGETALL``), defaults where none are."""
+    values = {text(k): text(v) for k, v in config.items()}
+    ttl_ms = values.get("lease_ttl_ms", "")
+    return PoolSettings(
+        lease_ttl=int(ttl_ms) / 1000 if ttl_ms.isdigit() else DEFAULT_LEASE_TTL,
+        strategy=values.get("strategy", DEFAULT_STRATEGY),
+    )

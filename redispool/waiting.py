@@ -23,52 +23,47 @@ from __future__ import annotations
 import logging
 import time as mod_time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-from . import errors
+from . import protocol
 from .errors import CheckoutTimeout, PoolError, PoolFull
-from .lease import Lease
-from .wire import text
+from .keys import PoolKeys
+from .lease import Lease, LeaseOwner
+from .protocol import Granted, Handoff, clock
+from .renewer import Renewer
+from .sender import Sender
 
-if TYPE_CHECKING:
-    from .pool import Pool
-
-__all__ = ["HANDOFF_GRACE_MS", "Waiter", "alive_ms"]
+__all__ = ["Waiter", "full", "timed_out"]
 
 log = logging.getLogger("redispool.pool")
 
-#: Grace after a waiter's own timeout during which a handoff is still taken.
-HANDOFF_GRACE_MS = 100
-#: A waiter wakes this long after the lease deadline it waits for (ms).
-DEADLINE_MARGIN = 0.002
+
+def full(pool: str) -> PoolFull:
+    return PoolFull(f"pool {pool!r}: no worker is idle", pool=pool, operation="checkout")
 
 
-def alive_ms(keepalive_ms: int, timeout: float | None) -> int:
-    """How long the pool counts a waiter as alive without hearing from it."""
-    if timeout is None:
-        return keepalive_ms
-    return min(keepalive_ms, round(timeout * 1000) + HANDOFF_GRACE_MS)
+def timed_out(pool: str) -> CheckoutTimeout:
+    return CheckoutTimeout(
+        f"pool {pool!r}: no worker became free in time", pool=pool, operation="checkout"
+    )
 
 
 @dataclass
 class Waiter:
     """One ``checkout``, queued if it must wait; :meth:`checkout` returns its lease or raises."""
 
-    pool: Pool
+    owner: LeaseOwner  # the pool the lease will name
+    keys: PoolKeys  # the owner's
+    sender: Sender
+    renewer: Renewer
     ticket: str  # '' for a checkout that does not wait
     holder: str
     auto_renew: bool
+    nonce: str = ""  # of the lease this waiter will hold, stored with its queue entry
     deadline: float | None = None  # local monotonic time to give up at; None: never
-    ttl_ms: int = 0  # the lease TTL this waiter asked for
+    ttl_ms: int = 0  # the lease TTL this waiter asked for, then the one the pool settled on
     clock: tuple[float, int] = (0.0, 0)  # (local send time, server ms) of the latest reply
     next_lease_end: int = -1  # the earliest lease deadline (server ms), -1 if none
     claiming: Lease | None = None  # a Lease made, kept until checkout returns
-    nonce: str = ""  # of the lease this waiter will hold, stored with its queue entry
-
-
-    @property
-    def wake(self) -> str:
-        return self.pool.keys.wake(self.ticket)
 
     def checkout(self, block: bool, timeout: float | None, alive_ms: int) -> Lease:
         """The whole checkout, from its first script to its Lease.
@@ -85,30 +80,35 @@ class Waiter:
             raise
 
     def _checkout(self, block: bool, timeout: float | None, alive_ms: int) -> Lease:
-        pool = self.pool
         sent = mod_time.monotonic()
         self.deadline = None if timeout is None else sent + timeout
-        args = (pool._ttl_ms, self.holder, self.ticket, alive_ms, self.nonce)
-        reply, acks = pool._run_acked("checkout", args)
-        if int(reply[0]) == errors.OK:
-            self.claiming = pool._lease(reply, self.nonce, self.auto_renew, sent)
-            return pool._confirmed(self.claiming, acks)
+        op = protocol.checkout(
+            self.keys, ttl_ms=self.ttl_ms, holder=self.holder, ticket=self.ticket,
+            alive_ms=alive_ms, nonce=self.nonce,
+        )  # fmt: skip
+        result, acks = self.sender.send_acked(op)
+        if isinstance(result, Granted):
+            self.claiming = self._granted(result, sent)
+            return self._confirmed(self.claiming, acks)
         if not block:
-            raise pool._full()
+            raise full(self.owner.name)
         if not self.ticket:
-            raise pool._timeout()
-        self.ttl_ms, self.clock = int(reply[3]), (sent, int(reply[2]))
-        self.next_lease_end = int(reply[1])
+            raise timed_out(self.owner.name)
+        self.ttl_ms, self.clock = result.ttl_ms, (sent, result.now_ms)
+        self.next_lease_end = result.next_deadline_ms
         return self._wait()
 
     def _wait(self) -> Lease:
         """Block until handed a worker; :class:`CheckoutTimeout` at the deadline."""
+        wake = self.keys.wake(self.ticket)
         while True:
             now = mod_time.monotonic()
-            with self.pool.redis_errors("checkout (waiting)"):
-                peeked = self.pool._wire.peek_wait(self.wake, self._wake_at(now) - now)
+            wake_at = clock.waiter_wake_at(
+                now, self.ttl_ms, self.next_lease_end, self.clock, self.deadline
+            )
+            peeked = self.sender.peek_wait(wake, wake_at - now)
             if peeked is not None:
-                lease = self._claim(peeked)
+                lease = self._claim(Handoff.parse(peeked))
                 if lease is not None:
                     return lease
                 continue
@@ -118,59 +118,57 @@ class Waiter:
             if lease is not None:
                 return lease
 
-    def _wake_at(self, now: float) -> float:
-        """When to stop blocking: keep-alive, the next lease deadline, or our own."""
-        wake_at = now + self.ttl_ms / 1000 / 3
-        if self.next_lease_end >= 0:
-            sent, server_now = self.clock
-            lease_end = sent + (self.next_lease_end - server_now) / 1000 + DEADLINE_MARGIN
-            wake_at = min(wake_at, max(lease_end, now + 0.001))
-        if self.deadline is not None:
-            wake_at = min(wake_at, self.deadline)
-        return max(wake_at, now)
-
-    def _claim(self, peeked: Any) -> Lease | None:
+    def _claim(self, handoff: Handoff) -> Lease | None:
         """Take the handoff seen in the wake key; None if it was gone (then the
         waiter has left the queue and rejoins it)."""
-        self.claiming = self._handed(peeked)  # before Redis lets go of it
-        cancel, acks = self._cancel()
-        if int(cancel[0]) != errors.OK:  # only this waiter takes its handoff: cannot happen
+        self.claiming = self._handed(handoff)  # before Redis lets go of it
+        cancel, acks = self.sender.send_acked(protocol.cancel_wait(self.keys, self.ticket))
+        if cancel is None:  # only this waiter takes its handoff: cannot happen
             self.claiming = None
-            log.warning("pool %s: a handoff to waiter %s vanished", self.pool.name, self.ticket)
+            log.warning("pool %s: a handoff to waiter %s vanished", self.owner.name, self.ticket)
             return self._tick()
         return self._register(self.claiming, acks)
 
-    def _cancel(self) -> tuple[list[Any], int]:
-        return self.pool._run_acked("cancel_wait", (self.ticket,), extra_keys=(self.wake,))
-
     def _register(self, lease: Lease, acks: int) -> Lease:
         """``lease`` confirmed by enough replicas, renewed if asked."""
-        lease = self.pool._confirmed(lease, acks)
+        lease = self._confirmed(lease, acks)
         if self.auto_renew:
-            self.pool._renewer.add(lease)
+            self.renewer.add(lease)
         return lease
+
+    def _confirmed(self, lease: Lease, acks: int) -> Lease:
+        """``lease`` if enough replicas have it; else it is checked in and
+        :class:`PoolUnavailable` raised."""
+        if acks >= self.sender.need:
+            return lease
+        try:
+            lease.checkin()
+            done = "the lease was checked in"
+        except PoolError as exc:
+            done = f"checking the lease in failed too ({exc}): it ends after its TTL"
+        raise self.sender.unacked("checkout", acks, lease.worker_id, done)
 
     def _tick(self) -> Lease | None:
         """Sweep, say we are alive; a lease if that freed a worker for us."""
         sent = mod_time.monotonic()
         remaining = None if self.deadline is None else self.deadline - sent
-        args = (
-            self.ticket, self.ttl_ms, self.holder, alive_ms(self.ttl_ms, remaining), self.nonce
-        )
-        tick, acks = self.pool._run_acked("wait_tick", args, extra_keys=(self.wake,))
-        if int(tick[0]) == errors.OK:
-            if len(tick) == 2:
-                return self._register(self._handed(tick[1]), acks)
-            lease = self.pool._lease(tick, self.nonce, self.auto_renew, sent)
-            return self.pool._confirmed(lease, acks)
-        self.next_lease_end, self.clock = int(tick[1]), (sent, int(tick[2]))
+        op = protocol.wait_tick(
+            self.keys, ticket=self.ticket, ttl_ms=self.ttl_ms, holder=self.holder,
+            alive_ms=clock.alive_ms(self.ttl_ms, remaining), nonce=self.nonce,
+        )  # fmt: skip
+        tick, acks = self.sender.send_acked(op)
+        if isinstance(tick, Handoff):
+            return self._register(self._handed(tick), acks)
+        if isinstance(tick, Granted):
+            return self._confirmed(self._granted(tick, sent), acks)
+        self.next_lease_end, self.clock = tick.next_deadline_ms, (sent, tick.now_ms)
         return None
 
     def _give_up(self) -> Lease:
-        cancel, acks = self._cancel()
-        if int(cancel[0]) == errors.OK:  # handed a worker just as we gave up: keep it
-            return self._register(self._handed(cancel[1]), acks)
-        raise self.pool._timeout()
+        cancel, acks = self.sender.send_acked(protocol.cancel_wait(self.keys, self.ticket))
+        if cancel is not None:  # handed a worker just as we gave up: keep it
+            return self._register(self._handed(cancel), acks)
+        raise timed_out(self.owner.name)
 
     def _abandon(self) -> None:
         """Leave the queue after an error or interrupt; check in anything
@@ -178,26 +176,25 @@ class Waiter:
         try:
             handed = []
             if self.ticket:
-                cancel = self.pool._run("cancel_wait", (self.ticket,), extra_keys=(self.wake,))
-                if int(cancel[0]) == errors.OK:
-                    handed.append(self._handed(cancel[1]))
+                cancel = self.sender.send(protocol.cancel_wait(self.keys, self.ticket))
+                if cancel is not None:
+                    handed.append(self._handed(cancel))
             claiming = self.claiming
             if claiming is not None and all(h.token != claiming.token for h in handed):
                 handed.append(claiming)
             for lease in handed:
                 lease.checkin()
         except PoolError as exc:
-            log.warning("pool %s: could not leave the wait queue: %s", self.pool.name, exc)
+            log.warning("pool %s: could not leave the wait queue: %s", self.owner.name, exc)
 
-    def _handed(self, handoff: Any) -> Lease:
-        """A Lease (not yet renewed) from a handoff ``token|deadline_ms|ttl_ms|nonce|worker_id``."""
-        token, deadline_ms, ttl_ms, nonce, worker_id = text(handoff).split("|", 4)
-        sent, server_now = self.clock
-        deadline = sent + (int(deadline_ms) - server_now) / 1000
-        ttl = int(ttl_ms) / 1000
-        lease = Lease(
-            self.pool, worker_id, int(token), ttl, auto_renew=self.auto_renew, deadline=deadline,
-            nonce=nonce,
-        )
-        lease.renewed_at = deadline - ttl
+    def _granted(self, granted: Granted, sent: float) -> Lease:
+        """The Lease of an idle worker taken by a checkout or tick sent at ``sent``."""
+        auto_renew = self.auto_renew
+        lease = Lease.granted(self.owner, granted, self.nonce, auto_renew=auto_renew, sent=sent)
+        if self.auto_renew:
+            self.renewer.add(lease)
         return lease
+
+    def _handed(self, handoff: Handoff) -> Lease:
+        """A Lease (not yet renewed) from a handoff."""
+        return Lease.handed(self.owner, handoff, self.clock, auto_renew=self.auto_renew)

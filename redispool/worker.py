@@ -26,7 +26,6 @@ The supervisor (:mod:`redispool.supervisor`) starts worker processes with
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -34,7 +33,6 @@ import socket
 import sys
 import threading
 import time as mod_time
-from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any
 
@@ -47,17 +45,16 @@ from . import errors, liveness, rqkeys
 from .connect import client_from_url, close_client
 from .errors import LeaseLost, PoolError, PoolUnavailable, WorkerIdTaken
 from .job_process import JobProcess, JobProcessError, Outcome
-from .jobs import DEFAULT_FUNCTIONS, NONCE_META, TOKEN_META
+from .jobs import NONCE_META, TOKEN_META
 from .pool import Pool
 from .rq_records import JobRaised, RQRecords
+from .worker_settings import SETTINGS_ENV, WorkerSettings
 
 __all__ = ["EXIT_ID_TAKEN", "SETTINGS_ENV", "Worker", "WorkerSettings", "main"]
 
 log = logging.getLogger("redispool.worker")
 
 EXIT_OK, EXIT_ERROR, EXIT_ID_TAKEN = 0, 1, 3
-#: Environment variable that carries a worker process's settings (JSON).
-SETTINGS_ENV = "REDISPOOL_WORKER_SETTINGS"
 #: Seconds between two tries to register while Redis cannot be reached.
 REGISTER_RETRY = 0.5
 #: Seconds a look at a running job's lease may take to connect, and to be answered.
@@ -68,35 +65,6 @@ RQ_BEAT_INTERVAL = 15.0
 #: A job's timeout when it names none (RQ's default), seconds.
 DEFAULT_JOB_TIMEOUT = 180.0
 LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """What one worker process needs to know."""
-
-    url: str
-    pool: str
-    worker_id: str
-    incarnation: str
-    heartbeat_ttl: float = 5.0
-    functions: tuple[str, ...] = tuple(sorted(DEFAULT_FUNCTIONS))
-    replaces: str = ""
-    #: Seconds an overflow worker stays idle before it leaves; None: not overflow.
-    overflow_idle: float | None = None
-    lease_ttl: float | None = None
-    min_replicas: int = 0
-    replica_timeout: float = 1.0
-    #: Seconds a job whose lease ended may take to return before it is killed.
-    stop_grace: float = 1.0
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, raw: str) -> WorkerSettings:
-        values = json.loads(raw)
-        values["functions"] = tuple(values.get("functions", ()))
-        return cls(**values)
 
 
 class Worker:
@@ -364,7 +332,7 @@ class Worker:
                 "worker %s job %s ran past its timeout (%s s): killed", wid, job.id, timeout
             )
             raise JobTimeoutException(f"job {job.id} ran past its timeout of {timeout} s: killed")
-        _, state = liveness.reap(self.pool, wid, int(token))
+        _, state = liveness.bury(self.pool, wid, int(token))
         verdict = errors.WORKER_DEAD if state == errors.WORKER_DEAD else errors.NOT_HELD
         self._rq.set_verdict(job, verdict)
         log.warning(

@@ -109,6 +109,8 @@ class Chaos:
     next_client: int = 1
     restarting: float = float("inf")  # monotonic: when the Redis restart began
     restarted: float = float("inf")  # and ended
+    crashing: float = float("inf")  # monotonic: when the Redis crash (SIGKILL) began
+    crashed: float = float("inf")  # and the server was up again
 
     @property
     def url(self) -> str:
@@ -200,8 +202,10 @@ def inject(run: Chaos, rng: random.Random, restart_at: float, crash_at: float) -
         run.faults["redis restarted"] += 1
         return
     if now >= crash_at and not run.faults["redis crashed (SIGKILL)"]:
+        run.crashing = time.monotonic()
         run.server.kill()
         run.server.start()
+        run.crashed = time.monotonic()
         run.faults["redis crashed (SIGKILL)"] += 1
         return
     kind = rng.choice(sorted(FAULTS))
@@ -327,7 +331,7 @@ def check(run: Chaos, pool: Pool) -> tuple[list[str], dict[str, object]]:
     violations += overlaps(runs) + runs_once(runs, seen) + one_holder_per_token(runs, seen)
     violations += check_pool(run, pool) + crashes(run)
     writes, refused = fenced_writes(run)
-    violations += stale_writes(writes, (run.restarting, run.restarted))
+    violations += stale_writes(writes, (run.restarting, run.restarted), (run.crashing, run.crashed))
     figures = {
         "jobs done": len(seen),
         "fenced writes landed": len(writes),
@@ -356,18 +360,21 @@ def fenced_writes(run: Chaos) -> tuple[list[Write], int]:
     return landed, refused
 
 
-def stale_writes(writes: list[Write], restart: tuple[float, float]) -> list[str]:
+def stale_writes(writes: list[Write], *outages: tuple[float, float]) -> list[str]:
     """Writes that landed in a worker's store although a newer token's write
     had landed there before they began.
 
-    Redis restarts without persistence, so the stores forget their newest
-    token then: writes are compared only with writes on the same side of it.
+    Redis restarts and crashes (``outages``: when each began and ended), and
+    without persistence the stores forget their newest token then (with AOF
+    everysec a crash may lose the last writes too): writes are compared only
+    with writes between the same two outages, and one overlapping an outage
+    with none.
     """
     found = []
-    epochs: dict[tuple[str, bool], list[Write]] = defaultdict(list)
+    epochs: dict[tuple[str, int], list[Write]] = defaultdict(list)
     for w in writes:
-        if w[3] < restart[0] or w[2] > restart[1]:
-            epochs[(w[0], w[2] > restart[1])].append(w)
+        if all(w[3] < begin or w[2] > end for begin, end in outages):
+            epochs[(w[0], sum(w[2] > end for _, end in outages))].append(w)
     for (worker, _), epoch in epochs.items():
         done = sorted(epoch, key=lambda w: w[3])
         newest, highest = [], 0
@@ -471,3 +478,8 @@ def test_the_chaos_checks_find_overlaps_double_runs_and_foreign_tokens() -> None
     writes = [("w1", 5, 0.0, 1.0), ("w1", 6, 1.5, 2.0), ("w1", 5, 2.5, 3.0),
               ("w2", 4, 2.6, 2.7), ("w1", 9, 3.5, 4.0), ("w1", 3, 10.0, 11.0)]  # fmt: skip
     assert stale_writes(writes, (5.0, 6.0)) == ["on w1: token 5 wrote after token 6"]
+    # a crash at 3.2-3.4 makes the store forget token 6: token 5 after it is no stale write
+    assert stale_writes([*writes, ("w1", 5, 3.5, 3.6)], (5.0, 6.0), (3.2, 3.4)) == [
+        "on w1: token 5 wrote after token 6"
+    ]
+    assert stale_writes([("w1", 6, 1.5, 2.0), ("w1", 5, 3.5, 3.6)], (3.2, 3.4)) == []

@@ -102,7 +102,7 @@ def test_a_pool_works_again_after_many_failed_calls_and_holds_few_connections(
         pool.add_worker("w1")  # no persistence: the pool is new
         assert pool.status().idle == 1
         pool.checkout(block=False).checkin()
-        assert len(pool._wire) <= 2, "the wire kept connections it does not use"
+        assert len(pool.sender.wire) <= 2, "the wire kept connections it does not use"
         assert pool.client.connection_pool._created_connections <= 2  # type: ignore[attr-defined]
 
 
@@ -186,7 +186,7 @@ def test_a_child_forked_while_the_renewer_holds_its_lock_never_hangs_nor_touches
     held, release = threading.Event(), threading.Event()
 
     def hold_renewer_lock() -> None:
-        with pool._renewer._cond, pool._wire._lock:
+        with pool.renewer._cond, pool.sender.wire._lock:
             held.set()
             release.wait(10)
 
@@ -203,7 +203,7 @@ def test_a_child_forked_while_the_renewer_holds_its_lock_never_hangs_nor_touches
         except LeaseLost:
             pass
         own = pool.checkout(block=False)  # the child's own leases work
-        return 0 if own.checkin() and len(pool._renewer) == 0 else 3
+        return 0 if own.checkin() and len(pool.renewer) == 0 else 3
 
     try:
         assert _in_child(child) == 0
@@ -228,7 +228,7 @@ def test_a_connection_that_meets_a_demoted_master_is_dropped_not_reused(
         admin.replicaof("127.0.0.1", other.port)  # demoted: now a replica of an empty server
         with pytest.raises(PoolUnavailable, match="not the master"):
             pool.checkout(block=False)
-        assert len(pool._wire) == 0, "a connection to the replica was kept"
+        assert len(pool.sender.wire) == 0, "a connection to the replica was kept"
         admin.replicaof("NO", "ONE")
         admin.close()
         pool.add_worker("w1")  # the replica synced the empty master's data

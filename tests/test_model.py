@@ -173,7 +173,7 @@ class PoolMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def ended_lease_cannot_check_in(self, data: st.DataObject) -> None:
         lease = data.draw(st.sampled_from(self.model.ended))
-        reached_redis = not lease._closed  # an expired lease not yet checked in
+        reached_redis = not lease.closed  # an expired lease not yet checked in
         assert lease.checkin() is False
         if reached_redis:
             self.model.sweep(16)  # a refused checkin sweeps on the way

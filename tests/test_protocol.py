@@ -163,7 +163,9 @@ def test_pool_wide_reads_are_typed() -> None:
     settings = protocol.configure(K, ttl_ms=None, strategy="").read([OK, 2500, b"fifo"])
     assert (settings.lease_ttl, settings.strategy) == (2.5, "fifo")
     reclaimed = protocol.reclaim(K, 10).read([OK, 3, -1, 99, 4, 1])
-    assert reclaimed == protocol.Reclaimed(3, -1, 99, 4, 1)
+    assert reclaimed == protocol.Reclaimed(3, -1, 99, 4, 1, more=False)
+    assert protocol.reclaim(K, 3).read([OK, 3, -1, 99, 0, 0]).more, "stopped at its limit"
+    assert protocol.reclaim(K, 4).read([OK, 0, -1, 99, 4, 0]).more, "trimmed up to its limit"
 
 
 def test_configure_sends_empty_strings_to_keep_and_the_defaults_for_a_new_pool() -> None:
@@ -196,7 +198,8 @@ def test_leave_remove_bury_and_the_job_fence_read_their_outcomes() -> None:
         protocol.leave(K, ME, "vanish")
     remove = protocol.remove_worker(K, "w1")
     assert remove.read([OK, 2]) is True and remove.read([UNKNOWN_WORKER]) is False
-    assert protocol.bury(K).read([OK, 4, -1]) == protocol.Reaped(4, -1)
+    assert protocol.bury(K).read([OK, 4, -1]) == protocol.Buried(4, -1, more=False)
+    assert protocol.bury(K, limit=4).read([OK, 4, -1]).more
     assert protocol.bury(K).args == (1000, "", "", "")
     fence = protocol.fence_job(K, ME, "7", "ab")
     assert fence.read([OK, 1500]) == protocol.Fenced(OK, 1.5)
@@ -336,3 +339,12 @@ def test_redis_errors_become_the_pools_naming_the_operation() -> None:
         assert (mapped.pool, mapped.operation, mapped.worker_id) == ("unit", "checkin", "w1")
     other = redis.RedisError("something else")
     assert protocol.translate(other, "unit", "checkin") is other
+
+
+def test_the_lua_default_ttl_and_ttl_bounds_are_the_python_ones() -> None:
+    from redispool import defaults
+
+    include = _read("includes/pool.lua")
+    assert f"local DEFAULT_TTL_MS = {defaults.DEFAULT_LEASE_TTL_MS}\n" in include
+    assert f"n >= {defaults.MIN_TTL_MS} and n <= {defaults.MAX_TTL_MS}" in include
+    assert "'lifo'" in include and defaults.DEFAULT_STRATEGY == "lifo"

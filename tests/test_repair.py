@@ -17,7 +17,7 @@ import pytest
 import redis
 from helpers import StartServer, StartWorkerMain, wait_for
 
-from redispool import Lease, Pool, scripts
+from redispool import Lease, Pool, protocol
 from redispool.check import MAX_TOKEN, check_pool
 from redispool.doubler import compute
 from redispool.keys import PoolKeys
@@ -141,13 +141,14 @@ DEAD = 20_000
 
 def queue_dead_waiters(pool: Pool, count: int) -> None:
     """``count`` waiters that queued (as checkout does) and then died without a tick."""
-    function = scripts.library().function("checkout")
-    keys = pool._common
     pool.status()  # loads the library
     with pool.client.pipeline(transaction=False) as pipe:
         for i in range(count):
-            pipe.execute_command("FCALL", function, len(keys), *keys,
-                                 0, "dead:1", f"dead{i:05d}", 10, "ab")  # fmt: skip
+            op = protocol.checkout(
+                pool.keys, ttl_ms=0, holder="dead:1", ticket=f"dead{i:05d}", alive_ms=10,
+                nonce="ab",
+            )  # fmt: skip
+            pipe.execute_command(*op.command())
         pipe.execute()
 
 

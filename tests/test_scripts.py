@@ -15,7 +15,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from redispool import Pool, PoolFull, errors, liveness, scripts
+from redispool import Lease, Pool, PoolFull, errors, liveness, protocol, scripts
 from redispool.liveness import Incarnation
 
 HEADER = re.compile(r"--\[\[(.*?)\]\]", re.DOTALL)
@@ -81,14 +81,16 @@ def exercise_every_script(pool: Pool) -> None:
     del other
     with pytest.raises(PoolFull):
         pool.checkout(block=False)
-    wake = pool.keys.wake("t1")
-    queued = pool._run("checkout", (0, "h:1", "t1", 1000, "ab12"))
-    assert int(queued[0]) == errors.QUEUED
-    tick = pool._run("wait_tick", ("t1", 5000, "h:1", 1000, "ab12"), extra_keys=(wake,))
-    assert int(tick[0]) == errors.QUEUED
+    k, send = pool.keys, pool.sender.send
+    queued = send(protocol.checkout(k, ttl_ms=0, holder="h:1", ticket="t1", alive_ms=1000,
+                                    nonce="ab12"))  # fmt: skip
+    assert isinstance(queued, protocol.Queued) and queued.queued
+    tick = send(protocol.wait_tick(k, ticket="t1", ttl_ms=5000, holder="h:1", alive_ms=1000,
+                                   nonce="ab12"))  # fmt: skip
+    assert isinstance(tick, protocol.Waiting)
     assert lease.checkin() is True  # handed to waiter t1
-    cancel = pool._run("cancel_wait", ("t1",), extra_keys=(wake,))
-    assert int(cancel[0]) == errors.OK
+    handed = send(protocol.cancel_wait(k, "t1"))
+    assert handed is not None and handed.worker_id == lease.worker_id
     exercise_worker_scripts(pool)
 
 
@@ -97,9 +99,13 @@ def exercise_worker_scripts(pool: Pool) -> None:
     me = Incarnation("wp", "inc-a", "host", 123, 1000, False)
     liveness.register(pool, me)
     liveness.beat(pool, me)
-    lease = pool._lease(pool._run("checkout", (0, "h:1", "", 1000, "cd34")), "cd34", False, 0.0)
+    granted = pool.sender.send(
+        protocol.checkout(pool.keys, ttl_ms=0, holder="h:1", ticket="", alive_ms=1000, nonce="cd34")
+    )
+    assert isinstance(granted, protocol.Granted)
+    lease = Lease.granted(pool, granted, "cd34", auto_renew=False, sent=0.0)
     liveness.start_job(pool, me, str(lease.token), lease.nonce)
-    liveness.reap(pool, me.worker_id, lease.token, lease.nonce)
+    liveness.bury(pool, me.worker_id, lease.token, lease.nonce)
     liveness.leave(pool, me, "exit")
 
 
@@ -164,12 +170,8 @@ def test_checkout_skips_a_worker_already_leased(fake_pool: Pool) -> None:
 def test_checkin_with_a_wrong_token_changes_nothing(fake_pool: Pool) -> None:
     fake_pool.add_worker("w1")
     lease = fake_pool.checkout(block=False)
-    reply = fake_pool._run(
-        "checkin",
-        ("w1", lease.token + 1, lease.nonce),
-        extra_keys=(fake_pool.keys.lease("w1"),),
-    )
-    assert int(reply[0]) == errors.NOT_HELD
+    op = protocol.checkin(fake_pool.keys, worker_id="w1", token=lease.token + 1, nonce=lease.nonce)
+    assert fake_pool.sender.send(op) == protocol.Checkin(False)
     assert fake_pool.status().busy == 1
     assert lease.checkin() is True
 
@@ -177,14 +179,12 @@ def test_checkin_with_a_wrong_token_changes_nothing(fake_pool: Pool) -> None:
 def test_the_right_token_with_another_nonce_acts_on_nothing(fake_pool: Pool) -> None:
     fake_pool.add_worker("w1")
     lease = fake_pool.checkout(block=False, auto_renew=False)
-    lease_key = fake_pool.keys.lease("w1")
+    k, send = fake_pool.keys, fake_pool.sender.send
     for nonce in ("0" * 32, ""):
-        renewed = fake_pool._run(
-            "renew", ("w1", lease.token, nonce, 5000), keys=(fake_pool.keys.deadlines, lease_key)
-        )
-        assert renewed[1:] == [0]
-        reply = fake_pool._run("checkin", ("w1", lease.token, nonce), extra_keys=(lease_key,))
-        assert int(reply[0]) == errors.NOT_HELD
+        renewed = send(protocol.renew(k, [("w1", lease.token, nonce, 5000)]))
+        assert renewed.held == (False,)
+        checked_in = send(protocol.checkin(k, worker_id="w1", token=lease.token, nonce=nonce))
+        assert checked_in == protocol.Checkin(False)
     assert fake_pool.status().busy == 1
     assert lease.checkin() is True
 

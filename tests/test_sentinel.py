@@ -59,7 +59,7 @@ def _smoke(pool: Pool) -> None:
 def test_a_pool_works_through_a_sentinel_url(sentinels: SentinelSet) -> None:
     with Pool("by-url", url=sentinels.url) as pool:
         _smoke(pool)
-        assert int(pool._wire._free[0].port) == sentinels.master_port()
+        assert int(pool.sender.wire._free[0].port) == sentinels.master_port()
 
 
 def test_a_pool_works_with_a_master_for_client(sentinels: SentinelSet) -> None:
@@ -87,7 +87,7 @@ def test_through_sentinel_many_failed_calls_leave_the_pool_working(
         wait_for(lambda: _answers(pool), timeout=20, message="the pool answering again")
         pool.add_worker("w1")
         pool.checkout(block=False).checkin()
-        assert len(pool._wire) <= 2
+        assert len(pool.sender.wire) <= 2
         assert pool.client.connection_pool._created_connections <= 2  # type: ignore[attr-defined]
 
 

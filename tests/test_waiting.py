@@ -132,13 +132,13 @@ def test_interrupted_waiter_leaves_the_queue(make_pool: MakePool, r: redis.Redis
     held = pool.checkout()
     keys = PoolKeys("p")
     failing = make_pool()
-    real_peek = failing._wire.peek_wait
+    real_peek = failing.sender.wire.peek_wait
 
     def interrupted(key: str, timeout: float) -> object:
         real_peek(key, min(timeout, 0.05))
         raise KeyboardInterrupt
 
-    failing._wire.peek_wait = interrupted  # type: ignore[method-assign]
+    failing.sender.wire.peek_wait = interrupted  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         failing.checkout(timeout=5)
     assert r.llen(keys.waitq) == 0 and r.zcard(keys.waiters) == 0
@@ -226,7 +226,7 @@ def test_peek_wait_with_tiny_timeouts_never_hangs(make_pool: MakePool) -> None:
     slowest = 0.0
     for _ in range(2000):
         started = time.monotonic()
-        assert pool._wire.peek_wait("redispool:{p}:nothing", 0.0) is None
+        assert pool.sender.wire.peek_wait("redispool:{p}:nothing", 0.0) is None
         slowest = max(slowest, time.monotonic() - started)
     assert slowest < 0.5, f"a peek_wait took {slowest:.2f} s"
 
@@ -268,12 +268,12 @@ def test_a_wait_takes_nothing_from_the_wake_list_whenever_its_clock_ends(
     pool = make_pool()
     key = PoolKeys("p").wake("t")
     r.rpush(key, "handoff")
-    assert pool._wire.peek_wait(key, 1.0) == b"handoff"
+    assert pool.sender.wire.peek_wait(key, 1.0) == b"handoff"
     for delay in (0.0, 0.001, 0.005, 0.01):
         r.delete(key)
         pusher = threading.Timer(delay, lambda: r.rpush(key, "handoff"))
         pusher.start()
-        pool._wire.peek_wait(key, delay)
+        pool.sender.wire.peek_wait(key, delay)
         pusher.join()
         assert r.lrange(key, 0, -1) == [b"handoff"]
-    assert len(pool._wire) <= 1
+    assert len(pool.sender.wire) <= 1

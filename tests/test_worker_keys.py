@@ -123,7 +123,7 @@ def _one_round(n: int, pool: Pool, r: redis.Redis, procs: Procs, width: int = 3)
         proc.send_signal(signal.SIGTERM)
     for proc in [*drained, *(p for p, _ in replacements.values())]:
         assert proc.wait(timeout=10) == 0
-    wait_for(lambda: liveness.reap(pool)[0] == 0 and not r.hlen(pool.keys.workers),
+    wait_for(lambda: liveness.bury(pool)[0] == 0 and not r.hlen(pool.keys.workers),
              timeout=10, message="the reaper to bury the crashed workers")  # fmt: skip
     return len(started) + len(replacements)
 
@@ -196,7 +196,7 @@ def test_an_id_leaving_takes_every_rq_key_rq_names_after_its_queue(
         if leaves == "exit":
             assert liveness.leave(pool, me, "exit") == 1
         elif leaves == "reaped":
-            wait_for(lambda: liveness.reap(pool)[0] == 1, timeout=5, message="the burial")
+            wait_for(lambda: liveness.bury(pool)[0] == 1, timeout=5, message="the burial")
         else:
             liveness.register(pool, liveness.Incarnation("w1", "inc-2", "h", 2, 5000), "inc-1")
     left = [k for k in (*_rq_keys_of_queue("w1"), record, record + ":executions") if r.exists(k)]

@@ -55,10 +55,10 @@ def test_the_fence_lets_only_the_current_token_of_this_incarnation_run(pool: Poo
 def test_a_dead_worker_is_buried_and_its_lease_ends_as_worker_lost(pool: Pool) -> None:
     liveness.register(pool, me())
     lease = pool.checkout(block=False, auto_renew=False)
-    assert liveness.reap(pool, "w1", lease.token, lease.nonce) == (0, errors.OK)
+    assert liveness.bury(pool, "w1", lease.token, lease.nonce) == (0, errors.OK)
     die(pool, "w1")
     assert pool.status().dead == 1
-    assert liveness.reap(pool, "w1", lease.token, lease.nonce) == (1, errors.WORKER_DEAD)
+    assert liveness.bury(pool, "w1", lease.token, lease.nonce) == (1, errors.WORKER_DEAD)
     assert pool.workers() == [] and pool.status().dead == 0
     with pytest.raises(WorkerLost):
         lease.renew()
@@ -78,7 +78,7 @@ def test_a_live_or_hand_added_id_is_never_taken(pool: Pool) -> None:
     with pytest.raises(WorkerIdTaken):
         liveness.register(pool, me("manual"))
     assert pool.client.zscore(pool.keys.heartbeats, "manual") is None  # no heartbeat to lapse
-    assert liveness.reap(pool) == (0, -1)
+    assert liveness.bury(pool) == (0, -1)
     assert {w.id for w in pool.workers()} == {"w1", "manual"}
 
 
@@ -180,7 +180,7 @@ def test_the_replacement_of_a_drained_worker_buried_first_is_not_let_in(pool: Po
     lease = pool.checkout(block=False, auto_renew=False)
     assert pool.remove_worker("w1") is True  # busy: retired, leaves at the lease's end
     die(pool, "w1")
-    assert liveness.reap(pool)[0] == 1  # the Reaper buries it before the supervisor restarts
+    assert liveness.bury(pool)[0] == 1  # the Reaper buries it before the supervisor restarts
     assert lease.checkin() is False
     with pytest.raises(liveness.OutOfService):
         liveness.register(pool, me(incarnation="inc-b"), replaces="inc-a")

@@ -18,10 +18,9 @@ import click
 import redis
 
 from ..connect import client_from_url, close_client, redact_url
+from ..discovery import find_pools
 from ..errors import LeaseLost, PoolCorrupted, PoolError, PoolFull, PoolUnavailable
-from ..keys import NAMESPACE, PoolKeys, pool_name_from_key
 from ..pool import Pool
-from ..wire import text
 from . import options
 
 __all__ = [
@@ -115,14 +114,7 @@ class Connection:
 
 def list_pools(client: redis.Redis) -> list[str]:
     """Every pool in this database that has workers or settings, sorted."""
-    found: set[str] = set()
-    for part in ("workers", "config"):
-        pattern = f"{NAMESPACE}:{{*}}:{part}"
-        for key in client.scan_iter(match=pattern, count=1000):
-            name = pool_name_from_key(text(key))
-            if name is not None and PoolKeys(name).prefix + part == text(key):
-                found.add(name)
-    return sorted(found)
+    return find_pools(client, ("workers", "config"))
 
 
 def emit_json(value: Any) -> None:

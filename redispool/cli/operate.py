@@ -15,9 +15,9 @@ from typing import Any
 import click
 from redis.exceptions import NoPermissionError
 
+from ..defaults import STRATEGIES
 from ..keys import validate_pool_name, validate_worker_id
 from ..lease import Lease
-from ..pool import STRATEGIES
 from ..reaper import Reaper
 from ..scripts import install as install_library
 from .app import EXIT_REFUSED, CliError, Connection, cli, emit_json

@@ -32,7 +32,7 @@ API (every builder takes the pool's :class:`~redispool.keys.PoolKeys` first)::
     register(keys, me, replaces="", default_ttl_ms=0)          -> Op[bool]   # True: anew
     beat(keys, me, *, reregister=True, default_ttl_ms=0)       -> Op[Beat]
     leave(keys, me, mode)                                      -> Op[int]    # 1, 2 or 0
-    bury(keys, worker_id="", token=None, nonce="", limit=REAP_BATCH) -> Op[Reaped]
+    bury(keys, worker_id="", token=None, nonce="", limit=BURY_BATCH) -> Op[Buried]
     fence_job(keys, me, token, nonce)                          -> Op[Fenced]
     lease_left(keys, worker_id, token, nonce)                  -> Reads[float]  # GET + PTTL
 
@@ -56,12 +56,12 @@ from .leasing import cancel_wait, checkin, checkout, renew, wait_tick
 from .op import Op, Reads
 from .pool_ops import configure, reclaim, status
 from .replies import (
+    Buried,
     Checkin,
     Fenced,
     Granted,
     Handoff,
     Queued,
-    Reaped,
     Reclaimed,
     Renewal,
     Waiting,
@@ -83,6 +83,7 @@ from .workers import (
 __all__ = [
     "LEAVE_MODES",
     "Beat",
+    "Buried",
     "Checkin",
     "Event",
     "Fenced",
@@ -93,7 +94,6 @@ __all__ = [
     "Op",
     "Queued",
     "Reads",
-    "Reaped",
     "Reclaimed",
     "Renewal",
     "Waiting",

@@ -24,7 +24,7 @@ def checkout(
     """
 
     def parse(reply: Any) -> Granted | Queued:
-        code = code_of(reply)
+        code = int(reply[0])  # code_of, inline: the hot path
         if code == OK:
             return Granted.of(reply)
         if code in (QUEUED, FULL):
@@ -76,7 +76,7 @@ def checkin(keys: PoolKeys, *, worker_id: str, token: int, nonce: str) -> Op[Che
     (``returned`` False when the lease had already ended)."""
 
     def parse(reply: Any) -> Checkin:
-        code = code_of(reply)
+        code = int(reply[0])  # code_of, inline: the hot path
         if code == OK:
             return Checkin(True)
         if code in (NOT_HELD, WORKER_DEAD):

@@ -22,7 +22,7 @@ __all__ = ["Op", "Reads", "code_of", "unexpected"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Op(Generic[T]):
     """One call of one library function (see :mod:`redispool.scripts`).
 

@@ -53,12 +53,14 @@ def status(keys: PoolKeys) -> Op[PoolStatus]:
 def reclaim(keys: PoolKeys, limit: int = SWEEP_BATCH) -> Op[Reclaimed]:
     """The sweep: return the workers of at most ``limit`` expired leases, trim
     dead waiters, put back lost workers. Result: :class:`Reclaimed`; the caller
-    repeats while ``returned`` or ``trimmed`` reached ``limit``."""
+    repeats while its ``more`` is set."""
 
     def parse(reply: Any) -> Reclaimed:
         code = code_of(reply)
         if code != OK:
             unexpected(code, pool=keys.pool, operation="reclaim")
-        return Reclaimed(*(int(x) for x in reply[1:6]))
+        returned, next_deadline, now, trimmed, repaired = (int(x) for x in reply[1:6])
+        more = returned >= limit or trimmed >= limit
+        return Reclaimed(returned, next_deadline, now, trimmed, repaired, more)
 
     return Op("reclaim", keys.common, (limit,), parse, keys.pool)

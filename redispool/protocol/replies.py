@@ -8,12 +8,12 @@ from typing import Any
 from ..wire import text
 
 __all__ = [
+    "Buried",
     "Checkin",
     "Fenced",
     "Granted",
     "Handoff",
     "Queued",
-    "Reaped",
     "Reclaimed",
     "Renewal",
     "Waiting",
@@ -102,22 +102,26 @@ class Renewal:
 @dataclass(frozen=True)
 class Reclaimed:
     """One reclaim call: expired leases whose workers it returned, dead waiter
-    entries trimmed, lost workers put back."""
+    entries trimmed, lost workers put back; ``more`` when it stopped at its
+    limit (call again)."""
 
     returned: int
     next_deadline_ms: int
     now_ms: int
     trimmed: int
     repaired: int
+    more: bool = False
 
 
 @dataclass(frozen=True)
-class Reaped:
+class Buried:
     """One burial call: ``buried`` dead workers; ``state`` of the lease asked
-    about (``OK``, ``WORKER_DEAD``, ``NOT_HELD``; -1 when none was asked)."""
+    about (``OK``, ``WORKER_DEAD``, ``NOT_HELD``; -1 when none was asked);
+    ``more`` when it stopped at its limit (call again)."""
 
     buried: int
     state: int
+    more: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from ..defaults import DEFAULT_LEASE_TTL_MS, DEFAULT_STRATEGY, REAP_BATCH, worker_meta
+from ..defaults import BURY_BATCH, DEFAULT_LEASE_TTL_MS, DEFAULT_STRATEGY, worker_meta
 from ..errors import FULL, OK, UNKNOWN_WORKER, OutOfService, raise_for
 from ..keys import PoolKeys
 from ..wire import text
 from .op import Op, Reads, code_of, unexpected
-from .replies import Fenced, Reaped
+from .replies import Buried, Fenced
 
 __all__ = [
     "LEAVE_MODES",
@@ -156,17 +156,18 @@ def leave(keys: PoolKeys, me: Incarnation, mode: str) -> Op[int]:
 
 def bury(
     keys: PoolKeys, worker_id: str = "", token: int | None = None, nonce: str = "",
-    limit: int = REAP_BATCH,
-) -> Op[Reaped]:  # fmt: skip
+    limit: int = BURY_BATCH,
+) -> Op[Buried]:  # fmt: skip
     """Bury at most ``limit`` workers whose heartbeat lapsed (``reap_workers``);
     with ``worker_id``, ``token`` and ``nonce`` also say how that lease stands.
-    Result: :class:`Reaped`; the caller repeats while ``buried == limit``."""
+    Result: :class:`Buried`; the caller repeats while its ``more`` is set."""
 
-    def parse(reply: Any) -> Reaped:
+    def parse(reply: Any) -> Buried:
         code = code_of(reply)
         if code != OK:
             unexpected(code, pool=keys.pool, operation="reap_workers", worker_id=worker_id or None)
-        return Reaped(int(reply[1]), int(reply[2]))
+        buried = int(reply[1])
+        return Buried(buried, int(reply[2]), more=buried >= limit)
 
     args = (limit, worker_id, "" if token is None else token, nonce)
     return Op(

@@ -1,0 +1,88 @@
+"""The sync side's sending: protocol operations over :mod:`redispool.wire`.
+
+A :class:`Sender` belongs to one Pool (one client, one Wire). It sends an
+:class:`~redispool.protocol.Op` as ``FCALL`` (loading the library where it is
+missing, see :class:`redispool.scripts.Script`), optionally followed by
+``WAIT`` for ``min_replicas``, reads the reply through the op, and turns
+redis-py's errors into the pool's (:func:`redispool.protocol.translate`).
+The asyncio API sends the same ops over ``redis.asyncio`` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+import redis
+
+from . import scripts
+from .errors import PoolUnavailable
+from .protocol import Op, Reads, translate
+from .replicas import Replicas
+from .wire import Wire
+
+__all__ = ["Sender"]
+
+T = TypeVar("T")
+
+
+class Sender:
+    """Sends one pool's operations; every other module of the sync side goes through it."""
+
+    def __init__(self, client: redis.Redis, pool: str, replicas: Replicas) -> None:
+        self.client = client
+        self.pool = pool
+        self.replicas = replicas
+        #: Replicas that must acknowledge a write (``min_replicas``); 0 sends no ``WAIT``.
+        self.need = replicas.need
+        self.wire = Wire(client)
+
+    def send(self, op: Op[T]) -> T:
+        """Send ``op`` and return its typed result (or raise its code's exception)."""
+        try:  # no context manager here: this is the hot path
+            reply = scripts.load(op.script)(self.wire, op.keys, op.args)
+        except redis.RedisError as exc:
+            raise translate(exc, self.pool, op.script, op.worker_id) from exc
+        return op.read(reply)
+
+    def send_acked(self, op: Op[T]) -> tuple[T, int]:
+        """:meth:`send`, and how many replicas acknowledged its writes (0, and
+        no ``WAIT`` sent, without ``min_replicas``)."""
+        if not self.need:
+            return self.send(op), 0
+        try:
+            reply, acks = scripts.load(op.script).acked(
+                self.wire, op.keys, op.args, self.replicas.need, self.replicas.timeout_ms
+            )
+        except redis.RedisError as exc:
+            raise translate(exc, self.pool, op.script, op.worker_id) from exc
+        return op.read(reply), acks
+
+    def unacked(self, operation: str, acks: int, worker_id: str, done: str) -> PoolUnavailable:
+        """The error for a write only ``acks`` replicas acknowledged; ``done`` says what it left."""
+        return self.replicas.unacked(self.pool, operation, acks, worker_id, done)
+
+    def read(self, reads: Reads[T]) -> T:
+        """Send ``reads``' commands back to back on one connection; their typed result."""
+        with self.errors(reads.operation, reads.worker_id):
+            replies = self.wire.call_reads(*reads.commands)
+        return reads.read(replies)
+
+    def peek_wait(self, key: str, timeout: float) -> Any:
+        """The head of list ``key``, left in place, waiting at most ``timeout`` seconds;
+        None when nothing came (see :meth:`redispool.wire.Wire.peek_wait`)."""
+        with self.errors("checkout (waiting)"):
+            return self.wire.peek_wait(key, timeout)
+
+    @contextlib.contextmanager
+    def errors(self, operation: str, worker_id: str | None = None) -> Iterator[None]:
+        """Turn redis-py's errors inside the block into the pool's own."""
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise translate(exc, self.pool, operation, worker_id) from exc
+
+    def close(self) -> None:
+        """Close the Wire's connections (not the client's)."""
+        self.wire.close()

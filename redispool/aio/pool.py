@@ -28,16 +28,17 @@ import redis.asyncio
 from .. import defaults, protocol
 from ..errors import CheckoutTimeout, PoolError, PoolFull
 from ..keys import PoolKeys, validate_pool_name, validate_worker_id
-from ..pool import Pool as SyncPool
 from ..pool import holder_id
 from ..protocol import Granted, Queued, clock
 from ..status import LeaseInfo, PoolSettings, PoolStatus, WorkerInfo
 from . import reading
 from .calls import Caller
 from .connect import client_from_url
+from .jobs import Jobs
 from .lease import Lease
 from .renewer import Renewer
-from .waiting import Claim, Ticket, WaitingRoom
+from .tickets import Claim, Ticket
+from .waiting import WaitingRoom
 from .wire import Wire
 
 __all__ = ["Pool"]
@@ -75,11 +76,11 @@ class Pool:
         self._owns_client = redis is None
         self._url = url
         self.client = redis if redis is not None else client_from_url(url or "")
-        self._sync: SyncPool | None = None  # for jobs (RQ is sync), made on first use
         self._wire = Wire(self.client, connections)
         self._caller = Caller(self._wire, self.name)
         self._renewer = Renewer(self.name, self._renew_many)
         self._room = WaitingRoom(self.keys, self._caller, self._undo)
+        self._jobs = Jobs(self.name, url, self.client, self._ttl_ms)
         self._chores: set[asyncio.Task[Any]] = set()  # checkins of leases nobody holds
 
     @property
@@ -323,23 +324,8 @@ class Pool:
         self, lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float = 30.0
     ) -> Any:
         """``lease.run``: the job goes through RQ (sync) in a thread (see :mod:`.jobs`)."""
-        from .jobs import run
-
         self._check_own(lease)
-        return await run(self, lease, func, *args, timeout=timeout)
-
-    def sync_twin(self) -> SyncPool:
-        """A sync Pool of the same pool and server (jobs go through RQ, which is sync)."""
-        if self._sync is None:
-            if self._url is not None:
-                self._sync = SyncPool(self.name, self._url, lease_ttl=self._ttl_ms / 1000 or None)
-            else:
-                kwargs = self.client.connection_pool.connection_kwargs
-                keep = ("host", "port", "db", "username", "password", "socket_timeout",
-                        "socket_connect_timeout", "protocol")  # fmt: skip
-                client = redis.Redis(**{k: kwargs[k] for k in keep if k in kwargs})
-                self._sync = SyncPool(self.name, redis=client)
-        return self._sync
+        return await self._jobs.run(lease, func, *args, timeout=timeout)
 
     # -- reading ------------------------------------------------------------------
 
@@ -385,8 +371,7 @@ class Pool:
         while self._chores:
             await asyncio.gather(*self._chores, return_exceptions=True)
         await self._wire.aclose()
-        if self._sync is not None:
-            self._sync.close()
+        self._jobs.close()
         if self._owns_client:
             await self.client.aclose()
 

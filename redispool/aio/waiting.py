@@ -1,26 +1,28 @@
-"""Waiting for a worker, asyncio side: one waiting task per Pool serves every waiting checkout.
+"""Waiting for a worker, asyncio side: one waiting room per Pool serves every waiting checkout.
 
 A checkout that finds no idle worker is queued in Redis as a waiter, exactly
 as a sync one is (``checkout`` with a ticket): the queue is in Redis, so
 waiters of every host, sync or asyncio, are served first come, first served.
 What differs is how the client waits. A sync waiter blocks a connection on
 its own wake key; here one task per Pool (the :class:`WaitingRoom`) blocks
-one connection on the wake keys of *all* of the Pool's waiting tickets at
-once (``BLPOP key1 key2 ...``), so a thousand waiting tasks cost one blocked
-connection. The hub also does every waiter's timekeeping: keep-alive ticks
+one connection on the wake keys of the Pool's oldest waiting tickets at once
+(``BLPOP key1 key2 ...``), so a thousand waiting tasks cost one blocked
+connection. The room also keeps every waiter's time: keep-alive ticks
 (``wait_tick``, many in one round trip), a sweep at the earliest lease
 deadline (one tick of the oldest ticket, which hands freed workers to the
-head of the queue), and giving up at each waiter's deadline
-(``cancel_wait``).
+head of the queue), and giving up at each waiter's deadline (``cancel_wait``).
 
-To add a key to the blocked set, the hub must end the blocked ``BLPOP``:
-it pushes onto its own *bell* key, which is in the set (no ``CLIENT
-UNBLOCK`` right needed). It keeps a few unused tickets in the set as well,
-so a new waiter usually takes one that is already watched and nothing is
-re-sent.
+It watches the :data:`WINDOW` oldest tickets: the queue is served in order,
+so a handoff goes to one of them. One that reaches a younger ticket anyway
+(two checkouts reordered on their way to Redis) waits in its wake key and
+comes with that ticket's next tick; nothing is lost. To add a key to the
+watched set the room must end the blocked ``BLPOP``: it pushes onto its own
+*bell* key, which is in the set (no ``CLIENT UNBLOCK`` right needed). A few
+unused tickets are watched ahead of need, so a new waiter usually takes one
+that is already watched and nothing is sent again.
 
-``BLPOP`` takes the handoff out of Redis, so the hub's read is never
-cancelled: the hub ends its own wait only with the bell, and a handoff it
+``BLPOP`` takes the handoff out of Redis, so the room's read is never
+cancelled: the room ends its own wait only with the bell, and a handoff it
 reads always reaches a Lease, or a checkin when its checkout is gone
 (cancelled, timed out, failed). Only a connection lost while the reply was in
 flight loses a handoff; its lease then ends after its TTL and the worker is
@@ -33,11 +35,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import os
 import time as mod_time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -48,54 +48,31 @@ from ..keys import PoolKeys
 from ..protocol import Granted, Handoff, Op, Queued, Waiting, clock
 from ..wire import text
 from .calls import Caller
+from .tickets import Claim, Schedule, Ticket
 from .wire import Line, Wire
 
-__all__ = ["Claim", "Ticket", "WaitingRoom"]
+__all__ = ["WaitingRoom"]
 
 log = logging.getLogger("redispool.pool")
 
-#: Unused tickets the blocked ``BLPOP`` watches ahead of need.
+#: The oldest waiting tickets the blocked ``BLPOP`` watches.
+WINDOW = 64
+#: Unused tickets it watches ahead of need.
 SPARES = 16
-#: Seconds the server's own ``BLPOP`` timeout lasts: the hub re-sends it then.
+#: Seconds the server's own ``BLPOP`` timeout lasts: the room sends it again then.
 BACKSTOP = 5.0
 #: Seconds a ``BLPOP`` reply may come after its backstop before the line is dead.
 BACKSTOP_SLACK = 5.0
-#: Seconds the bell key lives (a client that died leaves nothing behind).
+#: Milliseconds the bell key lives (a client that died leaves nothing behind).
 BELL_TTL_MS = 60_000
 #: Seconds between attempts to reconnect the blocked line while Redis is unreachable.
 RETRY_DELAY = 0.2
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A worker given to a waiting checkout: the grant or handoff, and the
-    waiter's clock when it came (``sent`` of a grant's request, and the
-    latest ``(sent, server_now_ms)``)."""
-
-    result: Granted | Handoff
-    sent: float
-    clock: tuple[float, int]
-    nonce: str
-
-
-@dataclass(eq=False)
-class Ticket:
-    """One checkout's place in the queue, from before its first script to its Lease."""
-
-    id: str
-    future: asyncio.Future[Claim]
-    nonce: str = ""
-    holder: str = ""
-    state: str = "reserved"  # reserved -> waiting -> gone; or abandoned
-    ttl_ms: int = 0
-    deadline: float | None = None  # local monotonic time to give up at
-    clock: tuple[float, int] = (0.0, 0)
-    next_tick: float = math.inf
-    early: list[Handoff] = field(default_factory=list)  # came while reserved
+#: Keep-alive ticks due this soon go with the ones due now (seconds).
+TICK_EARLY = 0.05
 
 
 class WaitingRoom:
-    """The Pool's waiting hub (see the module's doc).
+    """The Pool's waiting room (see the module's doc).
 
     ``undo`` is called with a claim whose checkout is gone: the Pool checks
     its worker in. Every method but :meth:`aclose` returns without awaiting,
@@ -106,8 +83,8 @@ class WaitingRoom:
         self._keys = keys
         self._caller = caller
         self._undo = undo
-        self._wake_prefix = keys.wake("")
-        self._tickets: dict[str, Ticket] = {}
+        self._tickets: dict[str, Ticket] = {}  # by wake key, oldest first
+        self._schedule = Schedule()
         self._spares: list[str] = []
         self._leaving: list[Ticket] = []
         self._bell = keys.wake(f"bell-{os.urandom(8).hex()}")
@@ -131,19 +108,19 @@ class WaitingRoom:
             raise PoolUnavailable("the pool is closed", pool=self._keys.pool, operation="checkout")
         ticket_id = self._spares.pop() if self._spares else next(self._ids)
         future: asyncio.Future[Claim] = asyncio.get_running_loop().create_future()
-        ticket = Ticket(ticket_id, future, nonce, holder)
-        self._tickets[ticket_id] = ticket
+        ticket = Ticket(ticket_id, self._keys.wake(ticket_id), future, nonce, holder)
+        self._tickets[ticket.key] = ticket
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"redispool-waiting-{self._keys.pool}"
             )
-        if self._keys.wake(ticket_id) not in self._watched:
+        if ticket.key not in self._watched and len(self._tickets) <= WINDOW:
             self._poke()
         return ticket
 
     def release(self, ticket: Ticket) -> None:
         """The checkout was not queued (a worker was idle, or ``block=False``)."""
-        if self._tickets.pop(ticket.id, None) is ticket and ticket.state == "reserved":
+        if self._tickets.pop(ticket.key, None) is ticket and ticket.state == "reserved":
             self._spares.append(ticket.id)  # never queued: it may serve again
         ticket.state = "gone"
 
@@ -157,7 +134,9 @@ class WaitingRoom:
         ticket.state, ticket.ttl_ms, ticket.deadline = "waiting", queued.ttl_ms, deadline
         ticket.clock = (sent, queued.now_ms)
         self._lease_end(queued.next_deadline_ms, ticket.clock)
-        ticket.next_tick = clock.waiter_wake_at(sent, queued.ttl_ms, -1, ticket.clock, None)
+        self._tick_at(ticket, sent)
+        if deadline is not None:
+            self._schedule.add(deadline, ticket)
         for handoff in ticket.early:
             self._deliver(ticket, handoff, sent)
         ticket.early.clear()
@@ -171,27 +150,23 @@ class WaitingRoom:
         the answer's orphan handler, which calls this or :meth:`release`.)"""
         if ticket.state == "abandoned":
             return
-        self._undo_unclaimed(ticket)
+        future = ticket.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            ticket.future = asyncio.get_running_loop().create_future()  # undone once only
+            self._undo(future.result())  # handed over as its checkout was cancelled
         for handoff in ticket.early:
             self._undo(Claim(handoff, 0.0, ticket.clock, handoff.nonce))
         ticket.early.clear()
         ticket.state = "abandoned"
-        self._tickets.setdefault(ticket.id, ticket)
+        self._tickets.setdefault(ticket.key, ticket)
         self._leaving.append(ticket)
         self._poke()
 
-    def _undo_unclaimed(self, ticket: Ticket) -> None:
-        future = ticket.future
-        if future.done() and not future.cancelled() and future.exception() is None:
-            claim = future.result()
-            ticket.future = asyncio.get_running_loop().create_future()  # undone once only
-            self._undo(claim)
-
     def __len__(self) -> int:
         """Tickets reserved or waiting."""
-        return sum(1 for t in self._tickets.values() if t.state in ("reserved", "waiting"))
+        return sum(1 for t in self._tickets.values() if t.live)
 
-    # -- the hub's task ------------------------------------------------------------
+    # -- the room's task ------------------------------------------------------------
 
     def _poke(self) -> None:
         if self._poked is not None and not self._poked.done():
@@ -217,24 +192,26 @@ class WaitingRoom:
         await self._unblock()
 
     def _timer(self) -> float | None:
-        now = mod_time.monotonic()
-        due = [t.next_tick for t in self._waiting()]
-        due += [t.deadline for t in self._waiting() if t.deadline is not None]
-        if self._next_lease_end >= 0 and any(True for _ in self._waiting()):
-            due.append(clock.local_time(*self._lease_clock, self._next_lease_end)
-                       + clock.DEADLINE_MARGIN)  # fmt: skip
+        """Seconds until the room must act without being woken (None: never)."""
         if self._leaving:
             return 0.0
-        return max(0.0, min(due) - now) if due else None
+        due = self._schedule.first()
+        if self._next_lease_end >= 0 and self._oldest_waiting() is not None:
+            lease_end = clock.local_time(*self._lease_clock, self._next_lease_end)
+            lease_end += clock.DEADLINE_MARGIN
+            due = lease_end if due is None else min(due, lease_end)
+        return None if due is None else max(0.0, due - mod_time.monotonic())
 
-    def _waiting(self) -> list[Ticket]:
-        return [t for t in self._tickets.values() if t.state == "waiting"]
+    def _oldest_waiting(self) -> Ticket | None:
+        return next((t for t in self._tickets.values() if t.state == "waiting"), None)
+
+    def _window(self) -> list[str]:
+        live = (t.key for t in self._tickets.values() if t.live)
+        return list(itertools.islice(live, WINDOW))
 
     async def _block(self) -> None:
-        """Keep a ``BLPOP`` blocked on every live ticket's wake key."""
-        live = {self._keys.wake(t.id) for t in self._tickets.values()
-                if t.state in ("reserved", "waiting")}  # fmt: skip
-        if self._blocked is not None and live <= self._watched:
+        """Keep a ``BLPOP`` blocked on the wake keys of the oldest live tickets."""
+        if self._blocked is not None and self._watched.issuperset(self._window()):
             return
         await self._unblock()
         if self._line is None or not self._line.usable:
@@ -245,13 +222,9 @@ class WaitingRoom:
         # no await from here to the send: a ticket reserved meanwhile is in `keys`
         while len(self._spares) < SPARES:
             self._spares.append(next(self._ids))
-        live = {self._keys.wake(t.id) for t in self._tickets.values()
-                if t.state in ("reserved", "waiting")}  # fmt: skip
-        keys = [*live, *(self._keys.wake(s) for s in self._spares), self._bell]
+        keys = [*self._window(), *(self._keys.wake(s) for s in self._spares), self._bell]
         command = ("BLPOP", *keys, f"{BACKSTOP:.3f}")
-        (self._blocked,) = self._line.send(
-            Wire.pack(command), timeout=BACKSTOP + BACKSTOP_SLACK
-        )
+        (self._blocked,) = self._line.send(Wire.pack(command), timeout=BACKSTOP + BACKSTOP_SLACK)
         self._watched, self._rung = frozenset(keys), False
 
     async def _unblock(self) -> None:
@@ -279,13 +252,9 @@ class WaitingRoom:
             if not self._closing:
                 self._fail_all(protocol.translate(exc, self._keys.pool, "checkout (waiting)"))
             return
-        if not reply:
-            return  # the backstop ran out: sent again
-        key, value = text(reply[0]), reply[1]
-        if key == self._bell:
-            return
-        ticket = self._tickets.get(key[len(self._wake_prefix):])
-        self._handed(ticket, Handoff.parse(value))
+        if not reply or text(reply[0]) == self._bell:
+            return  # the backstop ran out, or the bell rang: sent again
+        self._handed(self._tickets.get(text(reply[0])), Handoff.parse(reply[1]))
 
     def _handed(self, ticket: Ticket | None, handoff: Handoff) -> None:
         if ticket is not None and ticket.state == "reserved":
@@ -297,26 +266,30 @@ class WaitingRoom:
 
     def _deliver(self, ticket: Ticket, result: Granted | Handoff, sent: float) -> None:
         claim = Claim(result, sent, ticket.clock, ticket.nonce)
-        self._tickets.pop(ticket.id, None)
+        self._tickets.pop(ticket.key, None)
         ticket.state = "gone"
-        if ticket.future.done():  # its checkout was cancelled meanwhile
+        if ticket.future.done():  # cannot happen: a checkout that left abandoned first
             self._undo(claim)
         else:
             ticket.future.set_result(claim)
 
     def _finish(self, ticket: Ticket, error: BaseException) -> None:
-        self._tickets.pop(ticket.id, None)
+        self._tickets.pop(ticket.key, None)
         ticket.state = "gone"
         if not ticket.future.done():
             ticket.future.set_exception(error)
 
     def _fail_all(self, error: BaseException) -> None:
         for ticket in list(self._tickets.values()):
-            if ticket.state in ("reserved", "waiting"):
+            if ticket.live:
                 self._finish(ticket, error)
 
     def _lease_end(self, next_deadline_ms: int, at: tuple[float, int]) -> None:
         self._next_lease_end, self._lease_clock = next_deadline_ms, at
+
+    def _tick_at(self, ticket: Ticket, sent: float) -> None:
+        ticket.next_tick = clock.waiter_wake_at(sent, ticket.ttl_ms, -1, ticket.clock, None)
+        self._schedule.add(ticket.next_tick, ticket)
 
     # -- timekeeping: ticks, timeouts, leaving, in one round trip ------------------
 
@@ -326,19 +299,18 @@ class WaitingRoom:
         leaving, self._leaving = self._leaving, []
         for ticket in leaving:
             jobs.append((protocol.cancel_wait(self._keys, ticket.id), self._left(ticket)))
-        waiting = self._waiting()
-        lease_end = -1.0
-        if self._next_lease_end >= 0:
-            lease_end = clock.local_time(*self._lease_clock, self._next_lease_end)
-        sweep = 0 <= lease_end <= now  # one tick (the oldest waiter's) sweeps for all
-        if sweep:
+        due = self._schedule.due(now, TICK_EARLY)
+        lease_end = clock.local_time(*self._lease_clock, self._next_lease_end)
+        if self._next_lease_end >= 0 and lease_end <= now:  # one tick sweeps for all
             self._next_lease_end = -1  # until a tick tells the next one
-        for ticket in waiting:
+            oldest = self._oldest_waiting()
+            if oldest is not None and oldest not in due:
+                due.append(oldest)
+        for ticket in due:
             if ticket.deadline is not None and ticket.deadline <= now:
                 ticket.state = "leaving"
                 jobs.append((protocol.cancel_wait(self._keys, ticket.id), self._gave_up(ticket)))
-            elif ticket.next_tick <= now or sweep:
-                sweep = False
+            else:
                 jobs.append((self._tick_op(ticket, now), self._ticked(ticket)))
         if not jobs:
             return
@@ -362,11 +334,11 @@ class WaitingRoom:
             if isinstance(result, BaseException):
                 if ticket.state == "waiting":
                     self._finish(ticket, result)
-                return
-            if isinstance(result, Waiting):
+            elif isinstance(result, Waiting):
                 ticket.clock = (sent, result.now_ms)
                 self._lease_end(result.next_deadline_ms, ticket.clock)
-                ticket.next_tick = clock.waiter_wake_at(sent, ticket.ttl_ms, -1, ticket.clock, None)
+                if ticket.state == "waiting":
+                    self._tick_at(ticket, sent)
             elif ticket.state == "waiting":
                 self._deliver(ticket, result, sent)
             else:
@@ -377,7 +349,6 @@ class WaitingRoom:
     def _gave_up(self, ticket: Ticket) -> Callable[[Any, float], None]:
         def then(result: Any, sent: float) -> None:
             if isinstance(result, Handoff):  # handed a worker just as it gave up: keep it
-                ticket.state = "waiting"
                 self._deliver(ticket, result, sent)
                 return
             if not isinstance(result, BaseException):
@@ -391,7 +362,7 @@ class WaitingRoom:
 
     def _left(self, ticket: Ticket) -> Callable[[Any, float], None]:
         def then(result: Any, sent: float) -> None:
-            self._tickets.pop(ticket.id, None)
+            self._tickets.pop(ticket.key, None)
             if isinstance(result, Handoff):
                 self._undo(Claim(result, sent, ticket.clock, ticket.nonce))
             elif isinstance(result, BaseException):
@@ -406,7 +377,7 @@ class WaitingRoom:
         self._closing = True
         closed = PoolUnavailable("the pool was closed", pool=self._keys.pool, operation="checkout")
         for ticket in list(self._tickets.values()):
-            if ticket.state in ("reserved", "waiting"):
+            if ticket.live:
                 self._leaving.append(ticket)
                 self._finish(ticket, closed)
         self._poke()

@@ -367,3 +367,45 @@ def test_a_closed_pool_leaves_no_wake_or_bell_key_behind(
     results = run(scenario)
     assert sum(isinstance(x, PoolUnavailable) for x in results) >= 2
     assert r.keys(PoolKeys("p").prefix + "wake:*") == []
+
+
+def test_a_handoff_to_a_ticket_the_room_does_not_watch_comes_with_its_tick(
+    make_pool: MakePool, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two checkouts reordered on their way to Redis: the room watches the older
+    local ticket, Redis serves the other first. Its handoff waits in its wake key
+    and reaches it at its next keep-alive tick, a third of the TTL later."""
+    from redispool import protocol
+    from redispool.aio import waiting
+
+    monkeypatch.setattr(waiting, "WINDOW", 1)
+    monkeypatch.setattr(waiting, "SPARES", 0)
+    make_pool(workers=1)
+
+    async def scenario() -> tuple[str, float, bool]:
+        async with aio.Pool("p", url=redis_url, lease_ttl=0.6) as pool:
+            held = await pool.checkout()
+            room, caller = pool._room, pool._caller
+            older = room.reserve("aa" * 16, "test:1")
+            younger = room.reserve("bb" * 16, "test:1")
+            futures = {}
+            for ticket in (younger, older):  # Redis queues the younger first
+                sent = time.monotonic()
+                queued = await caller.run(protocol.checkout(
+                    pool.keys, ttl_ms=600, holder="test:1", ticket=ticket.id,
+                    alive_ms=600, nonce=ticket.nonce,
+                ))  # fmt: skip
+                futures[ticket.id] = room.wait(ticket, queued, sent, None)
+            await asyncio.sleep(0.05)
+            assert younger.key not in room._watched and older.key in room._watched
+            handed = time.monotonic()
+            await held.checkin()  # to the younger ticket, which the room does not watch
+            claim = await asyncio.wait_for(futures[younger.id], 3)
+            waited = time.monotonic() - handed
+            room.abandon(older)
+            return claim.result.worker_id, waited, futures[older.id].done()
+
+    worker, waited, older_done = run(scenario)
+    assert worker == "w1"
+    assert waited < 1.0  # its tick: a third of 0.6 s, plus the load's slack
+    assert not older_done

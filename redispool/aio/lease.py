@@ -10,14 +10,26 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..protocol import LeaseLife
 
-if TYPE_CHECKING:  # the Pool makes leases; a lease only calls back into it
-    from .pool import Pool
+__all__ = ["Lease", "LeaseOwner"]
 
-__all__ = ["Lease"]
+
+class LeaseOwner(Protocol):
+    """What a lease needs of the pool it came from (:class:`redispool.aio.Pool` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def renew(self, lease: Lease) -> None: ...
+
+    async def checkin(self, lease: Lease) -> bool: ...
+
+    async def run_job(
+        self, lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float = 30.0
+    ) -> Any: ...
 
 
 class Lease(LeaseLife[asyncio.Event]):
@@ -28,7 +40,7 @@ class Lease(LeaseLife[asyncio.Event]):
     A lease belongs to the event loop of the pool that made it.
     """
 
-    def __init__(self, pool: Pool, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, pool: LeaseOwner, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pool = pool
 

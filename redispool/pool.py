@@ -250,19 +250,13 @@ class Pool:
 
     def _renew_many(self, leases: Sequence[Lease]) -> list[Lease]:
         """Renew ``leases`` in one round trip; return those that had ended."""
-        batch = [(x.worker_id, x.token, x.nonce, round(x.ttl * 1000)) for x in leases]
         sent = mod_time.monotonic()
-        renewal, acks = self.sender.send_acked(protocol.renew(self.keys, batch))
+        op = protocol.renew(self.keys, protocol.renewal_batch(leases))
+        renewal, acks = self.sender.send_acked(op)
         if acks < self.min_replicas:
             done = "the lease was not extended"
             raise self.sender.unacked("renew", acks, leases[0].worker_id, done)
-        ended = []
-        for lease, held in zip(leases, renewal.held, strict=True):
-            if held:
-                lease.renewed(sent)
-            else:
-                ended.append(lease)
-        return ended
+        return protocol.renewal_done(leases, renewal.held, sent)
 
     # -- jobs -------------------------------------------------------------------
 

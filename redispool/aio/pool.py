@@ -307,16 +307,9 @@ class Pool:
 
     async def _renew_many(self, leases: Sequence[Lease]) -> list[Lease]:
         """Renew ``leases`` in one round trip; return those that had ended."""
-        batch = [(x.worker_id, x.token, x.nonce, round(x.ttl * 1000)) for x in leases]
         sent = mod_time.monotonic()
-        renewal = await self._caller.run(protocol.renew(self.keys, batch))
-        ended = []
-        for lease, held in zip(leases, renewal.held, strict=True):
-            if held:
-                lease.renewed(sent)
-            else:
-                ended.append(lease)
-        return ended
+        renewal = await self._caller.run(protocol.renew(self.keys, protocol.renewal_batch(leases)))
+        return protocol.renewal_done(leases, renewal.held, sent)
 
     # -- jobs -------------------------------------------------------------------
 

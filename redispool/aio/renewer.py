@@ -17,6 +17,7 @@ import math
 import time as mod_time
 from collections.abc import Awaitable, Callable, Sequence
 
+from ..protocol import renewal_failed
 from .lease import Lease
 
 __all__ = ["RETRY_DELAY", "Renewer"]
@@ -82,10 +83,7 @@ class Renewer:
             ended = await self._renew_many(leases)
         except Exception as exc:  # Redis unreachable or failing: retry soon
             log.warning("renewal of %d leases in pool %s failed: %s", len(leases), self._name, exc)
-            now = mod_time.monotonic()
-            ended = [lease for lease in leases if lease.deadline <= now]
-            for lease in leases:
-                lease.retry_renewal(now, RETRY_DELAY)
+            ended = renewal_failed(leases, mod_time.monotonic(), RETRY_DELAY)
         for lease in ended:
             if lease.closed:  # checked in while the renewal was on its way: not lost
                 continue

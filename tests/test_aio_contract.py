@@ -19,7 +19,7 @@ import redis
 from apis import APIS, AioApi, Api, SyncApi
 from helpers import wait_for
 
-from redispool import CheckoutTimeout, LeaseLost, Pool, PoolError, PoolFull
+from redispool import CheckoutTimeout, LeaseLost, Pool, PoolCorrupted, PoolError, PoolFull
 from redispool.keys import PoolKeys
 
 MakePool = Callable[..., Pool]
@@ -304,3 +304,37 @@ def test_the_aio_api_is_the_one_running_here(api: Api) -> None:
     pool = api.pool()
     assert type(pool).__module__ == ("redispool.aio.pool" if isinstance(api, AioApi)
                                      else "redispool.pool")  # fmt: skip
+
+
+def test_a_corrupted_key_is_a_clear_error_and_loses_nothing(
+    api: Api, make_pool: MakePool, r: redis.Redis
+) -> None:
+    admin = make_pool(workers=2)
+    pool = api.pool()
+    keys = PoolKeys("p")
+    saved = r.lrange(keys.idle, 0, -1)
+    r.delete(keys.idle)
+    r.set(keys.idle, "junk")
+    with pytest.raises(PoolCorrupted, match="'p'"):
+        api.checkout(pool, block=False)
+    r.delete(keys.idle)
+    r.rpush(keys.idle, *saved)
+    assert admin.status().idle == 2
+
+
+def test_a_waiter_whose_queue_is_corrupted_gets_a_clear_error(
+    api: Api, make_pool: MakePool, r: redis.Redis
+) -> None:
+    admin = make_pool(workers=1)
+    pool = api.pool(lease_ttl=0.3)  # a waiter ticks every 0.1 s
+    held = api.checkout(pool)
+    waiter = api.in_background(lambda: pool.checkout(timeout=10))
+    wait_for(lambda: admin.status().waiting == 1, message="the waiter to queue")
+    keys = PoolKeys("p")
+    r.delete(keys.waiters)
+    r.set(keys.waiters, "junk")
+    with pytest.raises(PoolCorrupted, match="'p'"):
+        waiter.result(10)
+    r.delete(keys.waiters)  # the junk goes (the waiter that gave up is not put back)
+    assert api.checkin(held) is True
+    wait_for(lambda: _settled(admin, 1), timeout=5, message="the worker idle again")

@@ -409,3 +409,31 @@ def test_a_handoff_to_a_ticket_the_room_does_not_watch_comes_with_its_tick(
     assert worker == "w1"
     assert waited < 1.0  # its tick: a third of 0.6 s, plus the load's slack
     assert not older_done
+
+
+def test_settings_workers_and_sweeps_through_the_aio_pool_are_the_sync_pools(
+    make_pool: MakePool, redis_url: str
+) -> None:
+    admin = make_pool()
+
+    async def scenario() -> tuple[Any, ...]:
+        async with aio.Pool("p", url=redis_url) as pool:
+            made = await pool.configure(lease_ttl=60, strategy="fifo")
+            read = await pool.settings()
+            new = await pool.add_worker("a1", host="alpha", pid=7)
+            again = await pool.add_worker("a1", host="alpha", pid=7)
+            await pool.add_worker("a2")
+            short = aio.Pool("p", url=redis_url, lease_ttl=0.05)
+            async with short:
+                await short.checkout(auto_renew=False)  # left to expire
+                await asyncio.sleep(0.1)
+            returned = await pool.reclaim_expired()
+            gone = await pool.remove_worker("a2")
+            workers = [(w.id, w.host, w.pid) for w in await pool.workers()]
+            return made, read, new, again, returned, gone, workers
+
+    made, read, new, again, returned, gone, workers = run(scenario)
+    assert made == read == admin.settings()
+    assert (read.lease_ttl, read.strategy) == (60.0, "fifo")
+    assert (new, again, returned, gone) == (True, False, 1, True)
+    assert workers == [("a1", "alpha", 7)]

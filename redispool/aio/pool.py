@@ -345,6 +345,10 @@ class Pool:
         )  # fmt: skip
         return await self._caller.run(op)
 
+    async def settings(self) -> PoolSettings:
+        """The pool's settings as stored in Redis (defaults where none are)."""
+        return await reading.settings(self._caller, self.keys)
+
     async def reclaim_expired(self) -> int:
         """Return the workers of every lease past its deadline; how many it returned."""
         total = 0

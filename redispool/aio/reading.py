@@ -11,16 +11,18 @@ from ..keys import PoolKeys
 from ..protocol import translate
 from ..status import (
     LeaseInfo,
+    PoolSettings,
     WorkerInfo,
     leases_commands,
     leases_of,
+    read_settings,
     workers_commands,
     workers_of,
 )
 from ..wire import text
 from .calls import Caller
 
-__all__ = ["leases", "workers"]
+__all__ = ["leases", "settings", "workers"]
 
 
 async def _transaction(caller: Caller, commands: Any, operation: str) -> list[Any]:
@@ -56,3 +58,11 @@ async def leases(caller: Caller, k: PoolKeys) -> list[LeaseInfo]:
     except redis.RedisError as exc:
         raise translate(exc, caller.pool, "leases") from exc
     return leases_of(leased, replies)
+
+
+async def settings(caller: Caller, k: PoolKeys) -> PoolSettings:
+    """The pool's settings as stored (defaults where none are)."""
+    raw = await caller.command("HGETALL", k.config, operation="settings")
+    if not isinstance(raw, dict):  # RESP2: a flat list of fields and values
+        raw = dict(zip(raw[::2], raw[1::2], strict=True))
+    return read_settings(raw)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 import redis.asyncio
+import test_security
 from helpers import StartServer
 
 from redispool import LeaseLost, Pool, PoolAccessDenied, PoolUnavailable, aio
@@ -22,6 +23,7 @@ from redispool.keys import PoolKeys
 
 MakePool = Callable[..., Pool]
 T = TypeVar("T")
+tls_server = test_security.tls_server  # the fixture: a Redis server with TLS
 
 
 def run(work: Callable[[], Awaitable[T]], timeout: float = 60) -> T:
@@ -437,3 +439,26 @@ def test_settings_workers_and_sweeps_through_the_aio_pool_are_the_sync_pools(
     assert (read.lease_ttl, read.strategy) == (60.0, "fifo")
     assert (new, again, returned, gone) == (True, False, 1, True)
     assert workers == [("a1", "alpha", 7)]
+
+
+def test_an_aio_pool_works_over_tls(tls_server: tuple[Any, int, Any]) -> None:
+    """Its connections take the TLS transport over from redis-py once connected."""
+    _, port, cert = tls_server
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    admin = Pool("p", url=url)
+    admin.add_worker("w1")
+
+    async def scenario() -> tuple[int, int]:
+        async with aio.Pool("p", url=url) as pool:
+            held = await pool.checkout()
+            waiter = asyncio.create_task(pool.checkout(timeout=5))
+            while (await pool.status()).waiting < 1:
+                await asyncio.sleep(0.02)
+            await held.checkin()
+            lease = await waiter
+            await lease.checkin()
+            return held.token, lease.token
+
+    first, second = run(scenario)
+    assert second > first
+    admin.close()

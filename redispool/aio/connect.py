@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from ..connect import (
     CONNECT_TIMEOUT,
@@ -17,7 +17,7 @@ from ..connect import (
     validate_url,
 )
 
-__all__ = ["client_from_url"]
+__all__ = ["client_from_url", "close_client"]
 
 
 def client_from_url(
@@ -48,3 +48,12 @@ def client_from_url(
         socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
     )  # fmt: skip
     return client
+
+
+async def close_client(client: redis.asyncio.Redis) -> None:
+    """Close ``client``, and the sentinels' clients of a Sentinel-managed one."""
+    await client.aclose()
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()

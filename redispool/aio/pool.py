@@ -33,7 +33,7 @@ from ..protocol import Granted, Queued, clock
 from ..status import LeaseInfo, PoolSettings, PoolStatus, WorkerInfo
 from . import reading
 from .calls import Caller
-from .connect import client_from_url
+from .connect import client_from_url, close_client
 from .jobs import Jobs
 from .lease import Lease
 from .renewer import Renewer
@@ -370,7 +370,7 @@ class Pool:
         await self._wire.aclose()
         self._jobs.close()
         if self._owns_client:
-            await self.client.aclose()
+            await close_client(self.client)
 
     async def __aenter__(self) -> Pool:
         return self

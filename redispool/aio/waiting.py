@@ -215,6 +215,9 @@ class WaitingRoom:
             return
         await self._unblock()
         if self._line is None or not self._line.usable:
+            if self._line is not None:
+                await self._line.aclose()
+                self._line = None
             try:
                 self._line = await self._caller.wire.open_line()
             except redis.RedisError as exc:

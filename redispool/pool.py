@@ -149,7 +149,8 @@ class Pool:
         :class:`CheckoutTimeout`. With ``auto_renew`` the lease is renewed in
         the background until checked in; without it, it ends after its TTL.
         """
-        check_timeout(timeout)
+        if timeout is not None:
+            check_timeout(timeout)
         waiting = block and (timeout is None or timeout > 0)
         ticket = uuid.uuid4().hex if waiting else ""
         nonce = os.urandom(16).hex()  # this lease's proof beside its token
@@ -197,7 +198,7 @@ class Pool:
         returns False without asking Redis (the parent still holds it).
         """
         self._check_own(lease)
-        if not lease.owned_here():
+        if lease.pid != os.getpid():  # lease.owned_here(), inline: the hot path
             log.warning("pool %s: a forked child did not check in its parent's lease", self.name)
             return False
         if lease.auto_renew:

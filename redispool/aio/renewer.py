@@ -11,7 +11,6 @@ server says later.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time as mod_time
@@ -32,26 +31,39 @@ RenewMany = Callable[[Sequence[Lease]], Awaitable[list[Lease]]]
 
 
 class Renewer:
-    """Renews the registered leases of one pool until they end."""
+    """Renews the registered leases of one pool until they end.
+
+    Its task sleeps until a timer set for the earliest due lease wakes it, so
+    a checkout only compares two numbers (a short checkout+checkin never
+    wakes the task at all).
+    """
 
     def __init__(self, name: str, renew_many: RenewMany) -> None:
         self._name = name
         self._renew_many = renew_many
         self._leases: dict[int, Lease] = {}  # by identity: tokens can repeat
-        self._changed = asyncio.Event()
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._wake_at = math.inf  # when the task wakes next (monotonic)
+        self._timer: asyncio.TimerHandle | None = None
+        self._wake_at = math.inf  # when the timer wakes the task (monotonic)
 
     def add(self, lease: Lease) -> None:
         """Renew ``lease`` from now on (no await: a lease is never made unrenewed)."""
         self._leases[id(lease)] = lease
         if self._task is None or self._task.done():
-            self._wake_at = math.inf
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"redispool-renewer-{self._name}"
             )
-        if lease.renew_due() < self._wake_at:  # due before the task would wake: wake it
-            self._changed.set()
+        due = lease.renew_due()
+        if due < self._wake_at:
+            self._wake_me_at(due)
+
+    def _wake_me_at(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._wake_at = due
+        delay = max(0.0, due - mod_time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     def discard(self, lease: Lease) -> None:
         self._leases.pop(id(lease), None)
@@ -61,22 +73,26 @@ class Renewer:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._wake_at = None, math.inf
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
-        while self._leases:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._timer, self._wake_at = None, math.inf
+            if not self._leases:
+                continue  # the next add sets the timer again
             due = min(lease.renew_due() for lease in self._leases.values())
-            delay = due - mod_time.monotonic()
-            if delay > 0:
-                self._wake_at = due
-                self._changed.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), delay)
+            if due > mod_time.monotonic():
+                self._wake_me_at(due)
                 continue
-            self._wake_at = math.inf
             await self._renew(list(self._leases.values()))
+            self._wake.set()  # look again: the next due lease
 
     async def _renew(self, leases: list[Lease]) -> None:
         try:

@@ -35,6 +35,7 @@ demo: $(DEMO_STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_pool.py
 	$(BIN)/python bench/bench_cost.py
+	$(BIN)/python bench/bench_aio.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

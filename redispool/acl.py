@@ -31,6 +31,8 @@ CLIENT_COMMANDS = frozenset(
     {
         "fcall",  # run the pool's operations (the library is installed by an operator)
         "blmove",  # wait for a handoff on its own clock (a peek: BLMOVE key key)
+        "blpop",  # redispool.aio: one wait for the handoffs of all of a Pool's waiters
+        "lpush", "pexpire",  # redispool.aio: its bell, which ends that wait (no CLIENT UNBLOCK)
         "ping", "hello",  # connection set-up and health
         "hgetall", "zrange", "smembers", "mget", "get", "pttl", "zscore",  # workers(), leases()
         "multi", "exec",  # consistent reads of several keys

@@ -282,9 +282,7 @@ class Pool:
 
     def _renew_many(self, leases: Sequence[Lease]) -> list[Lease]:
         """Renew ``leases`` in one round trip; return those that had ended."""
-        return self._renew_batch(
-            leases, [(x.worker_id, x.token, x.nonce, round(x.ttl * 1000)) for x in leases]
-        )
+        return self._renew_batch(leases, protocol.renewal_batch(leases))
 
     def _renew_batch(
         self, leases: Sequence[Lease], batch: list[tuple[str, int, str, int]]
@@ -295,13 +293,7 @@ class Pool:
         if acks < self.min_replicas:
             done = "the lease was not extended"
             raise self.sender.unacked("renew", acks, leases[0].worker_id, done)
-        ended = []
-        for lease, held in zip(leases, renewal.held, strict=True):
-            if held:
-                lease.renewed(sent)
-            else:
-                ended.append(lease)
-        return ended
+        return protocol.renewal_done(leases, renewal.held, sent)
 
     # -- jobs -------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable, Sequence
 
 from .lease import Lease
+from .protocol import renewal_failed
 
 __all__ = ["Renewer"]
 
@@ -120,10 +121,7 @@ class Renewer:
             ended = self._renew_many(leases)
         except Exception as exc:  # Redis unreachable or failing: retry soon
             log.warning("renewal of %d leases in pool %s failed: %s", len(leases), self.name, exc)
-            now = mod_time.monotonic()
-            ended = [lease for lease in leases if lease.deadline <= now]
-            for lease in leases:
-                lease.retry_renewal(now, RETRY_DELAY)
+            ended = renewal_failed(leases, mod_time.monotonic(), RETRY_DELAY)
         for lease in ended:
             if lease.closed:  # checked in while the renewal was on its way: not lost
                 continue

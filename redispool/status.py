@@ -16,9 +16,13 @@ __all__ = [
     "PoolSettings",
     "PoolStatus",
     "WorkerInfo",
+    "leases_commands",
+    "leases_of",
     "read_leases",
     "read_settings",
     "read_workers",
+    "workers_commands",
+    "workers_of",
 ]
 
 
@@ -92,27 +96,44 @@ def parse_lease(value: str) -> tuple[int | None, str, str]:
 def read_workers(client: Redis, k: PoolKeys) -> list[WorkerInfo]:
     """Every registered worker of the pool of ``k``, sorted by id (two round trips)."""
     with client.pipeline(transaction=True) as pipe:
-        pipe.hgetall(k.workers)
-        pipe.zrange(k.deadlines, 0, -1)
-        pipe.smembers(k.draining)
-        pipe.hgetall(k.jobs)
-        pipe.smembers(k.overflow)
-        meta, leased, draining, jobs, overflow = pipe.execute()
-    busy = {text(w) for w in leased}
+        for command in workers_commands(k):
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        first = pipe.execute()
+    busy = sorted({text(w) for w in first[1]})
+    values = client.mget([k.lease(w) for w in busy]) if busy else []
+    return workers_of(first, busy, values)
+
+
+def workers_commands(k: PoolKeys) -> tuple[tuple[str, ...], ...]:
+    """The reads :func:`workers_of` needs first, sent in one transaction."""
+    return (
+        ("HGETALL", k.workers), ("ZRANGE", k.deadlines, "0", "-1"), ("SMEMBERS", k.draining),
+        ("HGETALL", k.jobs), ("SMEMBERS", k.overflow),
+    )  # fmt: skip
+
+
+def _pairs(reply: Any) -> dict[str, str]:
+    """A hash reply as a dict, RESP3 (a dict) or RESP2 (a flat list)."""
+    if isinstance(reply, dict):
+        return {text(key): text(value) for key, value in reply.items()}
+    return {text(key): text(value) for key, value in zip(reply[::2], reply[1::2], strict=True)}
+
+
+def workers_of(first: list[Any], busy: list[str], values: list[Any]) -> list[WorkerInfo]:
+    """The workers, from the replies to :func:`workers_commands` and the lease
+    values of the ``busy`` (sorted) workers (``MGET``)."""
+    meta, _, draining, jobs, overflow = first
     gone = {text(w) for w in draining}
-    counts = {text(w): int(n) for w, n in jobs.items()}
+    counts = {w: int(n) for w, n in _pairs(jobs).items()}
     surplus = {text(w) for w in overflow}
-    metas = {text(w): text(m) for w, m in meta.items()}
+    metas = _pairs(meta)
     tokens: dict[str, int | None] = {}
-    if busy:
-        order = sorted(busy)
-        values = client.mget([k.lease(w) for w in order])
-        for wid, value in zip(order, values, strict=True):
-            tokens[wid] = None if value is None else parse_lease(text(value))[0]
+    for wid, value in zip(busy, values, strict=True):
+        tokens[wid] = None if value is None else parse_lease(text(value))[0]
     result = []
     for wid in sorted(metas):
         host, pid = _parse_meta(metas[wid])
-        state = "busy" if wid in busy else "idle"
+        state = "busy" if wid in tokens else "idle"
         done, extra = counts.get(wid, 0), wid in surplus
         result.append(WorkerInfo(wid, state, host, pid, tokens.get(wid), wid in gone, done, extra))
     return result
@@ -124,10 +145,22 @@ def read_leases(client: Redis, k: PoolKeys) -> list[LeaseInfo]:
     if not leased:
         return []
     with client.pipeline(transaction=True) as pipe:
-        for wid in leased:
-            pipe.get(k.lease(wid))
-            pipe.pttl(k.lease(wid))
+        for command in leases_commands(k, leased):
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
         replies = pipe.execute()
+    return leases_of(leased, replies)
+
+
+def leases_commands(k: PoolKeys, leased: list[str]) -> list[tuple[str, ...]]:
+    """``GET`` and ``PTTL`` of each leased worker's lease key, for :func:`leases_of`."""
+    commands: list[tuple[str, ...]] = []
+    for wid in leased:
+        commands += (("GET", k.lease(wid)), ("PTTL", k.lease(wid)))
+    return commands
+
+
+def leases_of(leased: list[str], replies: list[Any]) -> list[LeaseInfo]:
+    """The live leases, from the replies to :func:`leases_commands`."""
     result = []
     for i, wid in enumerate(leased):
         value, pttl = replies[2 * i], replies[2 * i + 1]

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from . import clock
 from .failures import translate
-from .lease_life import Event, LeaseLife
+from .lease_life import Event, LeaseLife, renewal_batch, renewal_done, renewal_failed
 from .leasing import cancel_wait, checkin, checkout, read_handoff, renew, wait_tick
 from .op import Op, Reads
 from .pool_ops import configure, reclaim, status
@@ -114,6 +114,9 @@ __all__ = [
     "register",
     "remove_worker",
     "renew",
+    "renewal_batch",
+    "renewal_done",
+    "renewal_failed",
     "status",
     "translate",
     "wait_tick",

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import time as mod_time
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
+from ..errors import LeaseLost, WorkerLost
 from . import clock
 from .replies import Granted, Handoff
 
-__all__ = ["HERE", "Event", "LeaseLife"]
+__all__ = ["HERE", "Event", "LeaseLife", "renewal_batch", "renewal_done", "renewal_failed"]
 
 
 class _Process:
@@ -154,7 +156,46 @@ class LeaseLife(Generic[E]):
         """Undo :meth:`close`: the checkin may not have reached Redis, so it can be tried again."""
         self.closed = False
 
+    def ended_error(self, pool: str, operation: str) -> LeaseLost:
+        """The exception for acting on this lease once it has ended:
+        :class:`~redispool.WorkerLost` if its worker died, else
+        :class:`~redispool.LeaseLost`."""
+        about = {"pool": pool, "worker_id": self.worker_id, "operation": operation}
+        where = f"pool {pool!r}: lease of worker {self.worker_id!r} (token {self.token})"
+        if self.worker_died:
+            return WorkerLost(f"{where} ended: its worker process died", **about)
+        return LeaseLost(f"{where} has ended", **about)
+
     def end(self, *, worker_died: bool = False) -> None:
         """It is found lost (its worker process died, if ``worker_died``): set :attr:`lost`."""
         self.worker_died = self.worker_died or worker_died
         self.lost.set()
+
+
+L = TypeVar("L", bound=LeaseLife[Any])
+
+
+def renewal_batch(leases: Sequence[L]) -> list[tuple[str, int, str, int]]:
+    """The ``renew`` operation's ``(worker_id, token, nonce, ttl_ms)`` for each lease."""
+    return [(x.worker_id, x.token, x.nonce, round(x.ttl * 1000)) for x in leases]
+
+
+def renewal_done(leases: Sequence[L], held: Sequence[bool], sent: float) -> list[L]:
+    """Apply a renewal sent at ``sent`` (``held[i]``: lease i still held); the leases that
+    had ended (the caller marks them lost)."""
+    ended = []
+    for lease, still in zip(leases, held, strict=True):
+        if still:
+            lease.renewed(sent)
+        else:
+            ended.append(lease)
+    return ended
+
+
+def renewal_failed(leases: Sequence[L], now: float, delay: float) -> list[L]:
+    """A renewal that could not reach Redis: each lease is due again ``delay``
+    seconds from ``now``; those whose local deadline has passed have ended
+    whatever the server says later (the caller marks them lost)."""
+    for lease in leases:
+        lease.retry_renewal(now, delay)
+    return [lease for lease in leases if lease.deadline <= now]

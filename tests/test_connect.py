@@ -245,3 +245,14 @@ def test_the_cli_waits_for_replicas_when_asked_and_undoes_an_unacknowledged_chec
     assert pool.status().idle == 1
     result = CliRunner().invoke(cli, ["-u", redis_url, "--min-replicas", "0", "checkout", "p"])
     assert result.exit_code == 0, result.output
+
+
+def test_the_asyncio_client_refuses_a_cluster_url_clearly() -> None:
+    from redispool.aio.connect import client_from_url as aio_client_from_url
+
+    with pytest.raises(ValueError, match="asyncio Pool does not run on a Redis Cluster"):
+        aio_client_from_url("redis+cluster://user:secret@127.0.0.1:7000,127.0.0.1:7001")
+    try:
+        aio_client_from_url("redis+cluster://user:secret@127.0.0.1:7000")
+    except ValueError as exc:
+        assert "secret" not in str(exc)

@@ -8,6 +8,7 @@ import redis.asyncio
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from ..connect import (
+    CLUSTER_SCHEME,
     CONNECT_TIMEOUT,
     SENTINEL_SCHEME,
     SENTINEL_TIMEOUT,
@@ -27,6 +28,11 @@ def client_from_url(
     (``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://``, read as
     :func:`redispool.connect.client_from_url` reads them). Nothing connects yet."""
     validate_url(url)
+    if url.lower().startswith(CLUSTER_SCHEME + "://"):
+        raise ValueError(
+            f"bad Redis URL {redact_url(url)!r}: the asyncio Pool does not run on a Redis "
+            "Cluster yet; use redispool.Pool (threads) there"
+        )
     if not url.lower().startswith(SENTINEL_SCHEME + "://"):
         try:
             return redis.asyncio.Redis.from_url(

@@ -48,6 +48,9 @@ JOB_COMMANDS = frozenset(
         "client|setname", "client|info", "info",  # RQ worker registration
         "subscribe",  # the Reaper: expired events (turned on by an operator; no CONFIG
         # rights at all: CONFIG GET would show the server's passwords)
+        # history and events (redispool.history, redispool.events), written by worker
+        # hosts and the Reaper, read by `redispool events` and the web view
+        "hincrby", "hget", "set", "del", "xrevrange", "exists", "time",
     }
 )  # fmt: skip
 EXPIRED_EVENTS = "&__keyevent@*__:expired"

@@ -16,7 +16,7 @@ import pytest
 import redis
 from helpers import FAST, WorkerMain, wait_for
 
-from redispool import CheckoutTimeout, Pool, PoolAccessDenied, Reaper, install
+from redispool import CheckoutTimeout, events, Pool, PoolAccessDenied, Reaper, install
 from redispool.acl import acl_rules, acl_setuser, script_commands
 from redispool.doubler import compute
 from redispool.server import EmbeddedServer, free_port, server_binaries
@@ -68,6 +68,10 @@ def test_a_worker_host_and_a_client_run_jobs_as_a_user_limited_to_the_pool_keys(
             assert [w.state for w in pool.workers()] == ["idle"]
         assert "NOPERM" not in main.log() and "no permissions" not in main.log()
         assert main.stop() == 0
+        # The host's own user wrote the pool's event log (a worker left) and may read it.
+        with redis.Redis.from_url(url) as host:
+            kinds = [event.kind for event in events.read(host, "doublers")]
+        assert "left" in kinds, kinds
     finally:
         main.kill_everything()
 

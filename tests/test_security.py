@@ -16,7 +16,7 @@ import pytest
 import redis
 from helpers import FAST, WorkerMain, wait_for
 
-from redispool import CheckoutTimeout, events, Pool, PoolAccessDenied, Reaper, install
+from redispool import CheckoutTimeout, Pool, PoolAccessDenied, Reaper, events, install
 from redispool.acl import acl_rules, acl_setuser, script_commands
 from redispool.doubler import compute
 from redispool.server import EmbeddedServer, free_port, server_binaries

@@ -137,10 +137,11 @@ def test_a_job_watching_lost_sees_it_at_once_and_stops_itself(
     marker = tmp_path / "watcher"
     lease, outcome, began = stale_job(redis_url, f"{JOBS}.watch_lost", 5, marker, ttl=0.5)
     assert isinstance(outcome.get("error"), LeaseLost), outcome
-    seen = wait_for(lambda: (marker.parent / "watcher.lost").exists(), timeout=3,
+    lost_file = marker.parent / "watcher.lost"
+    # write_text creates the file before it writes: wait for its content, not its name
+    seen = wait_for(lambda: lost_file.exists() and lost_file.read_text(), timeout=3,
                     message="the job saw lost")  # fmt: skip
-    assert seen
-    saw_lost = float((marker.parent / "watcher.lost").read_text())
+    saw_lost = float(str(seen))
     assert saw_lost - (began + lease.ttl) < 0.5  # from the lease's end: the watch interval
     wait_for(lambda: "its lease ended; job returned" in main.log(), timeout=3,
              message="the job to return by itself")  # fmt: skip

@@ -20,7 +20,7 @@ import pytest
 import redis
 from helpers import wait_for
 
-from redispool import Pool, PoolCorrupted, errors
+from redispool import Pool, PoolCorrupted, protocol
 from redispool.lease import Lease
 
 MakePool = Callable[..., Pool]
@@ -34,13 +34,16 @@ def snapshot(r: redis.Redis, pool: Pool) -> dict[bytes, bytes | None]:
 def queue_waiter(pool: Pool, ticket: str) -> str:
     """Queue ``ticket`` as a waiter the way a blocking checkout does; its nonce."""
     nonce = os.urandom(16).hex()
-    reply = pool._run("checkout", (0, "h:1", ticket, 30_000, nonce))
-    assert int(reply[0]) == errors.QUEUED
+    op = protocol.checkout(
+        pool.keys, ttl_ms=0, holder="h:1", ticket=ticket, alive_ms=30_000, nonce=nonce
+    )
+    assert isinstance(pool.sender.send(op), protocol.Queued)
     return nonce
 
 
-def claim(pool: Pool, ticket: str) -> list[object]:
-    return pool._run("cancel_wait", (ticket,), extra_keys=(pool.keys.wake(ticket),))
+def claim(pool: Pool, ticket: str) -> protocol.Handoff | None:
+    """A waiter's claim of its handoff, as a blocking checkout makes it (cancel_wait)."""
+    return pool.sender.send(protocol.cancel_wait(pool.keys, ticket))
 
 
 @pytest.mark.parametrize("junk_in", ["waiters", "wake"])
@@ -70,11 +73,7 @@ def test_a_claim_on_a_junk_key_is_refused_and_its_handoff_stays(
         r.restore(key, 0, saved)
     if junk_in == "wake":
         assert r.lindex(wake, 0) == handoff  # the handoff was never popped
-        got = claim(pool, "t1")
-        assert int(got[0]) == errors.OK and got[1] == handoff
-    else:
-        got = claim(pool, "t1")
-        assert int(got[0]) == errors.OK and got[1] == handoff
+    assert claim(pool, "t1") == protocol.Handoff.parse(handoff)
     assert not r.exists(wake)
 
 

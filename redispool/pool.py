@@ -229,11 +229,14 @@ class Pool:
             return False
         if lease.auto_renew:
             self.renewer.discard(lease)
-        if not lease.close():
-            return False
+        # The op is made before the lease is marked closed: no call (where an interrupt
+        # can land) between close() and the try that reopens it, else a Ctrl-C there
+        # leaves a closed lease whose checkin never went out (the worker stranded).
         op = protocol.checkin(
             self.keys, worker_id=lease.worker_id, token=lease.token, nonce=lease.nonce
         )
+        if not lease.close():
+            return False
         try:
             result, acks = self.sender.send_acked(op)
         except BaseException:  # unreachable, or interrupted (Ctrl-C): it may not have run

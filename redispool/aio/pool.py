@@ -265,11 +265,11 @@ class Pool:
         if not lease.owned_here():
             return False
         self._renewer.discard(lease)
-        if not lease.close():
-            return False
-        op = protocol.checkin(
+        op = protocol.checkin(  # made first, as in the sync Pool: nothing between close and try
             self.keys, worker_id=lease.worker_id, token=lease.token, nonce=lease.nonce
         )
+        if not lease.close():
+            return False
         line = self._caller.line_now()
         try:
             if line is None:

@@ -64,20 +64,8 @@ class Sender:
     def send_acked(self, op: Op[T]) -> tuple[T, int]:
         """:meth:`send`, and how many replicas acknowledged its writes (0, and
         no ``WAIT`` sent, without ``min_replicas``)."""
-        if not self.need:  # send(op), inline: the hot path
-            try:
-                if self.on_cluster:
-                    reply = scripts.load(op.script)(self.wire, op.keys, op.args)
-                else:
-                    reply = self.wire.call(*op.command())
-            except redis.ResponseError as exc:
-                reply = self._missing_library(op, exc)
-            except redis.RedisError as exc:
-                raise translate(exc, self.pool, op.script, op.worker_id) from exc
-            try:
-                return op.parse(reply), 0
-            except (IndexError, TypeError, ValueError) as exc:
-                raise op.corrupted(reply, exc) from None
+        if not self.need:
+            return self.send(op), 0
         try:
             reply, acks = scripts.load(op.script).acked(
                 self.wire, op.keys, op.args, self.replicas.need, self.replicas.timeout_ms

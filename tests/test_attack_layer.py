@@ -114,3 +114,41 @@ def test_a_heartbeat_that_meets_junk_in_redis_names_the_heartbeat(r: redis.Redis
         assert "heartbeat" in str(caught.value)
     finally:
         pool.close()
+
+
+JUNK_REPLIES: tuple[Any, ...] = (
+    None, b"junk", 7, [], [99], [-1], [b"x"], [0], [0, b"x", b"y"], [1, None], [2, b"\xff"],
+    [0, b"1|2|3|ab|w1", b"extra"], [0, b"no bars here"], [b"\xc2\xb2", 1, 2, 3],
+)
+
+
+def test_every_op_reads_a_reply_of_any_wrong_shape_or_unknown_code_as_a_pool_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever Redis answers (junk, a code no table has), the caller sees a
+    PoolError subclass naming the pool, never a bare KeyError or AttributeError."""
+    from redispool import PoolError
+    from redispool.sender import Sender
+
+    ops: dict[str, Any] = {}
+    real = Sender.send
+
+    def capture(self: Sender, op: Any) -> Any:
+        ops.setdefault(op.script, op)
+        return real(self, op)
+
+    monkeypatch.setattr(Sender, "send", capture)
+    pool = Pool("unit", redis=fakeredis.FakeRedis(), lease_ttl=5)
+    try:
+        exercise_every_script(pool)
+    finally:
+        pool.close()
+    assert len(ops) >= 10, sorted(ops)
+    for script, op in ops.items():
+        for junk in JUNK_REPLIES:
+            try:
+                op.read(junk)
+            except PoolError as exc:
+                assert exc.pool == "unit", (script, junk, exc)
+            except Exception as exc:  # the attack: anything else escaping
+                pytest.fail(f"{script} read {junk!r} and raised {type(exc).__name__}: {exc}")

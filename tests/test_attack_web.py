@@ -86,3 +86,12 @@ def test_one_corrupted_pool_does_not_take_the_list_of_every_pool_down(
     by_name = {p["pool"]: p for p in pools}
     assert by_name["alpha"]["size"] == 2
     assert "error" in by_name["beta"]
+
+
+@pytest.mark.parametrize("token", ["é" * 16, "operator-token-01\n23", "operator token ü 0123"])
+def test_a_token_no_http_header_can_carry_is_refused_at_start(r: redis.Redis, token: str) -> None:
+    """Headers arrive as latin-1 text: a non-ASCII or control character in the
+    token would make every action a 401 whatever the operator sends."""
+    with pytest.raises(ValueError, match="token"):
+        create_app(r, allow_actions=True, token=token)
+

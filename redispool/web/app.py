@@ -255,12 +255,17 @@ def create_app(
 ) -> Starlette:
     """The web view of ``pools`` (None: every pool) over ``client``.
 
-    ``allow_actions`` needs a ``token`` of at least 16 characters
-    (``ValueError`` otherwise). ``allowed_hosts``: the Host names it answers
-    to (``"*"`` for any, e.g. behind a proxy that checks them).
+    ``allow_actions`` needs a ``token`` of at least 16 printable ASCII
+    characters, what an HTTP header carries (``ValueError`` otherwise).
+    ``allowed_hosts``: the Host names it answers to (``"*"`` for any, e.g. behind a
+    proxy that checks them).
     """
     if allow_actions and (not token or len(token) < MIN_TOKEN):
         raise ValueError(f"actions need an operator token of at least {MIN_TOKEN} characters")
+    if allow_actions and token and not (token.isascii() and token.isprintable()
+                                        and token == token.strip()):  # fmt: skip
+        # headers arrive as latin-1 text: such a token could never match
+        raise ValueError("the operator token must be printable ASCII without spaces at its ends")
     view = _View(client, pools, allow_actions, token)
     routes = [
         Route("/", view.index),

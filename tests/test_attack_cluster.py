@@ -184,3 +184,29 @@ def test_history_events_and_the_web_view_read_a_pool_on_a_cluster(rc: RedisClust
     finally:
         web.stop()
         pool.close()
+
+
+@pytest.mark.xfail(strict=True, reason="not fixed (lead to decide): a plain client of one "
+                   "cluster node is taken as a lone server: no slot routing, no guard key")
+def test_a_pool_over_a_plain_client_of_one_cluster_node_is_refused_clearly(
+    cluster: Cluster, rc: RedisCluster
+) -> None:
+    """A plain ``redis://`` client of one node of a cluster: its scripts would
+    run without the guard key (half a run mid-migration) and a pool whose slot
+    is elsewhere reads as "the slot is moving" forever. It should be told to
+    use ``redis+cluster://``."""
+    node = cluster.masters()[0]
+    name = next(f"plain{i}" for i in range(1000)
+                if cluster.server_of_slot(cluster.slot_of(PoolKeys(f"plain{i}").prefix)).port
+                == node.port)  # fmt: skip
+    plain = redis.Redis(port=node.port)
+    try:
+        with pytest.raises(Exception, match="cluster"):
+            pool = Pool(name, redis=plain)
+            try:
+                pool.add_worker("w1")
+                pool.checkout(auto_renew=False)
+            finally:
+                pool.close()
+    finally:
+        plain.close()

@@ -28,7 +28,7 @@ from typing import Any
 import redis
 
 from .keys import PoolKeys, validate_pool_name
-from .wire import text
+from .wire import number, text
 
 __all__ = ["KINDS", "MAX_EVENTS", "Event", "follow", "read", "record"]
 
@@ -103,11 +103,11 @@ def _parse(entry_id: Any, fields: Any) -> Event:
     count = got.get("count", "1")
     return Event(
         id=eid,
-        at=int(at) if at.isdigit() else 0,
+        at=number(at) or 0,
         kind=got.get("kind", "?")[:40],
         worker=got.get("worker", "")[:200],
         detail=got.get("detail", "")[:MAX_DETAIL],
-        count=int(count) if count.isdigit() else 0,
+        count=number(count) or 0,
         by=got.get("by", "")[:200],
     )
 

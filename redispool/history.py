@@ -36,7 +36,7 @@ from typing import Any
 import redis
 
 from .keys import PoolKeys, validate_pool_name
-from .wire import text
+from .wire import number, text
 
 __all__ = [
     "COUNTS", "FIELDS", "RETENTION_S", "WAIT_BUCKETS", "WINDOW", "History", "Minute", "wait_field",
@@ -102,9 +102,9 @@ def _quantile(histogram: list[int], q: float) -> float | None:
 def _minute_of(minute: int, raw: Mapping[Any, Any]) -> Minute:
     values: dict[str, int] = {}
     for field, value in raw.items():
-        name, number = text(field), text(value)
-        if name in FIELDS and number.lstrip("-").isdigit():
-            values[name] = max(0, int(number))
+        name, count = text(field), number(value, signed=True)
+        if name in FIELDS and count is not None:
+            values[name] = max(0, count)
     histogram = [values.get(w, 0) for w in WAITS]
     n = values.get("n", 0)
 

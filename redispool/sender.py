@@ -55,7 +55,7 @@ class Sender:
         except redis.ResponseError as exc:
             reply = self._missing_library(op, exc)
         except redis.RedisError as exc:
-            raise translate(exc, self.pool, op.script, op.worker_id) from exc
+            raise translate(exc, self.pool, op.name, op.worker_id) from exc
         try:
             return op.parse(reply)
         except (IndexError, TypeError, ValueError) as exc:
@@ -71,7 +71,7 @@ class Sender:
                 self.wire, op.keys, op.args, self.replicas.need, self.replicas.timeout_ms
             )
         except redis.RedisError as exc:
-            raise translate(exc, self.pool, op.script, op.worker_id) from exc
+            raise translate(exc, self.pool, op.name, op.worker_id) from exc
         return op.read(reply), acks
 
     def _missing_library(self, op: Op[Any], exc: redis.ResponseError) -> Any:
@@ -79,11 +79,11 @@ class Sender:
         loads the library first, when ``exc`` says the server lacks it; else ``exc``
         translated."""
         if "function not found" not in str(exc).lower():
-            raise translate(exc, self.pool, op.script, op.worker_id) from exc
+            raise translate(exc, self.pool, op.name, op.worker_id) from exc
         try:
             return scripts.load(op.script)(self.wire, op.keys, op.args)
         except redis.RedisError as again:
-            raise translate(again, self.pool, op.script, op.worker_id) from again
+            raise translate(again, self.pool, op.name, op.worker_id) from again
 
     def unacked(self, operation: str, acks: int, worker_id: str, done: str) -> PoolUnavailable:
         """The error for a write only ``acks`` replicas acknowledged; ``done`` says what it left."""

@@ -9,7 +9,7 @@ from redis import Redis
 
 from .defaults import DEFAULT_LEASE_TTL, DEFAULT_STRATEGY
 from .keys import PoolKeys
-from .wire import text
+from .wire import number, text
 
 __all__ = [
     "LeaseInfo",
@@ -80,7 +80,7 @@ class PoolSettings:
 
 def _parse_meta(meta: str) -> tuple[str | None, int | None]:
     host, _, pid = meta.partition("|")
-    return host or None, int(pid) if pid.isdigit() else None
+    return host or None, number(pid)
 
 
 def parse_lease(value: str) -> tuple[int | None, str, str]:
@@ -88,9 +88,10 @@ def parse_lease(value: str) -> tuple[int | None, str, str]:
     token None when the value is not one redispool writes."""
     token, _, rest = value.partition("|")
     nonce, bar, holder = rest.partition("|")
-    if not (token.isdigit() and bar and nonce and all(c in "0123456789abcdef" for c in nonce)):
+    fence = number(token)
+    if fence is None or not (bar and nonce and all(c in "0123456789abcdef" for c in nonce)):
         return None, "", rest
-    return int(token), nonce, holder
+    return fence, nonce, holder
 
 
 def read_workers(client: Redis, k: PoolKeys) -> list[WorkerInfo]:
@@ -177,6 +178,6 @@ def read_settings(config: dict[Any, Any]) -> PoolSettings:
     values = {text(k): text(v) for k, v in config.items()}
     ttl_ms = values.get("lease_ttl_ms", "")
     return PoolSettings(
-        lease_ttl=int(ttl_ms) / 1000 if ttl_ms.isdigit() else DEFAULT_LEASE_TTL,
+        lease_ttl=ttl / 1000 if (ttl := number(ttl_ms)) is not None else DEFAULT_LEASE_TTL,
         strategy=values.get("strategy", DEFAULT_STRATEGY),
     )

@@ -41,7 +41,7 @@ try:  # hiredis packs a command in C; redis-py's packer loops over arguments in 
 except ImportError:  # pragma: no cover - without hiredis redis-py packs
     _pack_command = None
 
-__all__ = ["Wire", "text"]
+__all__ = ["Wire", "number", "text"]
 
 #: Seconds the server's own BLMOVE timeout runs past ours: only a backstop.
 BLOCK_BACKSTOP = 1.0
@@ -74,6 +74,15 @@ def text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def number(value: Any, signed: bool = False) -> int | None:
+    """A reply value's whole number, written in ASCII digits (a leading ``-``
+    too if ``signed``); None for anything else. ``str.isdigit`` is no guard:
+    it passes digits ``int`` refuses ("\u00b2") or reads ("\u0663")."""
+    raw = text(value)
+    body = raw[1:] if signed and raw.startswith("-") else raw
+    return int(raw) if body.isascii() and body.isdigit() else None
 
 
 def _factory(client: redis.Redis) -> Callable[[], AbstractConnection]:

@@ -152,3 +152,28 @@ def test_the_page_follows_a_live_pool_and_shows_hostile_ids_as_text(
         metrics.stop()
         pool.close()
         del main
+
+
+def test_a_pool_with_junk_in_its_keys_shows_its_error_and_the_others_still_show(
+    browser: object, web_process: str, redis_url: str
+) -> None:
+    driver = browser
+    good, broken = Pool("okpool", redis_url), Pool("junkpool", redis_url)
+    try:
+        good.add_worker("w1")
+        broken.add_worker("w1")
+        broken.client.delete(broken.keys.deadlines)
+        broken.client.set(broken.keys.deadlines, "<img/src=x/onerror=alert(3)>")
+        driver.get(web_process + "#okpool")  # type: ignore[attr-defined]
+
+        def pools() -> dict[str, tuple[str, list[str]]]:
+            return {c[0]: (cls, c) for _w, cls, c in _rows(driver, "#pools tbody tr") if c}
+
+        wait_for(lambda: {"okpool", "junkpool"} <= set(pools()), timeout=10, message="both pools")
+        shown = pools()
+        assert shown["okpool"][1][1] == "1"  # its size, in its own cells
+        assert "CORRUPT" in shown["junkpool"][1][1]  # the error, as the row's text
+        assert len(shown["junkpool"][1]) == 2
+    finally:
+        good.close()
+        broken.close()

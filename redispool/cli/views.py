@@ -33,6 +33,7 @@ from ..errors import PoolCorrupted
 from ..pool import Pool
 from ..slot_client import master_name
 from ..status import LeaseInfo, WorkerInfo
+from ..wire import number
 from .app import EXIT_USAGE, CliError, Connection, cli, emit_json, list_pools
 from .options import Seconds, pool_name
 
@@ -65,7 +66,7 @@ def _split_holder(holder: str) -> tuple[str | None, int | None]:
     host, sep, pid = holder.rpartition(":")
     if not sep:
         return holder or None, None
-    return host or None, int(pid) if pid.isdigit() else None
+    return host or None, number(pid)
 
 
 def lease_record(info: LeaseInfo) -> dict[str, Any]:

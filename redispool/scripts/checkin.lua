@@ -30,7 +30,7 @@ local value = probe('GET', lease)
 if not value or not holds(value, token, nonce) then
   local now, now_us = server_time()
   sweep(now, now_us, 16)
-  if KEYS[11] and probe('ZSCORE', KEYS[11], token) then return {5} end  -- WORKER_DEAD
+  if KEYS[11] and probe('ZSCORE', KEYS[11], token) then return {WORKER_DEAD} end
   return {NOT_HELD}
 end
 local plan = release_plan(wid)

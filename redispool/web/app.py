@@ -153,8 +153,13 @@ class _View:
         found = []
         for name in self.pool_names():
             pool = self.pool(name)
-            if pool is not None:
+            if pool is None:
+                continue
+            try:
                 found.append(pool_summary(pool))
+            except PoolError as exc:  # one pool's junk does not hide every other pool
+                log.warning("web: pool %s unreadable: %s", name, exc)
+                found.append({"pool": name, "error": str(exc)})
         return JSONResponse(found)
 
     def one_pool(self, request: Request) -> Response:
@@ -170,7 +175,7 @@ class _View:
         if pool is None:
             return _error(404, "no such pool")
         raw = request.query_params.get("minutes", "60")
-        if not raw.isdigit() or not 1 <= int(raw) <= WINDOW:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= WINDOW:
             return _error(400, f"minutes must be a whole number from 1 to {WINDOW}")
         minutes = history_of(pool.client, pool.name).read(int(raw))
         return JSONResponse([m.to_json() for m in minutes])
@@ -180,7 +185,7 @@ class _View:
         if pool is None:
             return _error(404, "no such pool")
         raw = request.query_params.get("count", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= events.MAX_EVENTS:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= events.MAX_EVENTS:
             return _error(400, f"count must be a whole number from 1 to {events.MAX_EVENTS}")
         return JSONResponse([e.to_json() for e in events.read(pool.client, pool.name, int(raw))])
 
@@ -250,12 +255,17 @@ def create_app(
 ) -> Starlette:
     """The web view of ``pools`` (None: every pool) over ``client``.
 
-    ``allow_actions`` needs a ``token`` of at least 16 characters
-    (``ValueError`` otherwise). ``allowed_hosts``: the Host names it answers
-    to (``"*"`` for any, e.g. behind a proxy that checks them).
+    ``allow_actions`` needs a ``token`` of at least 16 printable ASCII
+    characters, what an HTTP header carries (``ValueError`` otherwise).
+    ``allowed_hosts``: the Host names it answers to (``"*"`` for any, e.g. behind a
+    proxy that checks them).
     """
     if allow_actions and (not token or len(token) < MIN_TOKEN):
         raise ValueError(f"actions need an operator token of at least {MIN_TOKEN} characters")
+    if allow_actions and token and not (token.isascii() and token.isprintable()
+                                        and token == token.strip()):  # fmt: skip
+        # headers arrive as latin-1 text: such a token could never match
+        raise ValueError("the operator token must be printable ASCII without spaces at its ends")
     view = _View(client, pools, allow_actions, token)
     routes = [
         Route("/", view.index),

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..pool import Pool
 from ..status import parse_lease
-from ..wire import text
+from ..wire import number, text
 
 __all__ = ["MAX_WORKERS", "pool_summary", "read_pool"]
 
@@ -30,8 +30,7 @@ def pool_summary(pool: Pool) -> dict[str, Any]:
 
 
 def _int(value: Any) -> int:
-    raw = text(value)
-    return int(raw) if raw.lstrip("-").isdigit() else 0
+    return number(value, signed=True) or 0
 
 
 def _scores(pairs: Any) -> dict[str, float]:
@@ -75,7 +74,7 @@ def read_pool(pool: Pool, limit: int = MAX_WORKERS) -> dict[str, Any]:
         beat = heartbeats.get(wid)
         workers.append({
             "id": wid, "state": "busy" if wid in leased else "idle", "host": host or None,
-            "pid": int(pid) if pid.isdigit() else None, "token": token,
+            "pid": number(pid), "token": token,
             "draining": wid in gone, "overflow": wid in extra,
             "jobs": done.get(wid, 0), "failed": bad.get(wid, 0),
             "heartbeat_left": None if beat is None else round((beat - now_ms) / 1000, 2),

@@ -41,8 +41,14 @@ function showPools(pools) {
     link.href = "#" + encodeURIComponent(p.pool);
     const name = el("td");
     name.append(link);
-    row.append(name, cell(p.size), cell(p.idle), cell(p.busy), cell(p.waiting),
-      cell(p.draining), cell(p.dead));
+    if (p.error) {  // unreadable (junk in its keys): its error, as text, across the row
+      const why = el("td", p.error, "error");
+      why.colSpan = 6;
+      row.append(name, why);
+    } else {
+      row.append(name, cell(p.size), cell(p.idle), cell(p.busy), cell(p.waiting),
+        cell(p.draining), cell(p.dead));
+    }
     return row;
   }));
 }

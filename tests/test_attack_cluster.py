@@ -18,7 +18,7 @@ from helpers import wait_for
 from redis.cluster import RedisCluster
 from webserver import WebServer
 
-from redispool import Lease, Pool, events
+from redispool import Lease, Pool, PoolUnavailable, events
 from redispool.connect import client_from_url, close_client
 from redispool.keys import PoolKeys
 from redispool.observe import history_of
@@ -186,27 +186,22 @@ def test_history_events_and_the_web_view_read_a_pool_on_a_cluster(rc: RedisClust
         pool.close()
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed (lead to decide): a plain client of one "
-                   "cluster node is taken as a lone server: no slot routing, no guard key")
-def test_a_pool_over_a_plain_client_of_one_cluster_node_is_refused_clearly(
+def test_a_pool_over_a_plain_client_of_another_cluster_node_is_told_to_use_a_cluster_url(
     cluster: Cluster, rc: RedisCluster
 ) -> None:
-    """A plain ``redis://`` client of one node of a cluster: its scripts would
-    run without the guard key (half a run mid-migration) and a pool whose slot
-    is elsewhere reads as "the slot is moving" forever. It should be told to
-    use ``redis+cluster://``."""
+    """A plain ``redis://`` client of a node that does not serve the pool's
+    slot: every call answers MOVED. It must say to use ``redis+cluster://``,
+    not "the slot is moving" forever. (A plain client of the node that does
+    serve the slot is taken as a lone server: not refused, see the README.)"""
     node = cluster.masters()[0]
     name = next(f"plain{i}" for i in range(1000)
                 if cluster.server_of_slot(cluster.slot_of(PoolKeys(f"plain{i}").prefix)).port
-                == node.port)  # fmt: skip
+                != node.port)  # fmt: skip
     plain = redis.Redis(port=node.port)
     try:
-        with pytest.raises(Exception, match="cluster"):
-            pool = Pool(name, redis=plain)
-            try:
-                pool.add_worker("w1")
-                pool.checkout(auto_renew=False)
-            finally:
-                pool.close()
+        with Pool(name, redis=plain) as pool, pytest.raises(
+            PoolUnavailable, match="redis\\+cluster://"
+        ):
+            pool.add_worker("w1")
     finally:
         plain.close()

@@ -42,6 +42,12 @@ def translate(
         return errors.PoolUnavailable(f"{where}: Redis unreachable: {exc}", **about)
     if isinstance(exc, redis.exceptions.ReadOnlyError):  # a demoted master or a replica
         return errors.PoolUnavailable(f"{where}: Redis is not the master: {exc}", **about)
+    if isinstance(exc, redis.exceptions.MovedError):  # another node serves the pool's slot
+        return errors.PoolUnavailable(
+            f"{where}: another node of a Redis Cluster serves the pool's slot ({exc}); "
+            "connect to a cluster with a redis+cluster:// URL (or redis=RedisCluster(...))",
+            **about,
+        )
     if in_transit(exc):  # a cluster's slot of the pool is moving: nothing ran
         return errors.PoolUnavailable(f"{where}: the pool's slot is moving: {exc}", **about)
     if isinstance(exc, redis.ResponseError):

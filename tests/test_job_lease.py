@@ -29,8 +29,8 @@ from redispool.jobs import VERDICT_META
 JOBS = "tests.procs.jobfuncs"
 FUNCTIONS = tuple(
     f"--function={JOBS}.{name}"
-    for name in ("sleep_then_mark", "spin_then_mark", "watch_lost", "lease_seen",
-                 "raise_named_lease_lost", "return_when_reassigned")
+    for name in ("sleep_then_mark", "say_begun_sleep_then_mark", "spin_then_mark",
+                 "watch_lost", "lease_seen", "raise_named_lease_lost", "return_when_reassigned")
 )  # fmt: skip
 GRACE = 1.0  # worker_main's default --stop-grace
 
@@ -242,8 +242,14 @@ def test_a_job_whose_worker_cannot_see_redis_is_ended_when_its_last_seen_ttl_run
             wait_for(lambda: p.status().idle == 1, timeout=20, message="the worker idle")
         with Pool("doublers", server.url, lease_ttl=1.5) as holder:
             lease = holder.checkout(timeout=5)  # renewed, until Redis stops answering
-            outcome = run_in_thread(lease, f"{JOBS}.sleep_then_mark", 6, str(marker))
-            wait_for(lambda: jobs_on(holder, lease.worker_id) == 1, message="the job started")
+            begun = tmp_path / "cut-off-job-begun"
+            outcome = run_in_thread(
+                lease, f"{JOBS}.say_begun_sleep_then_mark", str(begun), 6, str(marker)
+            )
+            # Stop Redis once the job runs (its worker then watches the lease), not
+            # while the worker's RQ bookkeeping before it waits on Redis's 5 s timeouts.
+            wait_for(lambda: begun.exists() and begun.read_text() == "begun",
+                     message="the job running")  # fmt: skip
             os.kill(server.pid, signal.SIGSTOP)
             stopped = time.monotonic()
             try:

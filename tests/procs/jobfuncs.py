@@ -20,6 +20,13 @@ def sleep_then_mark(seconds: float, marker: str) -> str:
     return "finished"
 
 
+def say_begun_sleep_then_mark(begun: str, seconds: float, marker: str) -> str:
+    """Writes ``begun`` (the job runs: its worker watches its lease), then as
+    :func:`sleep_then_mark`."""
+    Path(begun).write_text("begun")
+    return sleep_then_mark(seconds, marker)
+
+
 def spin_then_mark(seconds: float, marker: str) -> str:
     """Busy in Python and ignores ``lost``; then writes ``marker``."""
     end = time.monotonic() + seconds

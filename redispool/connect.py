@@ -87,6 +87,17 @@ class SentinelURL:
     sentinel_username: str | None = None
     sentinel_password: str | None = None
 
+    def sentinel_kwargs(self, socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
+        """The options of the connections to the sentinels themselves: quick
+        timeouts (a sentinel that does not answer soon is skipped) and their
+        own credentials, if the URL gives them."""
+        ask = min(SENTINEL_TIMEOUT, socket_timeout, connect_timeout)
+        options: dict[str, Any] = {"socket_timeout": ask, "socket_connect_timeout": ask}
+        if self.sentinel_password is not None:
+            options["username"] = self.sentinel_username
+            options["password"] = self.sentinel_password
+        return options
+
     @classmethod
     def parse(cls, url: str) -> SentinelURL:
         """Read ``url``; :class:`ValueError` says what is wrong with it."""
@@ -242,11 +253,7 @@ def client_from_url(
         except ValueError as exc:
             raise ValueError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
     parsed = SentinelURL.parse(url)
-    ask = min(SENTINEL_TIMEOUT, socket_timeout, connect_timeout)
-    sentinel_kwargs: dict[str, Any] = {"socket_timeout": ask, "socket_connect_timeout": ask}
-    if parsed.sentinel_password is not None:
-        sentinel_kwargs["username"] = parsed.sentinel_username
-        sentinel_kwargs["password"] = parsed.sentinel_password
+    sentinel_kwargs = parsed.sentinel_kwargs(socket_timeout, connect_timeout)
     sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     client: Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         parsed.service, db=parsed.db, username=parsed.username, password=parsed.password,

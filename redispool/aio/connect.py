@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis.asyncio
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
@@ -11,7 +9,6 @@ from ..connect import (
     CLUSTER_SCHEME,
     CONNECT_TIMEOUT,
     SENTINEL_SCHEME,
-    SENTINEL_TIMEOUT,
     SOCKET_TIMEOUT,
     SentinelURL,
     redact_url,
@@ -41,11 +38,7 @@ def client_from_url(
         except ValueError as exc:
             raise ValueError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
     parsed = SentinelURL.parse(url)
-    ask = min(SENTINEL_TIMEOUT, socket_timeout, connect_timeout)
-    sentinel_kwargs: dict[str, Any] = {"socket_timeout": ask, "socket_connect_timeout": ask}
-    if parsed.sentinel_password is not None:
-        sentinel_kwargs["username"] = parsed.sentinel_username
-        sentinel_kwargs["password"] = parsed.sentinel_password
+    sentinel_kwargs = parsed.sentinel_kwargs(socket_timeout, connect_timeout)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs
     )

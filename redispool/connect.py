@@ -18,6 +18,11 @@ the same timeouts. Accepted URLs:
   Cluster, any of its nodes given (port default 6379; a cluster has only db 0),
   read into a ``RedisCluster`` that learns the other nodes and follows the
   topology (see :mod:`redispool.cluster`).
+- ``rediss+cluster://...``: the same over TLS. Its query parameters are the
+  TLS options redis-py's ``rediss://`` takes: ``ssl_ca_certs``,
+  ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
+  (``none``/``optional``/``required``) and ``ssl_check_hostname``
+  (``true``/``false``).
 
 A URL that is none of these raises :class:`ValueError` before anything
 connects.
@@ -38,6 +43,7 @@ from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 __all__ = [
+    "CLUSTER_SCHEMES",
     "CONNECT_TIMEOUT",
     "SCHEMES",
     "SOCKET_TIMEOUT",
@@ -58,7 +64,15 @@ SOCKET_TIMEOUT = 10.0
 SENTINEL_TIMEOUT = 2.0
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
-SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME, CLUSTER_SCHEME)
+TLS_CLUSTER_SCHEME = "rediss+cluster"
+CLUSTER_SCHEMES = (CLUSTER_SCHEME, TLS_CLUSTER_SCHEME)
+SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME, *CLUSTER_SCHEMES)
+#: The TLS options of a ``rediss+cluster://`` URL: name -> the values it may take
+#: (None: any path).
+TLS_PARAMS: dict[str, tuple[str, ...] | None] = {
+    "ssl_ca_certs": None, "ssl_certfile": None, "ssl_keyfile": None,
+    "ssl_cert_reqs": ("none", "optional", "required"), "ssl_check_hostname": ("true", "false"),
+}  # fmt: skip
 CLUSTER_PORT = 6379
 
 #: What :func:`client_from_url` makes: one server's client, or a cluster's.
@@ -71,7 +85,7 @@ _HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+")
 _EXAMPLES = (
     "redis://host:6379/0, rediss://..., unix:///path/to/socket "
     "or redis+sentinel://[user:password@]host:26379,host2:26379/<service>/<db> "
-    "or redis+cluster://[user:password@]host:6379,host2:6379"
+    "or redis+cluster://[user:password@]host:6379,host2:6379 (rediss+cluster:// for TLS)"
 )
 
 
@@ -119,19 +133,27 @@ class SentinelURL:
 
 @dataclass(frozen=True)
 class ClusterURL:
-    """A ``redis+cluster://`` URL, read."""
+    """A ``redis+cluster://`` or ``rediss+cluster://`` URL, read."""
 
     nodes: tuple[tuple[str, int], ...]
     username: str | None = None
     password: str | None = None
+    tls: bool = False
+    #: The TLS options given, as ``RedisCluster`` keywords.
+    tls_options: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def parse(cls, url: str) -> ClusterURL:
         """Read ``url``; :class:`ValueError` says what is wrong with it."""
-        rest = url[len(CLUSTER_SCHEME) + 3 :]
+        scheme, _, rest = url.partition("://")
+        tls = scheme.lower() == TLS_CLUSTER_SCHEME
         rest, _, query = rest.partition("?")
-        if query:
-            raise ValueError(f"{redact_url(url)!r}: a cluster URL takes no parameters")
+        if query and not tls:
+            raise ValueError(
+                f"{redact_url(url)!r}: a redis+cluster URL takes no parameters "
+                "(TLS options go on a rediss+cluster:// URL)"
+            )
+        options = _tls_options(url, query)
         netloc, _, path = rest.partition("/")
         if path.strip("/") not in ("", "0"):
             raise ValueError(f"{redact_url(url)!r}: a cluster has only database 0")
@@ -140,7 +162,28 @@ class ClusterURL:
         if at:
             user, colon, secret = userinfo.partition(":")
             username, password = unquote(user) or None, unquote(secret) if colon else None
-        return cls(_hosts(url, hosts, CLUSTER_PORT, "cluster node"), username, password)
+        nodes = _hosts(url, hosts, CLUSTER_PORT, "cluster node")
+        return cls(nodes, username, password, tls, options)
+
+
+def _tls_options(url: str, query: str) -> tuple[tuple[str, Any], ...]:
+    """The TLS options of a ``rediss+cluster://`` URL's query, checked."""
+    options: list[tuple[str, Any]] = []
+    for name, values in parse_qs(query, keep_blank_values=True).items():
+        if name not in TLS_PARAMS:
+            known = ", ".join(TLS_PARAMS)
+            raise ValueError(f"{redact_url(url)!r}: unknown parameter {name!r} (known: {known})")
+        allowed = TLS_PARAMS[name]
+        if len(values) != 1 or not values[0] or (allowed and values[0].lower() not in allowed):
+            want = "one of " + "/".join(allowed) if allowed else "one path"
+            raise ValueError(f"{redact_url(url)!r}: {name} wants {want}, got {values!r}")
+        value: Any = values[0]
+        if name == "ssl_check_hostname":
+            value = value.lower() == "true"
+        elif allowed:
+            value = value.lower()
+        options.append((name, value))
+    return tuple(options)
 
 
 def _sentinel_hosts(url: str, hosts: str) -> tuple[tuple[str, int], ...]:
@@ -199,7 +242,7 @@ def validate_url(url: object) -> str:
             raise ValueError(f"unknown URL scheme {scheme!r}: want one of {', '.join(SCHEMES)}")
         if scheme == SENTINEL_SCHEME:
             SentinelURL.parse(url)
-        elif scheme == CLUSTER_SCHEME:
+        elif scheme in CLUSTER_SCHEMES:
             ClusterURL.parse(url)
         else:
             _check_plain(url, scheme)
@@ -235,13 +278,14 @@ def client_from_url(
     """
     validate_url(url)
     timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
-    if url.lower().startswith(CLUSTER_SCHEME + "://"):
+    if url.partition("://")[0].lower() in CLUSTER_SCHEMES:
         cluster = ClusterURL.parse(url)
         nodes = [ClusterNode(h, p) for h, p in cluster.nodes]  # type: ignore[no-untyped-call]
         try:
             return RedisCluster(
                 startup_nodes=nodes, username=cluster.username, password=cluster.password,
                 socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
+                ssl=cluster.tls, **dict(cluster.tls_options),
             )  # fmt: skip
         except RedisClusterException as exc:  # not a RedisError: say it as one
             raise redis.ConnectionError(

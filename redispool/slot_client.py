@@ -19,6 +19,10 @@ master, and follows a failover or a migration the way a Sentinel client does:
   asks the cluster again;
 - an ``ASK`` reply (a key already migrated) is followed by the hot path on a
   one-off connection to the importing master (``ASKING`` then the command).
+
+A cluster reached over TLS (``RedisCluster(ssl=True, ...)`` or a
+``rediss+cluster://`` URL) gets TLS connections with the cluster's own
+certificate settings: :class:`SlotSSLConnection`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import redis
 from redis import Redis
 from redis.client import Pipeline
 from redis.cluster import RedisCluster
-from redis.connection import Connection, ConnectionPool
+from redis.connection import AbstractConnection, Connection, ConnectionPool, SSLConnection
 from redis.exceptions import AskError, MovedError, TryAgainError, WatchError
 
 from .cluster import SlotRoute
@@ -43,6 +47,7 @@ __all__ = [
     "SlotConnectionPool",
     "SlotMoved",
     "SlotPipeline",
+    "SlotSSLConnection",
     "master_name",
     "pool_client",
     "slot_client",
@@ -124,13 +129,16 @@ class SlotPipeline(Pipeline):
         return _again(once)
 
 
-class SlotConnection(Connection):
-    """A connection to whichever master serves its route's slot when it connects."""
+class _SlotFollowing(AbstractConnection):
+    """What makes a connection go to whichever master serves its route's slot
+    when it connects (mixed into a plain or a TLS connection below)."""
 
-    def __init__(self, *, slot_route: SlotRoute, **kwargs: Any) -> None:
+    slot_route: SlotRoute
+    _moved: bool
+
+    def _follow(self, slot_route: SlotRoute) -> None:
         self.slot_route = slot_route
         self._moved = False  # it met a MOVED: connect again (elsewhere) before sending
-        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if self._moved:
@@ -161,18 +169,37 @@ class SlotConnection(Connection):
             raise
 
 
-class SlotConnectionPool(ConnectionPool):
-    """redis-py's pool of :class:`SlotConnection` for one slot; also follows ``ASK``."""
+class SlotConnection(_SlotFollowing, Connection):
+    """A plain connection to whichever master serves its route's slot when it connects."""
 
-    def __init__(self, route: SlotRoute, **kwargs: Any) -> None:
-        super().__init__(connection_class=SlotConnection, slot_route=route, **kwargs)
+    def __init__(self, *, slot_route: SlotRoute, **kwargs: Any) -> None:
+        self._follow(slot_route)
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+
+
+class SlotSSLConnection(_SlotFollowing, SSLConnection):
+    """A TLS connection to whichever master serves its route's slot when it connects."""
+
+    def __init__(self, *, slot_route: SlotRoute, **kwargs: Any) -> None:
+        self._follow(slot_route)
+        super().__init__(**kwargs)
+
+
+class SlotConnectionPool(ConnectionPool):
+    """redis-py's pool of slot-following connections for one slot; also follows ``ASK``."""
+
+    def __init__(self, route: SlotRoute, *, tls: bool = False, **kwargs: Any) -> None:
+        cls = SlotSSLConnection if tls else SlotConnection
+        super().__init__(connection_class=cls, slot_route=route, **kwargs)
         self.route = route
+        self.tls = tls
         self._node_kwargs = kwargs
 
     def ask(self, exc: AskError, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """``commands`` sent after ``ASKING`` to the node an ``ASK`` reply named,
         on a connection of their own; their replies (errors as values)."""
-        conn = Connection(host=exc.host, port=exc.port, **self._node_kwargs)  # type: ignore[no-untyped-call]
+        cls = SSLConnection if self.tls else Connection
+        conn = cls(host=exc.host, port=exc.port, **self._node_kwargs)
         try:
             conn.connect()  # type: ignore[no-untyped-call]
             packed = conn.pack_commands([("ASKING",), *commands])  # type: ignore[no-untyped-call]
@@ -189,19 +216,25 @@ class SlotConnectionPool(ConnectionPool):
             conn.disconnect()  # type: ignore[no-untyped-call]
 
 
-def _node_kwargs(cluster: RedisCluster) -> dict[str, Any]:
-    """The connection settings the cluster gives its nodes (auth, timeouts, protocol)."""
+def _node_kwargs(cluster: RedisCluster) -> tuple[dict[str, Any], bool]:
+    """The connection settings the cluster gives its nodes (auth, timeouts,
+    protocol, TLS certificates), and whether they are reached over TLS."""
     kwargs = dict(cluster.nodes_manager.connection_kwargs)
     for name in ("host", "port", "connection_class", "connection_pool", "cache", "cache_config",
                  "redis_connect_func", "oss_cluster_maint_notifications_handler"):  # fmt: skip
         kwargs.pop(name, None)
-    return kwargs
+    # the cluster keeps redis.Redis's options: ``ssl`` picks the connection class there
+    tls = bool(kwargs.pop("ssl", False))
+    if not tls:  # certificate options without TLS: redis.Redis ignores them, so do we
+        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("ssl_")}
+    return kwargs, tls
 
 
 def slot_client(cluster: RedisCluster, key: str) -> Redis:
     """A plain client whose every connection goes to the master of ``key``'s slot."""
     route = SlotRoute(cluster, int(cluster.keyslot(key)))  # type: ignore[no-untyped-call]
-    return SlotClient(connection_pool=SlotConnectionPool(route, **_node_kwargs(cluster)))
+    kwargs, tls = _node_kwargs(cluster)
+    return SlotClient(connection_pool=SlotConnectionPool(route, tls=tls, **kwargs))
 
 
 def pool_client(client: Redis | RedisCluster, key: str) -> Redis:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -222,14 +222,15 @@ def pool_names_on_every_master(cluster: Cluster, count: int, prefix: str = "c") 
     return sorted(n for names in by_master.values() for n in names)[:count]
 
 
-def cluster_of(kind: str) -> Iterator[Cluster]:
-    """A started cluster of ``kind`` for a module fixture; skipped where the kind
-    is missing (failed under CI=true), stopped by pid at the end."""
+def cluster_of(kind: str, make: Callable[[str], Cluster] = Cluster) -> Iterator[Cluster]:
+    """A started cluster of ``kind`` (``make(kind)``, a :class:`Cluster` by default) for a
+    module fixture; skipped where the kind is missing (failed under CI=true), stopped by
+    pid at the end."""
     if kind not in server_binaries():
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true requires every server kind: no {kind} server here")
         pytest.skip(f"no {kind} server here")
-    started = Cluster(kind).start()
+    started = make(kind).start()
     try:
         yield started
     finally:

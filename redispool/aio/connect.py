@@ -6,7 +6,7 @@ import redis.asyncio
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from ..connect import (
-    CLUSTER_SCHEME,
+    CLUSTER_SCHEMES,
     CONNECT_TIMEOUT,
     SENTINEL_SCHEME,
     SOCKET_TIMEOUT,
@@ -25,7 +25,7 @@ def client_from_url(
     (``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://``, read as
     :func:`redispool.connect.client_from_url` reads them). Nothing connects yet."""
     validate_url(url)
-    if url.lower().startswith(CLUSTER_SCHEME + "://"):
+    if url.partition("://")[0].lower() in CLUSTER_SCHEMES:
         raise ValueError(
             f"bad Redis URL {redact_url(url)!r}: the asyncio Pool does not run on a Redis "
             "Cluster yet; use redispool.Pool (threads) there"

@@ -19,7 +19,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from . import liveness, observe
-from .cluster import ExpiredEvents, masters
+from .cluster import ExpiredEvents
 from .connect import Client
 from .discovery import find_pools
 from .errors import PoolError
@@ -72,14 +72,25 @@ def enable_expiry_events(client: redis.Redis) -> bool:
         return False
 
 
-def _enable_on_masters(client: RedisCluster, refresh: bool = False) -> None:
-    """:func:`enable_expiry_events` on every master that answers (one that does
-    not is subscribed, and its events turned on, once it is back or replaced)."""
-    for node in masters(client, refresh=refresh):
+def _enable_on_masters(
+    client: RedisCluster, refresh: bool = False, done: frozenset[str] = frozenset()
+) -> frozenset[str]:
+    """:func:`enable_expiry_events` on every master that answers, but those named
+    in ``done``; the names (``host:port``) of those it answered on, ``done``
+    included. One that did not answer is asked again at the next look."""
+    answered = set(done)
+    if refresh:
+        client.nodes_manager.initialize()
+    for node in client.get_primaries():
+        name = str(node.name)  # as ExpiredEvents.masters names it
+        if name in done:
+            continue
         try:
-            enable_expiry_events(node)
+            enable_expiry_events(node.redis_connection or client.get_redis_connection(node))
+            answered.add(name)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("cannot turn expired events on at a master: %s", exc)
+            log.warning("cannot turn expired events on at master %s: %s", name, exc)
+    return frozenset(answered)
 
 
 class Reaper:
@@ -181,7 +192,7 @@ class Reaper:
     def _listen_cluster(self, client: RedisCluster) -> None:
         """``_listen`` on every master of a cluster, following its topology at
         each sweep (a promoted replica, a new master: events turned on there)."""
-        _enable_on_masters(client, refresh=True)
+        enabled = _enable_on_masters(client, refresh=True)
         events = ExpiredEvents(client)
         try:
             self.sweep()
@@ -198,8 +209,9 @@ class Reaper:
                     next_look = now + FOLLOW_EVERY
                     if events.follow():  # new masters: events on there, and sweep
                         log.info("cluster masters now %s", ", ".join(sorted(events.masters)))
-                        _enable_on_masters(client)
                         next_sweep = now
+                    if not events.masters <= enabled:  # a new master, or one that failed
+                        enabled = _enable_on_masters(client, done=enabled & events.masters)
                 if now >= next_sweep:
                     self.sweep()
                     next_sweep = mod_time.monotonic() + self.sweep_interval

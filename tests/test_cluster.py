@@ -188,6 +188,36 @@ def test_the_reaper_hears_expired_leases_on_every_master(
         assert all(p.status().idle == 1 for p in pools)
 
 
+def test_a_reaper_that_could_not_turn_events_on_at_a_master_asks_it_again(
+    cluster: Cluster, rc: RedisCluster, pools: list[Pool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redispool import reaper as reaper_module
+
+    for srv in cluster.masters():
+        with cluster.node(srv) as node:
+            node.config_set("notify-keyspace-events", "")
+    real = reaper_module.enable_expiry_events
+    failed: list[int] = []
+
+    def once_unreachable(client: redis.Redis) -> bool:
+        if not failed:  # the first master asked does not answer, this once
+            failed.append(client.connection_pool.connection_kwargs["port"])
+            raise redis.ConnectionError("cut off (the test)")
+        return real(client)
+
+    monkeypatch.setattr(reaper_module, "enable_expiry_events", once_unreachable)
+
+    def events_on(port: int) -> bool:
+        with cluster.node(port) as node:
+            flags = str(node.config_get("notify-keyspace-events")["notify-keyspace-events"])
+        return "E" in flags and ("x" in flags or "A" in flags)
+
+    with Reaper(rc, sweep_interval=60):
+        wait_for(lambda: failed and events_on(failed[0]), timeout=10,
+                 message="expired events on at the master that did not answer at first")  # fmt: skip
+        assert all(events_on(srv.port) for srv in cluster.masters())
+
+
 def _begin_migration(cluster: Cluster, slot: int) -> tuple[redis.Redis, redis.Redis, int, str]:
     src = cluster.server_of_slot(slot)
     dst = next(s for s in cluster.masters() if s.port != src.port)

@@ -214,7 +214,7 @@ def test_a_reaper_that_could_not_turn_events_on_at_a_master_asks_it_again(
 
     with Reaper(rc, sweep_interval=60):
         wait_for(lambda: failed and events_on(failed[0]), timeout=10,
-                 message="expired events on at the master that did not answer at first")  # fmt: skip
+                 message="events on at the master that did not answer at first")  # fmt: skip
         assert all(events_on(srv.port) for srv in cluster.masters())
 
 

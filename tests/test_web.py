@@ -78,6 +78,25 @@ def test_unknown_pool_and_bad_queries_are_clear_errors(make_pool: Callable[..., 
     assert web.json("api/pools/toy/events?count=x")[0] == 400
 
 
+def test_a_pool_deleted_while_the_view_runs_is_a_404_and_leaves_the_list(
+    make_pool: Callable[..., Pool], serve: Callable[..., WebServer], r: redis.Redis
+) -> None:
+    from redispool.cli.demo import delete_pool
+
+    make_pool("gone", workers=2)
+    make_pool("stays", workers=1)
+    web = serve()
+    assert web.json("api/pools/gone")[0] == 200
+    assert delete_pool(r, "gone") > 0
+    assert web.json("api/pools/gone")[0] == 404
+    assert web.json("api/pools/gone/history")[0] == 404
+    status, pools = web.json("api/pools")
+    assert status == 200 and [p["pool"] for p in pools] == ["stays"]
+    make_pool("gone", workers=1)  # made again: shown again, with its new numbers
+    status, snap = web.json("api/pools/gone")
+    assert status == 200 and len(snap["workers"]) == 1
+
+
 def test_every_response_carries_the_content_security_policy(
     make_pool: Callable[..., Pool], serve: Callable[..., WebServer]
 ) -> None:

@@ -114,13 +114,14 @@ class _View:
         if self.names is not None and name not in self.names:
             return None
         found = self._pools.get(name)
-        if found is None:
-            candidate = Pool(name, redis=self.client)
-            if not candidate.client.exists(candidate.keys.config, candidate.keys.workers):
-                candidate.close()
-                return None
-            found = self._pools.setdefault(name, candidate)
-        return found
+        candidate = found or Pool(name, redis=self.client)
+        # asked at every request: a pool deleted since is a 404, not a page of zeros
+        if not candidate.client.exists(candidate.keys.config, candidate.keys.workers):
+            if self._pools.get(name) is candidate:
+                del self._pools[name]
+            candidate.close()
+            return None
+        return found or self._pools.setdefault(name, candidate)
 
     def pool_names(self) -> list[str]:
         """The pools shown; found by a SCAN at most every POOLS_TTL seconds."""

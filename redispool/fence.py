@@ -13,17 +13,18 @@ if its token is at least the highest this fence has seen, and then that token
 is the highest. A write from an ended lease, arriving after the lease that
 replaced it has written, raises :class:`~redispool.StaleToken` and changes
 nothing. One fence takes tokens of one pool (tokens are ordered per pool).
-The store's Redis need not be the pool's.
+The store's Redis need not be the pool's, and may be a Redis Cluster (a
+fence's keys share one slot).
 """
 
 from __future__ import annotations
 
 from functools import cache
 
-import redis
 from redis.commands.core import Script
 
 from . import errors
+from .connect import Client
 from .errors import StaleToken
 from .keys import FenceKeys, validate_pool_name
 from .scripts import source_of
@@ -45,7 +46,7 @@ def _token(token: object) -> int:
 class Fence:
     """A store of keyed values that refuses writes carrying a stale token."""
 
-    def __init__(self, client: redis.Redis, name: str) -> None:
+    def __init__(self, client: Client, name: str) -> None:
         try:
             validate_pool_name(name)
         except ValueError:

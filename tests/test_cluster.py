@@ -218,6 +218,25 @@ def test_a_reaper_that_could_not_turn_events_on_at_a_master_asks_it_again(
         assert all(events_on(srv.port) for srv in cluster.masters())
 
 
+def test_a_fence_store_on_a_cluster_refuses_the_stale_token_after_the_new_one_wrote(
+    cluster: Cluster, rc: RedisCluster, pools: list[Pool]
+) -> None:
+    from redispool import Fence, StaleToken
+
+    pool = _pool(rc, pools, "fenced", workers=1, lease_ttl=0.3)
+    fence = Fence(rc, "fenced-orders")
+    old = pool.checkout(block=False, auto_renew=False)
+    fence.write(old.token, "order-1", "old: first")
+    new = pool.checkout(timeout=5, auto_renew=False)
+    assert new.token > old.token
+    fence.write(new.token, "order-1", "new")
+    with pytest.raises(StaleToken):
+        fence.write(old.token, "order-1", "old: late")
+    assert fence.read("order-1") == b"new" and fence.highest() == new.token
+    keys = [k.decode() for k in rc.keys("redispool:fence:*")]
+    assert len({cluster.slot_of(k) for k in keys}) == 1  # one slot: the script's keys together
+
+
 def _begin_migration(cluster: Cluster, slot: int) -> tuple[redis.Redis, redis.Redis, int, str]:
     src = cluster.server_of_slot(slot)
     dst = next(s for s in cluster.masters() if s.port != src.port)

@@ -27,9 +27,9 @@ POOLS = 12
 TTL = 2.0
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    yield from cluster_of("redis")
+@pytest.fixture(scope="module", params=["redis", "valkey"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    yield from cluster_of(request.param)
 
 
 def _send_stale_job(lease: Lease, n: int) -> str:

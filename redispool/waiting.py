@@ -25,7 +25,8 @@ import time as mod_time
 from dataclasses import dataclass
 
 from . import protocol
-from .errors import CheckoutTimeout, PoolError, PoolFull
+from .cluster import in_transit
+from .errors import CheckoutTimeout, PoolError, PoolFull, PoolUnavailable
 from .keys import PoolKeys
 from .lease import Lease, LeaseOwner
 from .protocol import Granted, Handoff, clock
@@ -35,6 +36,9 @@ from .sender import Sender
 __all__ = ["Waiter", "full", "timed_out"]
 
 log = logging.getLogger("redispool.pool")
+
+#: Seconds a waiter pauses before asking again while its cluster slot moves.
+IN_TRANSIT_PAUSE = 0.05
 
 
 def full(pool: str) -> PoolFull:
@@ -78,7 +82,14 @@ class Waiter:
                 self.keys, ttl_ms=self.ttl_ms, holder=self.holder, ticket=self.ticket,
                 alive_ms=alive_ms, nonce=self.nonce,
             )  # fmt: skip
-            result, acks = self.sender.send_acked(op)
+            while True:
+                try:
+                    result, acks = self.sender.send_acked(op)
+                    break
+                except PoolUnavailable as exc:
+                    if not block:
+                        raise
+                    self._through_a_move(exc)
             if isinstance(result, Granted):
                 self.claiming = lease = self._granted(result, sent)
                 return lease if acks >= self.sender.need else self._confirmed(lease, acks)
@@ -96,7 +107,29 @@ class Waiter:
             raise
 
     def _wait(self) -> Lease:
-        """Block until handed a worker; :class:`CheckoutTimeout` at the deadline."""
+        """Block until handed a worker; :class:`CheckoutTimeout` at the deadline.
+
+        A cluster slot that moves for longer than the slot client's own retries
+        (``PoolUnavailable`` saying nothing ran) does not end the wait: the waiter
+        is still queued, and asks again until its deadline.
+        """
+        while True:
+            try:
+                return self._wait_once()
+            except PoolUnavailable as exc:
+                self._through_a_move(exc)
+
+    def _through_a_move(self, exc: PoolUnavailable) -> None:
+        """Pause and return if ``exc`` says a cluster slot is moving (nothing ran) and
+        the deadline leaves time to ask again; else raise it."""
+        cause, deadline = exc.__cause__, self.deadline
+        late = deadline is not None and mod_time.monotonic() + IN_TRANSIT_PAUSE >= deadline
+        if cause is None or not in_transit(cause) or late:
+            raise exc
+        log.info("pool %s: waiting through a slot move: %s", self.owner.name, exc)
+        mod_time.sleep(IN_TRANSIT_PAUSE)
+
+    def _wait_once(self) -> Lease:
         wake = self.keys.wake(self.ticket)
         while True:
             now = mod_time.monotonic()

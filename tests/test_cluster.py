@@ -17,6 +17,7 @@ from redis.cluster import RedisCluster
 
 from redispool import (
     CheckoutTimeout,
+    Lease,
     LeaseLost,
     Pool,
     PoolFull,
@@ -277,6 +278,69 @@ def test_a_script_on_a_migrating_slot_never_half_runs(
     lease = pool.checkout(block=False)  # MOVED followed, on the new master
     assert cluster.server_of_slot(slot).port == port == _master_port(pool)
     assert pool.status().idle == 1 and lease.checkin() is True
+
+
+def test_a_waiter_waits_through_a_slot_move_longer_than_the_slot_clients_retries(
+    cluster: Cluster, rc: RedisCluster, pools: list[Pool]
+) -> None:
+    pool = _pool(rc, pools, "longmove", workers=1, lease_ttl=1.5)
+    held = pool.checkout(block=False, auto_renew=False)
+    got: list[object] = []
+
+    def wait() -> None:
+        try:
+            got.append(pool.checkout(timeout=20, auto_renew=False))
+        except Exception as exc:  # the failure this test is about, shown by the assert
+            got.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    wait_for(lambda: pool.status().waiting == 1, timeout=5, message="the waiter queued")
+    slot = cluster.slot_of(pool.keys.prefix)
+    source, target, port, dst = _begin_migration(cluster, slot)
+    moving = time.monotonic()
+    try:
+        # the move lasts 3.5 s: past the slot client's 2 s of retries, and past the
+        # held lease's TTL; every script of the pool is refused (TRYAGAIN) meanwhile
+        while time.monotonic() - moving < 3.5 and not got:
+            waiter.join(timeout=0.1)
+    finally:
+        _finish_migration(cluster, slot, source, target, port, dst)
+    waiter.join(timeout=20)
+    assert len(got) == 1 and isinstance(got[0], Lease), got
+    assert got[0].worker_id == "w1" and got[0].token > held.token
+    assert time.monotonic() - moving >= 3.5  # it was served after the move, not during it
+    assert held.checkin() is False  # the expired holder cannot give it back twice
+    assert got[0].checkin() is True and pool.status().idle == 1
+
+
+def test_a_blocking_checkout_begun_during_a_long_slot_move_is_served_after_it(
+    cluster: Cluster, rc: RedisCluster, pools: list[Pool]
+) -> None:
+    pool = _pool(rc, pools, "lateask", workers=1)
+    slot = cluster.slot_of(pool.keys.prefix)
+    source, target, port, dst = _begin_migration(cluster, slot)
+    got: list[object] = []
+
+    def ask() -> None:
+        try:
+            got.append(pool.checkout(timeout=20, auto_renew=False))
+        except Exception as exc:  # the failure this test is about, shown by the assert
+            got.append(exc)
+
+    asker = threading.Thread(target=ask)
+    moving = time.monotonic()
+    asker.start()
+    try:
+        while time.monotonic() - moving < 3.0 and not got:
+            asker.join(timeout=0.1)
+    finally:
+        _finish_migration(cluster, slot, source, target, port, dst)
+    asker.join(timeout=20)
+    assert len(got) == 1 and isinstance(got[0], Lease), got
+    with pytest.raises(PoolFull):  # one worker, leased once
+        pool.checkout(block=False)
+    assert got[0].checkin() is True
 
 
 def test_connections_to_the_old_master_follow_moved_without_an_error(

@@ -104,9 +104,9 @@ def test_a_stale_lease_checks_in_false_and_leaves_the_new_holder_alone(
 
 def test_background_renewal_keeps_a_lease_past_its_ttl(api: Api, make_pool: MakePool) -> None:
     make_pool(workers=1)
-    pool = api.pool(lease_ttl=0.3)
+    pool = api.pool(lease_ttl=0.6)  # as test_pool's: 0.3 s was lost under load
     lease = api.checkout(pool)
-    time.sleep(1.0)
+    time.sleep(2.0)  # more than three TTLs: only renewal keeps it
     assert not lease.lost.is_set()
     with pytest.raises(PoolFull):
         api.checkout(pool, block=False)

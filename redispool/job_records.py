@@ -24,15 +24,16 @@ from typing import Any
 from uuid import uuid4
 
 from . import errors
-from .protocol.jobs import End
+from .protocol.jobs import VERDICT_FIELD, End
 
-__all__ = ["Call", "Result", "call_of", "end_of", "job_fields", "read_result", "timestamp"]
+__all__ = [
+    "VERDICT_FIELD", "Call", "Result", "call_of", "end_of", "job_fields", "read_result",
+    "timestamp",
+]  # fmt: skip
 
 #: RQ's default result and failure TTLs (rq.defaults), for records that name none.
 RQ_RESULT_TTL, RQ_FAILURE_TTL = 500, 31536000
 SUCCESSFUL, FAILED = 1, 2  # rq.results.Result.Type
-#: Key of a results entry (and of ``job.meta``) carrying the worker's verdict.
-VERDICT_FIELD = "redispool_verdict"
 
 
 def timestamp(moment: float) -> str:

@@ -38,9 +38,9 @@ __all__ = [
 #: Functions a worker runs unless configured otherwise.
 DEFAULT_FUNCTIONS = frozenset({"redispool.doubler.double"})
 #: Key of ``job.meta`` that carries the lease's fencing token.
-TOKEN_META = "redispool_token"
+TOKEN_META = protocol_jobs.TOKEN_FIELD
 #: Key of ``job.meta`` that carries the lease's nonce (the fence compares both).
-NONCE_META = "redispool_nonce"
+NONCE_META = protocol_jobs.NONCE_FIELD
 #: Key of ``job.meta`` where the worker puts its verdict on a job it refused or
 #: stopped: a result code of :mod:`redispool.errors` (``NOT_HELD``,
 #: ``WORKER_DEAD``, ``JOB_TIMEOUT``). A job's own exception never sets it.

@@ -21,7 +21,15 @@ from ..wire import text
 from .op import Op, code_of, unexpected
 from .workers import Incarnation
 
-__all__ = ["Begun", "End", "begin_job", "enqueue_job", "finish_job", "rq_key"]
+__all__ = [
+    "NONCE_FIELD", "TOKEN_FIELD", "VERDICT_FIELD", "Begun", "End", "begin_job", "enqueue_job",
+    "finish_job", "rq_key",
+]  # fmt: skip
+
+#: The keys of ``job.meta`` that carry a job's lease (its token and nonce) and
+#: the worker's verdict on a job it refused or stopped (also a field of its
+#: results entry): the scripts take them as arguments.
+TOKEN_FIELD, NONCE_FIELD, VERDICT_FIELD = "redispool_token", "redispool_nonce", "redispool_verdict"
 
 
 def rq_key(keys: PoolKeys, kind: str, name: str) -> str:
@@ -97,7 +105,10 @@ def begin_job(
         keys.lease(me.worker_id), keys.incarnations, keys.dead_leases, keys.jobs,
         rq_key(keys, "job", job_id), rq_key(keys, "queue", queue), rq_key(keys, "wip", queue),
     )  # fmt: skip
-    args = (me.worker_id, me.incarnation, job_id, execution, started_at, repr(now), worker_name)
+    args = (
+        me.worker_id, me.incarnation, job_id, execution, started_at, repr(now), worker_name,
+        TOKEN_FIELD, NONCE_FIELD,
+    )  # fmt: skip
     return Op("begin_job", op_keys, args, parse, keys.pool, me.worker_id)
 
 
@@ -145,6 +156,6 @@ def finish_job(
     args = (
         worker_id, token, nonce, job_id, end.execution, end.kind, end.value, end.exc,
         end.lost_exc, "" if end.verdict is None else str(end.verdict), end.ended_at,
-        repr(end.now), end.result_ttl, end.failure_ttl, end.worker_name,
+        repr(end.now), end.result_ttl, end.failure_ttl, end.worker_name, VERDICT_FIELD,
     )  # fmt: skip
     return Op("finish_job", op_keys, args, parse, keys.pool, worker_id)

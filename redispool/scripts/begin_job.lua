@@ -21,6 +21,8 @@
   ARGV[5]     started_at    RQ's timestamp text (the worker's clock, as RQ's is)
   ARGV[6]     now           seconds since the epoch (the registry's score base)
   ARGV[7]     worker_name   RQ's name of the worker
+  ARGV[8]     token_meta    the key of job.meta holding the lease's token (jobs.TOKEN_META)
+  ARGV[9]     nonce_meta    the key of job.meta holding its nonce (jobs.NONCE_META)
 
   Returns
     {OK, ttl_ms, token, nonce, result_ttl, failure_ttl, data, timeout, callbacks, webhooks}
@@ -41,6 +43,7 @@ local lease, incarnations, dead, jobs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job, queue, wip = KEYS[5], KEYS[6], KEYS[7]
 local wid, incarnation, job_id, execution = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local started_at, now, worker_name = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local token_meta, nonce_meta = ARGV[8], ARGV[9]
 
 if rcall('HGET', incarnations, wid) ~= incarnation then
   rcall('LPUSH', queue, job_id)
@@ -55,7 +58,7 @@ local ttls = {f[8] or '', f[9] or ''}
 local token, nonce = '', ''
 local decoded, meta = pcall(cjson.decode, f[2] or '')
 if decoded and type(meta) == 'table' then
-  local t, n = meta['redispool_token'], meta['redispool_nonce']
+  local t, n = meta[token_meta], meta[nonce_meta]
   if type(t) == 'number' then token = string.format('%.0f', t)
   elseif type(t) == 'string' then token = t end
   if type(n) == 'string' then nonce = n end

@@ -6,7 +6,7 @@
   same step: a job that returned after its lease ended is written as failed
   with the verdict NOT_HELD (or WORKER_DEAD), never as the holder's result.
   A failure with a verdict (an errors.py code) carries it in the job's meta
-  (redispool_verdict) and in the results entry.
+  and in the results entry.
 
   KEYS[1]     lease         string 'token|nonce|holder' with a TTL
   KEYS[2]     dead_leases   zset   token -> ms its worker was found dead
@@ -31,6 +31,8 @@
   ARGV[13]    result_ttl    seconds a success is kept (-1: for ever, 0: not kept)
   ARGV[14]    failure_ttl   seconds a failure is kept
   ARGV[15]    worker_name   RQ's name of the worker
+  ARGV[16]    verdict_meta  the key of job.meta (and of the results entry) for the
+                            verdict (jobs.VERDICT_META)
 
   Returns
     {OK}           written as given
@@ -46,6 +48,7 @@ local wid, token, nonce, job_id, execution = ARGV[1], ARGV[2], ARGV[3], ARGV[4],
 local kind, exc, verdict = ARGV[6], ARGV[8], ARGV[10]
 local ended_at, now = ARGV[11], tonumber(ARGV[12])
 local result_ttl, failure_ttl, worker_name = tonumber(ARGV[13]), tonumber(ARGV[14]), ARGV[15]
+local verdict_meta = ARGV[16]
 
 local code = OK
 if kind == 'returned' then
@@ -83,10 +86,10 @@ rcall('HSET', job, 'status', 'failed', 'ended_at', ended_at)
 if verdict ~= '' then
   local decoded, meta = pcall(cjson.decode, rcall('HGET', job, 'meta') or '{}')
   if not decoded or type(meta) ~= 'table' then meta = {} end
-  meta['redispool_verdict'] = tonumber(verdict)
+  meta[verdict_meta] = tonumber(verdict)
   rcall('HSET', job, 'meta', cjson.encode(meta))
   rcall('XADD', results, 'MAXLEN', 10, '*', 'type', 2, 'worker_name', worker_name,
-        'exc_string', exc, 'redispool_verdict', verdict)
+        'exc_string', exc, verdict_meta, verdict)
 else
   rcall('XADD', results, 'MAXLEN', 10, '*', 'type', 2, 'worker_name', worker_name,
         'exc_string', exc)

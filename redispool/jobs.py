@@ -121,13 +121,13 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
         pool.keys, lease.worker_id, lease.token, lease.nonce, job_id, seconds, fields
     )
     deadline = mod_time.monotonic() + timeout + RESULT_GRACE
-    entry = _enqueue_and_wait(lease, op, job_id)
-    if entry is None:
-        try:
+    try:
+        entry = _enqueue_and_wait(lease, op, job_id)
+        if entry is None:
             entry = _wait(lease, job_id, deadline)
-        except BaseException:
-            _withdraw(lease, job_id)  # not started yet: never runs
-            raise
+    except BaseException:
+        _withdraw(lease, job_id)  # if queued and not started yet: it never runs
+        raise
     return _outcome(lease, name, entry)
 
 

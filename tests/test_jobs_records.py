@@ -19,7 +19,7 @@ from rq.job import JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from redispool import JobFailed, LeaseLost, Pool, errors, rqkeys
+from redispool import JobFailed, JobTimeout, LeaseLost, Pool, errors, rqkeys
 from redispool.doubler import compute
 from redispool.jobs import NONCE_META, TOKEN_META, VERDICT_META
 
@@ -140,3 +140,15 @@ def test_a_results_entry_is_read_by_rqs_result_restore(
         else:
             assert "FunctionNotRegistered" in result.exc_string
 
+
+
+def test_a_job_no_worker_took_is_withdrawn_when_the_client_gives_up(redis_url: str) -> None:
+    """A worker added by hand runs nothing: the client's JobTimeout takes the job
+    off the queue, so it never runs later with nobody waiting for it."""
+    with Pool("idle-hands", redis_url) as pool:
+        pool.add_worker("by-hand")
+        with pool.lease(timeout=5) as lease:
+            queue = rqkeys.classes(pool.name).queue_for(lease.worker_id, pool.client)
+            with pytest.raises(JobTimeout):
+                compute(lease, 3, timeout=0.5)
+            assert queue.count == 0

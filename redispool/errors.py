@@ -126,11 +126,13 @@ class Code(IntEnum):
     STALE_TOKEN = 7
     #: A job's verdict (never a script's): it ran past its own timeout and was ended.
     JOB_TIMEOUT = 8
+    #: A job id whose RQ record is gone (expired, deleted): begin_job.lua.
+    NO_JOB = 9
 
 
 OK, FULL, QUEUED, NOT_HELD = Code.OK, Code.FULL, Code.QUEUED, Code.NOT_HELD
 UNKNOWN_WORKER, WORKER_DEAD, ID_TAKEN = Code.UNKNOWN_WORKER, Code.WORKER_DEAD, Code.ID_TAKEN
-STALE_TOKEN, JOB_TIMEOUT = Code.STALE_TOKEN, Code.JOB_TIMEOUT
+STALE_TOKEN, JOB_TIMEOUT, NO_JOB = Code.STALE_TOKEN, Code.JOB_TIMEOUT, Code.NO_JOB
 
 CODES: dict[int, tuple[type[PoolError] | None, str]] = {
     OK: (None, "ok"),
@@ -142,6 +144,7 @@ CODES: dict[int, tuple[type[PoolError] | None, str]] = {
     ID_TAKEN: (WorkerIdTaken, "a live worker holds this id"),
     STALE_TOKEN: (StaleToken, "a newer token has written here"),
     JOB_TIMEOUT: (JobTimeout, "the job ran past its timeout and was ended"),
+    NO_JOB: (None, "no such job record"),
 }
 
 

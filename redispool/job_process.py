@@ -62,7 +62,8 @@ class Outcome:
     traceback), ``lost`` (the lease ended first; ``killed`` if the job had
     to be killed) or ``timeout`` (killed at its timeout).
     ``lost_after``: seconds from the worker learning of the lease's end to
-    the job being over (returned or killed), for ``lost``.
+    the job being over (returned or killed), for ``lost``. ``started``: False
+    for a call never sent, its lease having ended before it could start.
     """
 
     kind: str
@@ -70,6 +71,7 @@ class Outcome:
     exc_string: str = ""
     killed: bool = False
     lost_after: float = 0.0
+    started: bool = True
 
 
 class JobProcess:
@@ -130,20 +132,27 @@ class JobProcess:
         ``held()`` answers how many seconds the lease surely still holds (0
         once it has ended; :class:`~redispool.PoolUnavailable` when Redis
         cannot say); the caller knows it surely holds until ``held_until``
-        (monotonic). ``held`` is asked every
-        WATCH_INTERVAL while the job runs, and once more after it returns: a
-        result is ``returned`` only if the lease was seen held after it came,
-        else it is ``lost``. While Redis cannot be asked, the lease counts as
-        held only until the TTL it had at the last look runs out (an early
-        checkin meanwhile is not seen): a worker cut off from Redis stops its
-        job as if the lease had ended then. If this
-        raises while the job runs, the job process is killed: a call left
-        running is never answered later.
+        (monotonic). If that moment has passed before the call is sent (the
+        worker was held up between its fence and here), ``held`` is asked
+        first, and a lease that has ended, or that Redis cannot vouch for,
+        gives ``lost`` with ``started`` False: the call is never sent.
+        ``held`` is asked every WATCH_INTERVAL while the job runs. A
+        ``returned`` outcome says the lease was seen held at the last look
+        before the answer came, not after it: the caller confirms the lease
+        in the same step as it records the result (``finish_job.lua``).
+        While Redis cannot be asked, the lease counts as held only until the
+        TTL it had at the last look runs out (an early checkin meanwhile is
+        not seen): a worker cut off from Redis stops its job as if the lease
+        had ended then. If this raises while the job runs, the job process is
+        killed: a call left running is never answered later.
         """
         self.ensure_ready()
+        seen = _Seen(held_until)
+        if mod_time.monotonic() >= held_until and not seen.look(held, mod_time.monotonic()):
+            return Outcome("lost", started=False)
         self._send({"op": "run", **call})
         try:
-            return self._watch(call, timeout, held, _Seen(held_until))
+            return self._watch(call, timeout, held, seen)
         except BaseException:
             if self._proc is not None and self._ready:
                 self.kill()
@@ -164,7 +173,7 @@ class JobProcess:
             message = self._receive(max(0.0, min(until, deadline or until) - now))
             now = mod_time.monotonic()
             if message is not None:
-                return _answered(message, now, held, seen, lost_at)
+                return _answered(message, now, lost_at)
             if deadline is not None and now >= deadline:
                 self.replace()
                 return Outcome("timeout", killed=True)
@@ -241,18 +250,9 @@ class JobProcess:
         return message
 
 
-def _answered(
-    message: dict[str, Any],
-    now: float,
-    held: Callable[[], float],
-    seen: _Seen,
-    lost_at: float | None,
-) -> Outcome:
-    """The outcome of a call the job process answered at ``now``: a success only
-    if its lease is seen held after the answer came (a lease that ended even
-    1 ms before it may already be another holder's)."""
-    if lost_at is None and not seen.look(held, now):
-        lost_at = now
+def _answered(message: dict[str, Any], now: float, lost_at: float | None) -> Outcome:
+    """The outcome of a call the job process answered at ``now``: ``lost`` if the
+    lease was seen ended before (the caller confirms it held for any other)."""
     if lost_at is not None:
         return Outcome("lost", lost_after=now - lost_at)
     return _outcome_of(message)

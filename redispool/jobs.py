@@ -10,16 +10,20 @@ the workers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time as mod_time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import errors, protocol, rqkeys
-from .errors import JobFailed, JobTimeout, LeaseLost, WorkerLost
+import redis
+
+from . import errors, job_records, protocol
+from .errors import JobFailed, JobTimeout, LeaseLost, PoolCorrupted, WorkerLost
 from .lease import Lease
-from .wire import text
+from .protocol import jobs as protocol_jobs
+from .protocol.op import Op
 
 __all__ = [
     "DEFAULT_FUNCTIONS",
@@ -34,15 +38,18 @@ __all__ = [
 #: Functions a worker runs unless configured otherwise.
 DEFAULT_FUNCTIONS = frozenset({"redispool.doubler.double"})
 #: Key of ``job.meta`` that carries the lease's fencing token.
-TOKEN_META = "redispool_token"
+TOKEN_META = protocol_jobs.TOKEN_FIELD
 #: Key of ``job.meta`` that carries the lease's nonce (the fence compares both).
-NONCE_META = "redispool_nonce"
+NONCE_META = protocol_jobs.NONCE_FIELD
 #: Key of ``job.meta`` where the worker puts its verdict on a job it refused or
 #: stopped: a result code of :mod:`redispool.errors` (``NOT_HELD``,
 #: ``WORKER_DEAD``, ``JOB_TIMEOUT``). A job's own exception never sets it.
-VERDICT_META = "redispool_verdict"
+VERDICT_META = job_records.VERDICT_FIELD
 #: How often a client waiting for a result checks that its lease still holds.
 CHECK_INTERVAL = 0.25
+#: The first wait for a result, ms: it goes out with the enqueue, and bounds how
+#: long a refused enqueue (the lease had ended) keeps the client.
+FIRST_WAIT_MS = 50
 #: How long results and failures stay in Redis, seconds.
 RESULT_TTL = 300
 #: Extra seconds the client waits beyond the job's timeout for its result.
@@ -89,6 +96,11 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
     was told, then stopped; its result is never returned),
     :class:`PoolUnavailable` if Redis could not be reached (the job may or
     may not have run). Whatever the job itself raises is a JobFailed.
+
+    The job is an RQ job (``Job.fetch`` and RQ's tools read it). It is written
+    and queued in one script that first checks the lease (a job of an ended
+    lease is never written), and the wait for its result goes out in the same
+    round trip.
     """
     name = function_name(func)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
@@ -99,28 +111,56 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
         raise ValueError(f"job arguments must be JSON: {exc}") from None
     _check_active(lease, "run")
     pool = lease.pool
-    queue = rqkeys.classes(pool.name).queue_for(lease.worker_id, pool.client)
     seconds = max(1, math.ceil(timeout))
-    with pool.sender.errors("run", lease.worker_id):
-        # One transaction, one round trip (RQ without a pipeline sends two).
-        pipe = pool.client.pipeline()
-        job = queue.enqueue_call(
-            name,
-            args=list(args),
-            timeout=seconds,
-            ttl=seconds,
-            result_ttl=RESULT_TTL,
-            failure_ttl=RESULT_TTL,
-            meta={TOKEN_META: str(lease.token), NONCE_META: lease.nonce},
-            pipeline=pipe,
-        )
-        pipe.execute()
-        try:
-            entry = _wait(lease, job.id, mod_time.monotonic() + timeout + RESULT_GRACE)
-        except BaseException:
-            queue.remove(job.id)  # not started yet: never runs
-            raise
-    return _outcome(lease, name, job.id, entry)
+    meta = {TOKEN_META: str(lease.token), NONCE_META: lease.nonce}
+    job_id, fields = job_records.job_fields(
+        name, args, pool.keys.rq_queue(lease.worker_id), meta, timeout=seconds,
+        result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL, ttl=seconds, now=mod_time.time(),
+    )  # fmt: skip
+    op = protocol_jobs.enqueue_job(
+        pool.keys, lease.worker_id, lease.token, lease.nonce, job_id, seconds, fields
+    )
+    deadline = mod_time.monotonic() + timeout + RESULT_GRACE
+    try:
+        entry = _enqueue_and_wait(lease, op, job_id)
+        if entry is None:
+            entry = _wait(lease, job_id, deadline)
+    except BaseException:
+        _withdraw(lease, job_id)  # if queued and not started yet: it never runs
+        raise
+    return _outcome(lease, name, entry)
+
+
+def _enqueue_and_wait(lease: Lease, op: Op[int], job_id: str) -> dict[bytes, bytes] | None:
+    """Send ``op`` (enqueue_job) and, in the same round trip, a first short wait
+    for the job's result; the result entry if it came, else None (wait on)."""
+    pool = lease.pool
+    key = pool.keys.rq_result(job_id)
+    if pool.sender.on_cluster:  # the guard key of a cluster call goes through the sender
+        code = pool.sender.send(op)
+        entry = None
+    else:
+        wait = ("XREAD", "BLOCK", FIRST_WAIT_MS, "STREAMS", key, "0-0")
+        with pool.sender.errors("run", lease.worker_id):
+            try:
+                reply, waited = pool.sender.wire.call_reads(op.command(), wait)
+            except redis.ResponseError as exc:  # the library missing: the sender loads it
+                if "function not found" not in str(exc).lower():
+                    raise
+                reply, waited = None, None
+        code = pool.sender.send(op) if reply is None else op.read(reply)
+        entry = _entry_of(waited)
+    if code != errors.OK:
+        _ended(lease, code)
+    return entry
+
+
+def _withdraw(lease: Lease, job_id: str) -> None:
+    """Take a job that has not started off its worker's queue (it then never runs)."""
+    pool = lease.pool
+    queue = protocol_jobs.rq_key(pool.keys, "queue", pool.keys.rq_queue(lease.worker_id))
+    with contextlib.suppress(redis.RedisError):
+        pool.client.lrem(queue, 1, job_id)
 
 
 def _check_active(lease: Lease, operation: str) -> None:
@@ -137,11 +177,14 @@ def _check_active(lease: Lease, operation: str) -> None:
     )
 
 
-def _wait(lease: Lease, job_id: str, deadline: float) -> tuple[str, dict[bytes, bytes]]:
+def _wait(lease: Lease, job_id: str, deadline: float) -> dict[bytes, bytes]:
     """The result entry of ``job_id``; checks the lease between short waits."""
     key = lease.pool.keys.rq_result(job_id)
-    client = lease.pool.client
+    sender = lease.pool.sender
     while True:
+        state = _bury_and_ask(lease)
+        if state != errors.OK:
+            _ended(lease, state)
         left = deadline - mod_time.monotonic()
         if left <= 0:
             raise JobTimeout(
@@ -151,15 +194,25 @@ def _wait(lease: Lease, job_id: str, deadline: float) -> tuple[str, dict[bytes, 
                 operation="run",
             )
         block = max(1, round(min(left, CHECK_INTERVAL) * 1000))
-        reply: Any = client.xread({key: "0-0"}, block=block)
-        if reply:
-            streams = reply.items() if isinstance(reply, dict) else reply  # RESP3 | RESP2
-            for _stream, entries in streams:
-                entry_id, fields = entries[-1]
-                return text(entry_id), dict(fields)
-        state = _bury_and_ask(lease)
-        if state != errors.OK:
-            _ended(lease, state)
+        with sender.errors("run", lease.worker_id):
+            (reply,) = sender.wire.call_reads(("XREAD", "BLOCK", block, "STREAMS", key, "0-0"))
+        entry = _entry_of(reply)
+        if entry is not None:
+            return entry
+
+
+def _entry_of(reply: Any) -> dict[bytes, bytes] | None:
+    """The last entry's fields in a raw XREAD reply of one stream (RESP2 or RESP3)."""
+    if not reply:
+        return None
+    streams = list(reply.values()) if isinstance(reply, dict) else [s[1] for s in reply]
+    entries = streams[0]
+    if not entries:
+        return None
+    flat = entries[-1][1]
+    if isinstance(flat, dict):
+        return flat
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _bury_and_ask(lease: Lease) -> int:
@@ -177,18 +230,19 @@ def _ended(lease: Lease, state: int) -> None:
     _check_active(lease, "run")
 
 
-def _outcome(lease: Lease, name: str, job_id: str, entry: tuple[str, dict[bytes, bytes]]) -> Any:
-    from rq.results import Result
-    from rq.serializers import JSONSerializer
-
-    result = Result.restore(
-        "", entry[0], entry[1], connection=lease.pool.client, serializer=JSONSerializer
-    )
-    if result.type == Result.Type.SUCCESSFUL:
-        return result.return_value
-    remote_type, remote_message = _remote_error(result.exc_string or "")
+def _outcome(lease: Lease, name: str, entry: dict[bytes, bytes]) -> Any:
+    try:
+        result = job_records.read_result(entry)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise PoolCorrupted(
+            f"pool {lease.pool.name!r}: a job result redispool does not write: {exc}",
+            pool=lease.pool.name, worker_id=lease.worker_id, operation="run",
+        ) from None  # fmt: skip
+    if result.ok:
+        return result.value
+    remote_type, remote_message = _remote_error(result.exc_string)
     where = {"pool": lease.pool.name, "worker_id": lease.worker_id, "operation": "run"}
-    verdict = _verdict(lease, job_id)
+    verdict = result.verdict
     if verdict in (errors.NOT_HELD, errors.WORKER_DEAD):
         _ended(lease, verdict)
     kind = JobTimeout if verdict == errors.JOB_TIMEOUT else JobFailed
@@ -199,18 +253,6 @@ def _outcome(lease: Lease, name: str, job_id: str, entry: tuple[str, dict[bytes,
         remote_message=remote_message,
         **where,
     )
-
-
-def _verdict(lease: Lease, job_id: str) -> int | None:
-    """The worker's verdict on a failed job (VERDICT_META), None if it has none."""
-    job_class = rqkeys.classes(lease.pool.name).job
-    raw = lease.pool.client.hget(job_class.key_for(job_id), "meta")
-    try:
-        meta = json.loads(raw) if raw else {}
-    except ValueError:
-        return None
-    code = meta.get(VERDICT_META) if isinstance(meta, dict) else None
-    return code if isinstance(code, int) and code in errors.CODES else None
 
 
 def _remote_error(exc_string: str) -> tuple[str, str]:

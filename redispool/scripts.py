@@ -55,10 +55,13 @@ __all__ = [
 
 SCRIPT_NAMES = (
     "add_worker",
+    "begin_job",
     "cancel_wait",
     "checkin",
     "checkout",
     "configure",
+    "enqueue_job",
+    "finish_job",
     "leave_worker",
     "reap_workers",
     "reclaim",

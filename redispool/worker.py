@@ -1,12 +1,14 @@
 """A worker process: holds one worker id of a pool and runs the jobs sent to it.
 
-It registers as a new *incarnation* of its id, keeps a heartbeat, and runs
-the RQ jobs of its own queue one after another: RQ's ``SimpleWorker`` keeps
-RQ's records (registries, results) in this process, and the function call
-itself runs in one long-lived job process (:mod:`redispool.job_process`),
-reused between jobs. Before each job it checks, in one script, that the
-job's token is the current lease of this worker and that this process still
-holds the id; a job from an ended lease is refused and never runs. While a
+It registers as a new *incarnation* of its id, keeps a heartbeat (and RQ's
+worker record, :mod:`redispool.rq_records`), and runs the RQ jobs of its own
+queue one after another (:mod:`redispool.job_loop`): it keeps RQ's records of
+each job (registries, results) in one script at the start and one at the end,
+and the function call itself runs in one long-lived job process
+(:mod:`redispool.job_process`), reused between jobs. Before each job it
+checks, in the first script, that the job's token is the current lease of
+this worker and that this process still holds the id; a job from an ended
+lease is refused and never runs. While a
 job runs its lease is watched: when it ends the job is told
 (``current_lease().lost``) and, if it has not returned within
 ``stop_grace`` seconds, killed; so is a job past its own timeout. Such a job
@@ -34,20 +36,16 @@ import sys
 import threading
 import time as mod_time
 from types import FrameType
-from typing import Any
 
 import redis
-from rq.exceptions import DequeueTimeout
-from rq.job import Job
-from rq.timeouts import JobTimeoutException
 
 from . import errors, liveness, observe, rqkeys
 from .connect import client_from_url, close_client
-from .errors import LeaseLost, PoolError, PoolUnavailable, WorkerIdTaken
-from .job_process import JobProcess, JobProcessError, Outcome
-from .jobs import NONCE_META, TOKEN_META
+from .errors import PoolError, PoolUnavailable, WorkerIdTaken
+from .job_loop import JobLoop
+from .job_process import JobProcess, JobProcessError
 from .pool import Pool
-from .rq_records import JobRaised, RQRecords
+from .rq_records import RQRecords
 from .worker_settings import SETTINGS_ENV, WorkerSettings
 
 __all__ = ["EXIT_ID_TAKEN", "SETTINGS_ENV", "Worker", "WorkerSettings", "main"]
@@ -62,8 +60,6 @@ LOOK_CONNECT_TIMEOUT, LOOK_TIMEOUT = 1.0, 0.5
 #: Seconds one dequeue blocks; also how soon the loop notices it should stop.
 DEQUEUE_WAIT = 1
 RQ_BEAT_INTERVAL = 15.0
-#: A job's timeout when it names none (RQ's default), seconds.
-DEFAULT_JOB_TIMEOUT = 180.0
 LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
 
 
@@ -97,13 +93,15 @@ class Worker:
         )
         self.functions = frozenset(settings.functions)
         self._rq = RQRecords(settings.url, self.pool.keys, settings.worker_id, settings.incarnation)
+        self._loop_of_jobs = JobLoop(
+            self.pool, self._watcher, self.me, self._jobs, self.functions, self._rq.name
+        )
         self._draining = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._exit_code = EXIT_OK
         self._last_job = mod_time.monotonic()
         self._rq_beat = mod_time.monotonic()
-        self._held_until = 0.0  # the running job's lease surely holds until then (monotonic)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -237,33 +235,42 @@ class Worker:
 
     def _next_job(self) -> None:
         """Wait up to DEQUEUE_WAIT for a job and handle it."""
-        try:
-            job = self._rq.dequeue(DEQUEUE_WAIT)
-        except DequeueTimeout:
+        self._rq_tick()
+        job_id = self._loop_of_jobs.next_id(DEQUEUE_WAIT)
+        if job_id is None:
             self._jobs.ensure_ready()  # a job process replaced after a kill must work
             self._idle_tick()
             return
-        except (redis.ConnectionError, redis.TimeoutError):
-            raise
-        except Exception as exc:  # a job record RQ cannot even read: drop it, live on
-            self._rq.drop_unreadable(exc)
-            return
-        if job is None:
-            return
+        self._last_job = mod_time.monotonic()
         try:
-            self._handle(job)
+            code = self._loop_of_jobs.handle(job_id)
         except (redis.ConnectionError, redis.TimeoutError, JobProcessError):
             raise
+        except PoolUnavailable as exc:
+            log.warning("worker %s: job %s not run: %s", self.me.worker_id, job_id, exc)
+            self._give_back(job_id)
+            self._stop.wait(0.5)
+            return
         except Exception:  # a malformed job must not stop the worker
-            log.exception("worker %s: job %s dropped", self.me.worker_id, job.id)
-            self._rq.drop(job.id)
+            log.exception("worker %s: job %s dropped", self.me.worker_id, job_id)
+            return
+        if code == errors.UNKNOWN_WORKER:  # given back: this process no longer holds the id
+            self._check_id()
+        self._last_job = mod_time.monotonic()
 
-    def _idle_tick(self) -> None:
+    def _rq_tick(self) -> None:
+        """RQ's heartbeat of its worker record, busy or idle."""
         now = mod_time.monotonic()
         if now - self._rq_beat >= RQ_BEAT_INTERVAL:
             self._rq_beat = now
-            self._rq.heartbeat()
+            try:
+                self._rq.heartbeat()
+            except redis.RedisError as exc:
+                log.warning("worker %s: RQ heartbeat failed: %s", self.me.worker_id, exc)
+
+    def _idle_tick(self) -> None:
         idle = self.settings.overflow_idle
+        now = mod_time.monotonic()
         if idle is None or self._draining.is_set() or now - self._last_job < idle:
             return
         if liveness.leave(self.pool, self.me, "idle") == 1:
@@ -272,91 +279,24 @@ class Worker:
         else:
             self._last_job = now  # leased: stays
 
-    def _handle(self, job: Job) -> None:
-        """Fence, then run ``job`` (or refuse it)."""
+    def _give_back(self, job_id: str) -> None:
+        """Put a job that was not run back at the head of the queue, then check the id."""
         try:
-            refusal = self._rq.refusal(job, self.functions)
-            if refusal is not None:
-                remote_type, message, about_lease = refusal
-                self._rq.refuse(job, remote_type, message, errors.NOT_HELD if about_lease else None)
-                return
-            token = str(job.meta.get(TOKEN_META, ""))
-            nonce = str(job.meta.get(NONCE_META, ""))
-            fenced_at = mod_time.monotonic()  # the lease holds from here, if code is OK
-            code, left = liveness.fence_job(self.pool, self.me, token, nonce)
-            self._held_until = fenced_at + left
-            if code == errors.UNKNOWN_WORKER:  # this process no longer holds the id
-                self._give_back(job)
-                return
-            if code != errors.OK:
-                observe.refused(self.pool, self.me.worker_id, token, code)
-                why = "its worker died" if code == errors.WORKER_DEAD else "it has ended"
-                message = f"job refused: the lease of token {token} is not current ({why})"
-                self._rq.refuse(job, "redispool.errors.LeaseLost", message, code)
-                return
-            self._last_job = mod_time.monotonic()
-            log.info("worker %s job %s token %s started", self.me.worker_id, job.id, token)
-            try:
-                self._rq.execute(job, self._run_call)
-            finally:
-                log.info("worker %s job %s token %s ended", self.me.worker_id, job.id, token)
+            self._loop_of_jobs.give_back(job_id)
         except PoolError as exc:
-            log.warning("worker %s: job %s not run: %s", self.me.worker_id, job.id, exc)
-            self._give_back(job)
-            self._stop.wait(0.5)
+            log.warning("worker %s: job %s not given back: %s", self.me.worker_id, job_id, exc)
+        self._check_id()
 
-    def _run_call(self, job: Job) -> Any:
-        """(RQ's runner.) Run ``job``'s call in the job process while its lease
-        holds; its return value, else raise what RQ records as its failure."""
-        token, nonce = str(job.meta[TOKEN_META]), str(job.meta[NONCE_META])
-        call = {
-            "func": job.func_name, "args": list(job.args), "kwargs": dict(job.kwargs),
-            "pool": self.pool.name, "worker_id": self.me.worker_id, "token": int(token),
-        }  # fmt: skip
-        timeout = None if job.timeout == -1 else float(job.timeout or DEFAULT_JOB_TIMEOUT)
-        wid = self.me.worker_id
-
-        def held() -> float:
-            return liveness.lease_left(self._watcher, wid, token, nonce)
-
-        outcome = self._jobs.run(call, timeout, held, self._held_until)
-        if outcome.kind == "returned":
-            return outcome.value
-        if outcome.kind == "raised":
-            raise JobRaised(outcome.exc_string)
-        return self._ended_early(job, token, outcome, timeout)
-
-    def _ended_early(self, job: Job, token: str, outcome: Outcome, timeout: float | None) -> Any:
-        """Record why a job was stopped (its verdict) and raise it for RQ."""
-        wid = self.me.worker_id
-        if outcome.kind == "timeout":
-            self._rq.set_verdict(job, errors.JOB_TIMEOUT)
-            log.warning(
-                "worker %s job %s ran past its timeout (%s s): killed", wid, job.id, timeout
-            )
-            raise JobTimeoutException(f"job {job.id} ran past its timeout of {timeout} s: killed")
-        _, state = liveness.bury(self.pool, wid, int(token))
-        verdict = errors.WORKER_DEAD if state == errors.WORKER_DEAD else errors.NOT_HELD
-        self._rq.set_verdict(job, verdict)
-        observe.stopped(self.pool, wid, token, verdict, outcome.killed)
-        log.warning(
-            "worker %s job %s token %s: its lease ended; job %s %.3f s later",
-            wid, job.id, token, "killed" if outcome.killed else "returned", outcome.lost_after,
-        )  # fmt: skip
-        raise LeaseLost(
-            f"pool {self.pool.name!r}: the lease of token {token} ended while its job ran",
-            pool=self.pool.name, worker_id=wid, operation="job",
-        )  # fmt: skip
-
-    def _give_back(self, job: Job) -> None:
-        """Put ``job`` back at the head of the queue, then check the id is still ours."""
-        self._rq.give_back(job)
+    def _check_id(self) -> None:
+        """Beat now: exit if another live process took this worker id."""
         self._wake.set()
         try:
             self._beat()
         except WorkerIdTaken:
             self._exit_code = EXIT_ID_TAKEN
             self._stop.set()
+        except PoolError as exc:
+            log.warning("worker %s: heartbeat failed: %s", self.me.worker_id, exc)
 
 
 def main() -> int:

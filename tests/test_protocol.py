@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from redispool import PoolStatus, errors, protocol, scripts
+from redispool import PoolStatus, errors, job_records, protocol, scripts
 from redispool.errors import (
     FULL,
     ID_TAKEN,
@@ -30,6 +30,7 @@ from redispool.errors import (
 )
 from redispool.keys import PoolKeys
 from redispool.protocol import clock
+from redispool.protocol import jobs as protocol_jobs
 from redispool.protocol.lease_life import LeaseLife
 
 K = PoolKeys("unit")
@@ -69,7 +70,8 @@ def argv_count(script: str) -> tuple[int, bool]:
 def key_name(key: str) -> str:
     if key == K.prefix:
         return "prefix"
-    return key.removeprefix(K.prefix).split(":")[0]
+    part = key.removeprefix(K.prefix).split(":")
+    return part[1] if part[0] == "rq" else part[0]  # RQ's keys: named by their kind
 
 
 EVERY_OP: list[protocol.Op[Any]] = [
@@ -88,6 +90,11 @@ EVERY_OP: list[protocol.Op[Any]] = [
     protocol.leave(K, ME, "drain"),
     protocol.bury(K, "w1", 7, "ab"),
     protocol.fence_job(K, ME, "7", "ab"),
+    protocol_jobs.enqueue_job(K, "w1", 7, "ab", "j1", 5, ["status", "queued"]),
+    protocol_jobs.begin_job(K, ME, "j1", "j1:e1", "t", 1.0, "w1.inc"),
+    protocol_jobs.finish_job(K, "w1", "7", "ab", "j1", job_records.end_of(
+        "returned", value=1, execution="j1:e1", now=1.0, result_ttl=5, failure_ttl=5,
+        worker_name="w1.inc")),
 ]
 
 
@@ -109,7 +116,11 @@ def test_each_operation_sends_its_keys_in_the_headers_order(op: protocol.Op[Any]
 @pytest.mark.parametrize("op", EVERY_OP, ids=lambda op: op.name)
 def test_each_operation_sends_as_many_args_as_its_header_lists(op: protocol.Op[Any]) -> None:
     count, per_item = argv_count(op.script)
-    if per_item:
+    header = _read(f"{op.script}.lua").split("]]", 1)[0]
+    if tail := re.search(r"ARGV\[(\d+)\.\.n\]", header):  # name, value pairs from here on
+        fixed = int(tail.group(1)) - 1
+        assert len(op.args) >= fixed and (len(op.args) - fixed) % 2 == 0, op.script
+    elif per_item:
         assert len(op.args) % count == 0 and len(op.args) // count == len(op.keys) - 1
     else:
         assert len(op.args) == count, f"{op.script}: header lists {count} ARGV"

@@ -15,8 +15,20 @@ from typing import Any
 import fakeredis
 import pytest
 
-from redispool import Lease, Pool, PoolFull, errors, liveness, protocol, scripts, wire
+from redispool import (
+    Lease,
+    Pool,
+    PoolFull,
+    errors,
+    job_records,
+    jobs,
+    liveness,
+    protocol,
+    scripts,
+    wire,
+)
 from redispool.liveness import Incarnation
+from redispool.protocol import jobs as protocol_jobs
 
 HEADER = re.compile(r"--\[\[(.*?)\]\]", re.DOTALL)
 
@@ -109,8 +121,28 @@ def exercise_worker_scripts(pool: Pool) -> None:
     assert isinstance(granted, protocol.Granted)
     lease = Lease.granted(pool, granted, "cd34", auto_renew=False, sent=0.0)
     liveness.start_job(pool, me, str(lease.token), lease.nonce)
+    exercise_job_scripts(pool, me, lease)
     liveness.bury(pool, me.worker_id, lease.token, lease.nonce)
     liveness.leave(pool, me, "exit")
+
+
+def exercise_job_scripts(pool: Pool, me: Incarnation, lease: Lease) -> None:
+    """A job's three scripts: enqueue (the client), begin and finish (the worker)."""
+    meta = {jobs.TOKEN_META: str(lease.token), jobs.NONCE_META: lease.nonce}
+    job_id, fields = job_records.job_fields(
+        "redispool.doubler.double", [4], me.worker_id, meta, timeout=5, result_ttl=60,
+        failure_ttl=60, ttl=5, now=1.0e9,
+    )  # fmt: skip
+    send, keys = pool.sender.send, pool.keys
+    op = protocol_jobs.enqueue_job(keys, me.worker_id, lease.token, lease.nonce, job_id, 5, fields)
+    assert send(op) == errors.OK
+    begun = send(protocol_jobs.begin_job(keys, me, job_id, f"{job_id}:e1", "t", 1.0e9, "rqw"))
+    assert begun.code == errors.OK and begun.token == str(lease.token)
+    assert job_records.call_of(begun.data).args == [4]
+    end = job_records.end_of("returned", value=8, execution=f"{job_id}:e1", now=1.0e9,
+                             result_ttl=60, failure_ttl=60, worker_name="rqw")  # fmt: skip
+    assert send(protocol_jobs.finish_job(keys, me.worker_id, begun.token, begun.nonce, job_id,
+                                         end)) == errors.OK  # fmt: skip
 
 
 def test_every_script_is_called_as_its_header_says(

@@ -1,0 +1,209 @@
+"""A worker process's jobs: take the next one, fence it, run it, write its end.
+
+Each job costs the worker three calls to Redis: ``BLPOP`` on its RQ queue,
+``begin_job`` (the fence: token, nonce and incarnation; and RQ's "started"
+records, in one script) and ``finish_job`` (RQ's result, status and
+registries, written only after the lease is seen held once more, in the same
+script: a return that came after the lease ended is recorded as failed with
+the verdict ``NOT_HELD``, never as the holder's result). In between, the call
+runs in the job process while its lease is watched (:mod:`redispool.job_process`).
+A job is refused, and recorded as failed without running, if its lease is not
+current, if it carries none, if its function is not registered, or if it has
+callbacks, hooks or an instance; a job whose worker id another incarnation
+took is given back at the head of the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time as mod_time
+from typing import Any
+from uuid import uuid4
+
+from . import errors, job_records, liveness, observe
+from .job_process import JobProcess, Outcome
+from .job_records import Call, call_of, end_of
+from .pool import Pool
+from .protocol import jobs as protocol_jobs
+from .protocol.jobs import Begun
+from .protocol.workers import Incarnation
+from .wire import text
+
+__all__ = ["DEFAULT_JOB_TIMEOUT", "JobLoop"]
+
+log = logging.getLogger("redispool.worker")
+
+#: A job's timeout when it names none (RQ's default), seconds.
+DEFAULT_JOB_TIMEOUT = 180.0
+LEASE_LOST = "redispool.errors.LeaseLost"
+NOT_REGISTERED = "redispool.jobs.FunctionNotRegistered"
+
+
+class JobLoop:
+    """The jobs of one worker process, one at a time."""
+
+    def __init__(
+        self, pool: Pool, watcher: Pool, me: Incarnation, jobs: JobProcess,
+        functions: frozenset[str], rq_name: str,
+    ) -> None:  # fmt: skip
+        self.pool, self.watcher, self.me, self.jobs = pool, watcher, me, jobs
+        self.functions, self.rq_name = functions, rq_name
+        queue = pool.keys.rq_queue(me.worker_id)
+        self.queue_key = protocol_jobs.rq_key(pool.keys, "queue", queue)
+
+    def next_id(self, wait: int) -> str | None:
+        """The next job id on this worker's queue, waiting up to ``wait`` seconds."""
+        with self.pool.sender.errors("dequeue", self.me.worker_id):
+            reply = self.pool.sender.wire.call("BLPOP", self.queue_key, wait)
+        return None if not reply else text(reply[1])
+
+    def give_back(self, job_id: str) -> None:
+        """Put a job that was not run back at the head of the queue."""
+        with self.pool.sender.errors("give back", self.me.worker_id):
+            self.pool.sender.wire.call("LPUSH", self.queue_key, job_id)
+
+    def handle(self, job_id: str) -> int:
+        """Fence, then run job ``job_id`` (or refuse it). The fence's code:
+        ``UNKNOWN_WORKER`` if this process no longer holds the worker id (the
+        job was given back)."""
+        execution = f"{job_id}:{uuid4().hex}"
+        now = mod_time.time()
+        fenced_at = mod_time.monotonic()  # the lease holds from here, if the code is OK
+        op = protocol_jobs.begin_job(
+            self.pool.keys, self.me, job_id, execution, job_records.timestamp(now), now,
+            self.rq_name,
+        )  # fmt: skip
+        begun = self.pool.sender.send(op)
+        if begun.code == errors.NO_JOB:
+            log.warning("worker %s: job %s has no record: dropped", self.me.worker_id, job_id)
+        elif begun.code in (errors.NOT_HELD, errors.WORKER_DEAD):
+            self._refuse_lease(job_id, begun)
+        elif begun.code == errors.OK:
+            self._run(job_id, begun, execution, fenced_at + begun.left)
+        return begun.code
+
+    def _refuse_lease(self, job_id: str, begun: Begun) -> None:
+        token = begun.token
+        if not token.isdigit():
+            message = "job refused: it carries no lease token"
+        elif not begun.nonce:
+            message = "job refused: it carries no lease nonce"
+        else:
+            observe.refused(self.pool, self.me.worker_id, token, begun.code)
+            why = "its worker died" if begun.code == errors.WORKER_DEAD else "it has ended"
+            message = f"job refused: the lease of token {token} is not current ({why})"
+        self._refuse(job_id, begun, "", LEASE_LOST, message, begun.code)
+
+    def _refuse(
+        self, job_id: str, begun: Begun, execution: str, remote_type: str, message: str,
+        verdict: int | None,
+    ) -> None:  # fmt: skip
+        log.warning("worker %s refused job %s: %s: %s", self.me.worker_id, job_id,
+                    remote_type, message)  # fmt: skip
+        self._finish(job_id, begun, "failed", execution, exc_string=f"{remote_type}: {message}",
+                     verdict=verdict)  # fmt: skip
+
+    def _refusal(self, call: Call, begun: Begun) -> str | None:
+        """Why a fenced job must not run, read without importing anything."""
+        if call.func_name not in self.functions:
+            return f"{call.func_name!r} is not registered"
+        if begun.callbacks or begun.webhooks or call.instance is not None:
+            return "jobs with callbacks or hooks are refused"
+        return None
+
+    def _run(self, job_id: str, begun: Begun, execution: str, held_until: float) -> None:
+        try:
+            call = call_of(begun.data)
+        except ValueError as exc:
+            self._refuse(job_id, begun, execution, NOT_REGISTERED, str(exc), None)
+            return
+        refusal = self._refusal(call, begun)
+        if refusal is not None:
+            self._refuse(job_id, begun, execution, NOT_REGISTERED, refusal, None)
+            return
+        wid, token, nonce = self.me.worker_id, begun.token, begun.nonce
+        timeout = _timeout_of(begun.timeout)
+        message = {
+            "func": call.func_name, "args": call.args, "kwargs": call.kwargs,
+            "pool": self.pool.name, "worker_id": wid, "token": int(token),
+        }  # fmt: skip
+
+        def held() -> float:
+            return liveness.lease_left(self.watcher, wid, token, nonce)
+
+        log.info("worker %s job %s token %s started", wid, job_id, token)
+        try:
+            outcome = self.jobs.run(message, timeout, held, held_until)
+            self._ended(job_id, begun, execution, outcome, timeout)
+        finally:
+            log.info("worker %s job %s token %s ended", wid, job_id, token)
+
+    def _ended(
+        self, job_id: str, begun: Begun, execution: str, outcome: Outcome, timeout: float | None
+    ) -> None:
+        wid, token = self.me.worker_id, begun.token
+        if outcome.kind == "returned":
+            lost = f"{LEASE_LOST}: the lease of token {token} ended before its job's result"
+            code = self._finish(job_id, begun, "returned", execution, value=outcome.value,
+                                lost_message=lost)  # fmt: skip
+            if code != errors.OK:
+                observe.stopped(self.pool, wid, token, code, False)
+                log.warning("worker %s job %s token %s: its lease ended; job returned "
+                            "after it", wid, job_id, token)  # fmt: skip
+            return
+        if outcome.kind == "raised":
+            self._finish(job_id, begun, "failed", execution, exc_string=outcome.exc_string)
+            return
+        if outcome.kind == "timeout":
+            log.warning("worker %s job %s ran past its timeout (%s s): killed", wid, job_id,
+                        timeout)  # fmt: skip
+            text_ = f"rq.timeouts.JobTimeoutException: job {job_id} ran past its timeout of " \
+                    f"{timeout} s: killed"  # fmt: skip
+            self._finish(job_id, begun, "failed", execution, exc_string=text_,
+                         verdict=errors.JOB_TIMEOUT)  # fmt: skip
+            return
+        _, state = liveness.bury(self.pool, wid, int(token))
+        verdict = errors.WORKER_DEAD if state == errors.WORKER_DEAD else errors.NOT_HELD
+        if not outcome.started:
+            log.warning("worker %s job %s token %s: its lease ended before the job could "
+                        "start; not started", wid, job_id, token)  # fmt: skip
+        else:
+            observe.stopped(self.pool, wid, token, verdict, outcome.killed)
+            log.warning(
+                "worker %s job %s token %s: its lease ended; job %s %.3f s later",
+                wid, job_id, token, "killed" if outcome.killed else "returned", outcome.lost_after,
+            )  # fmt: skip
+        text_ = (f"{LEASE_LOST}: pool {self.pool.name!r}: the lease of token {token} ended "
+                 f"{'while its job ran' if outcome.started else 'before its job started'}")
+        self._finish(job_id, begun, "failed", execution, exc_string=text_, verdict=verdict)
+
+    def _finish(
+        self, job_id: str, begun: Begun, kind: str, execution: str, *, value: Any = None,
+        exc_string: str = "", lost_message: str = "", verdict: int | None = None,
+    ) -> int:  # fmt: skip
+        ttl = _ttls_of(begun)
+        end = end_of(
+            kind, value=value, exc_string=exc_string, lost_message=lost_message,
+            verdict=verdict, execution=execution, now=mod_time.time(), result_ttl=ttl[0],
+            failure_ttl=ttl[1], worker_name=self.rq_name,
+        )  # fmt: skip
+        op = protocol_jobs.finish_job(
+            self.pool.keys, self.me.worker_id, begun.token, begun.nonce, job_id, end
+        )
+        return self.pool.sender.send(op)
+
+
+def _timeout_of(raw: str) -> float | None:
+    """The job's timeout in seconds (None: none, RQ's -1)."""
+    try:
+        value = float(raw) if raw else DEFAULT_JOB_TIMEOUT
+    except ValueError:
+        return DEFAULT_JOB_TIMEOUT
+    return None if value == -1 else value
+
+
+def _ttls_of(begun: Begun) -> tuple[int, int]:
+    """The result and failure TTLs a job's record names (RQ's defaults otherwise)."""
+    result_ttl = job_records.RQ_RESULT_TTL if begun.result_ttl is None else begun.result_ttl
+    failure_ttl = job_records.RQ_FAILURE_TTL if begun.failure_ttl is None else begun.failure_ttl
+    return result_ttl, failure_ttl

@@ -33,7 +33,20 @@ if not value or not holds(value, token, nonce) then
   if KEYS[11] and probe('ZSCORE', KEYS[11], token) then return {WORKER_DEAD} end
   return {NOT_HELD}
 end
-local plan = release_plan(wid)
+local plan = release_plan(wid, true)
+if plan.known and not plan.draining and not plan.waiting then
+  -- Back to the idle list: that push is the first write, and fails on a
+  -- wrong type having changed nothing; a deadlines of the wrong type then
+  -- takes the worker off the head again (the exact undo) and stops.
+  probe('LPUSH', K.idle, wid)
+  local removed = rpcall('ZREM', K.deadlines, wid)
+  if type(removed) == 'table' and removed.err then
+    rcall('LPOP', K.idle)
+    error(corrupt(K.deadlines, 'holds the wrong type'))
+  end
+  rcall('DEL', lease)
+  return {OK}
+end
 -- The first write, and the only one that can fail (deadlines of the wrong
 -- type): release_plan read every key the later writes touch.
 probe('ZREM', K.deadlines, wid)

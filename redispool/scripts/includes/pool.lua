@@ -6,7 +6,8 @@
                                the prefix plus 'lease:<id>' / 'wake:<ticket>')
     KEYS[2] config     hash    lease_ttl_ms, strategy
     KEYS[3] workers    hash    worker id -> 'host|pid'
-    KEYS[4] idle       list    idle worker ids, head is next
+    KEYS[4] idle       list    idle worker ids, pushed at the head; a lifo
+                               pool pops the head, a fifo pool the tail
     KEYS[5] deadlines  zset    leased worker id -> deadline (server ms)
     KEYS[6] token      string  last fencing token issued
     KEYS[7] draining   set     leased workers that leave at the end of the lease
@@ -49,6 +50,7 @@ local function bind_pool()
   rcall, rpcall = redis.call, redis.pcall
   K.prefix, K.config, K.workers, K.idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
   K.deadlines, K.token, K.draining, K.waitq, K.waiters = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+  K.strategy = nil  -- the pool's strategy once read in this call
   K.counter = nil  -- the token counter's value once read in this call (false: missing)
   K.count = nil  -- ... and as a number (0: missing)
 end
@@ -131,6 +133,7 @@ local function corrupted(new_ttl, new_strategy)
   if strategy and strategy ~= 'lifo' and strategy ~= 'fifo' then
     return corrupt(K.config, 'has strategy ' .. string.format('%q', strategy))
   end
+  K.strategy = strategy or 'lifo'
   return nil
 end
 
@@ -156,7 +159,23 @@ local function settings()
   if config[2] and config[2] ~= 'lifo' and config[2] ~= 'fifo' then
     error(corrupt(K.config, 'has strategy ' .. string.format('%q', config[2])))
   end
-  return ttl or DEFAULT_TTL_MS, config[2] or 'lifo'
+  K.strategy = config[2] or 'lifo'
+  return ttl or DEFAULT_TTL_MS, K.strategy
+end
+
+-- Idle workers are pushed at the head (a return needs no look at the
+-- strategy); a lifo pool pops the head (the last returned), a fifo pool the
+-- tail (the one idle longest). An idle list of the wrong type stops the
+-- script, having changed nothing.
+local function pop_idle()
+  if not K.strategy then settings() end
+  if K.strategy == 'fifo' then return probe('RPOP', K.idle) end
+  return probe('LPOP', K.idle)
+end
+
+-- Put `wid`, just popped by pop_idle(), back where it was: the exact undo.
+local function unpop_idle(wid)
+  if K.strategy == 'fifo' then rcall('RPUSH', K.idle, wid) else rcall('LPUSH', K.idle, wid) end
 end
 
 -- The counter this library wrote last, and its number: read back unchanged
@@ -190,11 +209,16 @@ local function issue_token(now_us)
   return token
 end
 
+-- The last lease ttl written, as a number and as its decimal (most leases
+-- of a server share one ttl: no string.format per lease).
+local ttl_n, ttl_s = nil, nil
+
 -- Write the lease of worker `wid` to `holder` for `ttl` ms under `nonce`
 -- (its deadline is the caller's to record). Returns its token.
 local function write_lease(wid, ttl, nonce, holder, now_us)
   local token = issue_token(now_us)
-  rcall('SET', K.prefix .. 'lease:' .. wid, K.counter .. '|' .. nonce .. '|' .. holder, 'PX', fmt(ttl))
+  if ttl ~= ttl_n then ttl_n, ttl_s = ttl, fmt(ttl) end
+  rcall('SET', K.prefix .. 'lease:' .. wid, K.counter .. '|' .. nonce .. '|' .. holder, 'PX', ttl_s)
   return token
 end
 
@@ -278,15 +302,16 @@ end
 
 -- What release(wid) will do, read before it writes anything, so that none of
 -- its writes can fail on a junk key.
-local function release_plan(wid)
+local function release_plan(wid, own_push)
   local plan = {
     draining = probe('SISMEMBER', K.draining, wid) == 1,
     known = probe('HEXISTS', K.workers, wid) == 1,
     waiting = probe('LLEN', K.waitq) > 0,
   }
+  if own_push and plan.known and not plan.draining and not plan.waiting then
+    return plan  -- the caller pushes to idle as its first write (checkin)
+  end
   probe('LLEN', K.idle)
-  local _, strategy = settings()
-  plan.strategy = strategy
   if plan.waiting then
     probe('ZCARD', K.waiters)
     check_token()
@@ -310,11 +335,7 @@ local function release(wid, now, now_us, plan)
     if not now then now, now_us = server_time() end
     if hand_to_waiter(wid, now, now_us) then return true end
   end
-  if plan.strategy == 'fifo' then
-    rcall('RPUSH', K.idle, wid)
-  else
-    rcall('LPUSH', K.idle, wid)
-  end
+  rcall('LPUSH', K.idle, wid)
   return false
 end
 
@@ -334,12 +355,22 @@ local function sweep(now, now_us, limit)
   return count
 end
 
+-- The checks a popped idle worker `wid` passes before it is leased: the
+-- token counter can grow, and `wid` is registered and not leased already;
+-- its deadline is then recorded. True if it was free. Raises (probe) on a
+-- key of the wrong type, having written nothing.
+local function vet_popped(wid, deadline)
+  check_token()
+  return probe('HEXISTS', K.workers, wid) == 1
+    and probe('ZADD', K.deadlines, 'NX', fmt(deadline), wid) == 1
+end
+
 -- Pop idle workers until one is really free, and lease it. Stray ids (not
 -- registered, or already leased: a corrupted list) are dropped. The caller
 -- has probed workers, deadlines and the token first.
 local function take_idle(ttl, nonce, holder, now, now_us)
   while true do
-    local wid = probe('LPOP', K.idle)
+    local wid = pop_idle()
     if not wid then return nil end
     if rcall('HEXISTS', K.workers, wid) == 1 and not rcall('ZSCORE', K.deadlines, wid) then
       local token, deadline = grant(wid, ttl, nonce, holder, now, now_us)
@@ -376,10 +407,10 @@ local function serve_waiters(now, now_us, limit)
     if rcall('LLEN', K.idle) == 0 or not (head and live_ticket(parse_entry(head), now)) then
       return
     end
-    local wid = rcall('LPOP', K.idle)
+    local wid = pop_idle()
     if rcall('HEXISTS', K.workers, wid) == 1 and not rcall('ZSCORE', K.deadlines, wid) then
       if not hand_to_waiter(wid, now, now_us) then
-        rcall('LPUSH', K.idle, wid)
+        unpop_idle(wid)
         return
       end
     end

@@ -7,9 +7,12 @@
   draining).
   Expired leases found on the way are returned too.
 
-  KEYS[1..9]  the pool's common keys (see includes/pool.lua)
-  KEYS[10]    lease      string 'token|nonce|holder' with a TTL
-  KEYS[11]    dead_leases zset  token -> ms its worker was found dead (optional)
+  KEYS[1]     prefix     'redispool:{pool}:': the script reads and writes the
+                         pool's common keys (see includes/pool.lua), the
+                         lease <prefix>lease:<worker_id> (string
+                         'token|nonce|holder' with a TTL) and
+                         <prefix>dead_leases (zset token -> ms its worker
+                         was found dead), all named from it
   ARGV[1]     worker_id
   ARGV[2]     token      decimal fencing token of the caller's lease
   ARGV[3]     nonce      hex nonce of the caller's lease
@@ -21,8 +24,8 @@
 ]]
 -- @include pool
 
-local lease = KEYS[10]
 local wid = ARGV[1]
+local lease = K.prefix .. 'lease:' .. wid
 local token = ARGV[2]
 local nonce = ARGV[3]
 
@@ -30,7 +33,7 @@ local value = probe('GET', lease)
 if not value or not holds(value, token, nonce) then
   local now, now_us = server_time()
   sweep(now, now_us, 16)
-  if KEYS[11] and probe('ZSCORE', KEYS[11], token) then return {WORKER_DEAD} end
+  if probe('ZSCORE', K.dead_leases, token) then return {WORKER_DEAD} end
   return {NOT_HELD}
 end
 local plan = release_plan(wid, true)

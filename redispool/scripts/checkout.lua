@@ -5,7 +5,9 @@
   expired leases (to the oldest waiters first). A stray id in the idle list
   is dropped, never leased twice.
 
-  KEYS[1..9]  the pool's common keys (see includes/pool.lua)
+  KEYS[1]     prefix     'redispool:{pool}:': the script reads and writes the
+                         pool's common keys (see includes/pool.lua) and
+                         lease keys, all named from it
   ARGV[1]     ttl_ms     integer ms; 0 means the pool's lease_ttl_ms
   ARGV[2]     holder     'host:pid' of the caller, for operators
   ARGV[3]     ticket     waiter ticket; '' means do not queue

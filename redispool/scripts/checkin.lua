@@ -36,8 +36,10 @@ if not value or not holds(value, token, nonce) then
   if probe('ZSCORE', K.dead_leases, token) then return {WORKER_DEAD} end
   return {NOT_HELD}
 end
-local plan = release_plan(wid, true)
-if plan.known and not plan.draining and not plan.waiting then
+local draining = probe('SISMEMBER', K.draining, wid) == 1
+local known = probe('HEXISTS', K.workers, wid) == 1
+local waiting = probe('LLEN', K.waitq) > 0
+if known and not draining and not waiting then
   -- Back to the idle list: that push is the first write, and fails on a
   -- wrong type having changed nothing; a deadlines of the wrong type then
   -- takes the worker off the head again (the exact undo) and stops.
@@ -50,6 +52,7 @@ if plan.known and not plan.draining and not plan.waiting then
   rcall('DEL', lease)
   return {OK}
 end
+local plan = release_plan(wid, draining, known, waiting)
 -- The first write, and the only one that can fail (deadlines of the wrong
 -- type): release_plan read every key the later writes touch.
 probe('ZREM', K.deadlines, wid)

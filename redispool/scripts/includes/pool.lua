@@ -79,10 +79,16 @@ local function fmt(n)
 end
 
 -- Server time as {milliseconds, microseconds}.
+-- The last reading's microseconds as a decimal when TIME's two parts
+-- spell it (usec of 6 digits), else nil: a token equal to the clock is then
+-- written without a string.format.
+local now_us_text, now_us_read = nil, nil
 local function server_time()
   local t = rcall('TIME')
   local sec, usec = tonumber(t[1]), tonumber(t[2])
-  return sec * 1000 + math.floor(usec / 1000), sec * 1000000 + usec
+  now_us_read = sec * 1000000 + usec
+  now_us_text = #t[2] == 6 and t[1] .. t[2] or nil
+  return sec * 1000 + (usec - usec % 1000) / 1000, now_us_read
 end
 
 -- Lease TTLs redispool writes: whole ms from 10 ms to 7 days. The number, or nil.
@@ -219,8 +225,13 @@ local function issue_token(now_us)
   local count = K.count
   if K.counter == nil then count = tonumber(rcall('GET', K.token)) end
   local token = (count or 0) + 1
-  if token < now_us then token = now_us end
-  K.counter, K.count = fmt(token), token
+  if token <= now_us then
+    token = now_us
+    K.counter = now_us == now_us_read and now_us_text or fmt(token)
+  else
+    K.counter = fmt(token)
+  end
+  K.count = token
   rcall('SET', K.token, K.counter)
   wrote_counter, wrote_count = K.counter, token
   return token
@@ -318,16 +329,15 @@ local function hand_to_waiter(wid, now, now_us)
 end
 
 -- What release(wid) will do, read before it writes anything, so that none of
--- its writes can fail on a junk key.
-local function release_plan(wid, own_push)
-  local plan = {
-    draining = probe('SISMEMBER', K.draining, wid) == 1,
-    known = probe('HEXISTS', K.workers, wid) == 1,
-    waiting = probe('LLEN', K.waitq) > 0,
-  }
-  if own_push and plan.known and not plan.draining and not plan.waiting then
-    return plan  -- the caller pushes to idle as its first write (checkin)
+-- its writes can fail on a junk key. A caller that read whether `wid` is
+-- draining, known and waited for (checkin) passes what it read.
+local function release_plan(wid, draining, known, waiting)
+  if draining == nil then
+    draining = probe('SISMEMBER', K.draining, wid) == 1
+    known = probe('HEXISTS', K.workers, wid) == 1
+    waiting = probe('LLEN', K.waitq) > 0
   end
+  local plan = {draining = draining, known = known, waiting = waiting}
   probe('LLEN', K.idle)
   if plan.waiting then
     probe('ZCARD', K.waiters)

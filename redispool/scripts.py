@@ -72,7 +72,7 @@ SCRIPT_NAMES = (
 #: Operations whose KEYS are variadic and whose reply has one entry per key.
 VARIADIC_KEYS = frozenset({"renew"})
 #: The shared helpers, in the order they are defined; each that reads KEYS has a bind_<name>().
-INCLUDES = ("pool", "workers", "repair")
+INCLUDES = ("pool", "handoff", "workers", "repair")
 
 _INCLUDE = re.compile(r"^-- @include (\w+)$", re.MULTILINE)
 #: The name of every version of the library: ``redispool_`` and 12 hex digits.

@@ -19,6 +19,7 @@
     {FULL}          nothing was handed over
 ]]
 -- @include pool
+-- @include handoff
 
 local ticket = ARGV[1]
 local wake = K.prefix .. 'wake:' .. ticket

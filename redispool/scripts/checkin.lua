@@ -23,6 +23,7 @@
     {WORKER_DEAD} it had ended because its worker process died
 ]]
 -- @include pool
+-- @include handoff
 
 local wid = ARGV[1]
 local lease = K.prefix .. 'lease:' .. wid

@@ -23,6 +23,7 @@
   next_deadline_ms is the earliest lease deadline, -1 when none.
 ]]
 -- @include pool
+-- @include handoff
 
 local ttl = tonumber(ARGV[1])
 local holder = ARGV[2]

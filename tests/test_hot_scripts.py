@@ -142,6 +142,19 @@ def test_pools_on_one_server_never_see_each_others_keys_however_many(
         assert r.zcard(k.deadlines) == 0 and r.exists(k.lease(f"only-{k.pool}")) == 0
 
 
+def test_on_a_cluster_a_hot_call_names_every_common_key_so_a_migrating_slot_says_tryagain() -> None:
+    k = PoolKeys("moving")
+    for op in (
+        protocol.checkout(k, ttl_ms=0, holder="h:1", ticket="", alive_ms=1, nonce="ab"),
+        protocol.checkin(k, worker_id="w1", token=7, nonce="ab"),
+        protocol.cancel_wait(k, "t1"),
+    ):
+        assert op.keys == (k.prefix,)  # off a cluster: the prefix alone
+        assert tuple(scripts.on_cluster(op.keys)) == k.common
+    renew = protocol.renew(k, [("w1", 7, "ab", 1000)])
+    assert tuple(scripts.on_cluster(renew.keys)) == renew.keys
+
+
 def test_a_pool_written_by_the_previous_version_is_taken_over(
     make_pool: MakePool, r: redis.Redis
 ) -> None:

@@ -4,7 +4,8 @@
 
 Starts ``redis-server`` (the one on PATH, or ``--server``) under ``valgrind
 --tool=callgrind``, loads this checkout's library (and each ``--library`` file: a
-library source saved from another version, for a before/after in one run), and counts
+library source saved from main before the hot scripts took the prefix alone as KEYS,
+for a before/after in one run), and counts
 the server's instructions (everything it does: reading, parsing, running the scripts,
 replying) per cycle of:
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(BENCH))
 
 from bench_cost import MIN_CHECKIN, MIN_CHECKOUT  # noqa: E402
 
-from redispool import scripts  # noqa: E402
+from redispool import protocol, scripts  # noqa: E402
 from redispool.keys import PoolKeys  # noqa: E402
 from redispool.server import free_port  # noqa: E402
 
@@ -61,39 +62,63 @@ def minimal(r: redis.Redis) -> Callable[[], None]:
     return cycle
 
 
-def alone(r: redis.Redis, lib: str, pool: str) -> Callable[[], None]:
+class Shapes:
+    """The KEYS each hot operation is sent with: this checkout's are the protocol
+    layer's; a library saved from main before this change took the nine common keys
+    (and the lease, dead_leases or wake key after them)."""
+
+    def __init__(self, k: PoolKeys, current: bool) -> None:
+        self.k, self.current = k, current
+
+    def checkout(self) -> tuple[str, ...]:
+        return (self.k.prefix,) if self.current else common(self.k)
+
+    def checkin(self, wid: str) -> tuple[str, ...]:
+        if self.current:
+            return (self.k.prefix,)
+        return (*common(self.k), self.k.lease(wid), self.k.dead_leases)
+
+    def cancel_wait(self, ticket: str) -> tuple[str, ...]:
+        return protocol.cancel_wait(self.k, ticket).keys if self.current else (
+            *common(self.k), self.k.wake(ticket))  # fmt: skip
+
+
+def alone(r: redis.Redis, lib: str, pool: str, current: bool) -> Callable[[], None]:
     k = PoolKeys(pool)
-    keys = common(k)
+    keys, shape = common(k), Shapes(k, current)
     r.fcall(f"{lib}_add_worker", 9, *keys, "w1", "|", LONG_TTL, "lifo")
+    out, back_keys = shape.checkout(), shape.checkin("w1")
 
     def cycle() -> None:
-        got = r.fcall(f"{lib}_checkout", 9, *keys, 0, "h:1", "", 1000, NONCE)
+        got = r.fcall(f"{lib}_checkout", len(out), *out, 0, "h:1", "", 1000, NONCE)
         assert got[0] == 0, got
-        back = r.fcall(f"{lib}_checkin", 11, *keys, k.lease("w1"), k.dead_leases, "w1",
-                       got[2], NONCE)  # fmt: skip
+        back = r.fcall(f"{lib}_checkin", len(back_keys), *back_keys, "w1", got[2], NONCE)
         assert back[0] == 0, back
 
     return cycle
 
 
-def contended(r: redis.Redis, lib: str, pool: str) -> Callable[[], None]:
+def contended(r: redis.Redis, lib: str, pool: str, current: bool) -> Callable[[], None]:
     k = PoolKeys(pool)
-    keys = common(k)
+    keys, shape = common(k), Shapes(k, current)
     r.fcall(f"{lib}_add_worker", 9, *keys, "w1", "|", LONG_TTL, "lifo")
-    first = r.fcall(f"{lib}_checkout", 9, *keys, LONG_TTL, "h:1", "", 1000, NONCE)
+    out, back_keys = shape.checkout(), shape.checkin("w1")
+    first = r.fcall(f"{lib}_checkout", len(out), *out, LONG_TTL, "h:1", "", 1000, NONCE)
     held = {"token": first[2], "nonce": NONCE, "n": 0}
 
     def cycle() -> None:
         held["n"] += 1
         ticket, nonce = f"t{held['n']}", f"{held['n']:032x}"
-        queued = r.fcall(f"{lib}_checkout", 9, *keys, LONG_TTL, "h:2", ticket, LONG_TTL, nonce)
+        queued = r.fcall(f"{lib}_checkout", len(out), *out, LONG_TTL, "h:2", ticket, LONG_TTL,
+                         nonce)  # fmt: skip
         assert queued[0] == 2, queued
-        back = r.fcall(f"{lib}_checkin", 11, *keys, k.lease("w1"), k.dead_leases, "w1",
-                       held["token"], held["nonce"])  # fmt: skip
+        back = r.fcall(f"{lib}_checkin", len(back_keys), *back_keys, "w1", held["token"],
+                       held["nonce"])  # fmt: skip
         assert back[0] == 0, back
         wake = k.wake(ticket)
         peeked: bytes = r.blmove(wake, wake, 1, "LEFT", "LEFT")  # type: ignore[assignment]
-        taken = r.fcall(f"{lib}_cancel_wait", 10, *keys, wake, ticket)
+        wait_keys = shape.cancel_wait(ticket)
+        taken = r.fcall(f"{lib}_cancel_wait", len(wait_keys), *wait_keys, ticket)
         assert taken[0] == 0 and taken[1] == peeked, (taken, peeked)
         held["token"], held["nonce"] = int(peeked.split(b"|")[0]), nonce
 
@@ -151,10 +176,11 @@ def main() -> int:
                 name = re.search(r"#!lua name=(\S+)", source)
                 assert name is not None, f"{label}: not a library"
                 r.function_load(source, replace=True)
-                one = count(server.pid, out, f"alone{i}", alone(r, name[1], f"a{i}"),
+                current = i == 0
+                one = count(server.pid, out, f"alone{i}", alone(r, name[1], f"a{i}", current),
                             args.cycles)  # fmt: skip
-                busy = count(server.pid, out, f"busy{i}", contended(r, name[1], f"c{i}"),
-                             args.cycles)  # fmt: skip
+                busy = count(server.pid, out, f"busy{i}",
+                             contended(r, name[1], f"c{i}", current), args.cycles)  # fmt: skip
                 print(f"  {label + ': checkout+checkin':<44} {one:>10,.0f}"
                       f"  {one / anchor:5.2f}x minimal")  # fmt: skip
                 print(f"  {label + ': contended cycle':<44} {busy:>10,.0f}"

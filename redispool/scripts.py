@@ -35,6 +35,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from .cluster import guard_key, masters
 from .errors import Code
+from .keys import PoolKeys, pool_name_from_key
 
 if TYPE_CHECKING:
     from .connect import Client
@@ -75,7 +76,7 @@ SCRIPT_NAMES = (
 #: Operations whose KEYS are variadic and whose reply has one entry per key.
 VARIADIC_KEYS = frozenset({"renew"})
 #: The shared helpers, in the order they are defined; each that reads KEYS has a bind_<name>().
-INCLUDES = ("pool", "workers", "repair")
+INCLUDES = ("pool", "handoff", "workers", "repair")
 
 _INCLUDE = re.compile(r"^-- @include (\w+)$", re.MULTILINE)
 #: The name of every version of the library: ``redispool_`` and 12 hex digits.
@@ -138,6 +139,18 @@ def library() -> Library:
     return Library(name, f"#!lua name={name}\n" + "\n".join(parts) + "\n")
 
 
+def on_cluster(keys: Sequence[str]) -> Sequence[str]:
+    """The KEYS an operation names on a cluster. A hot operation sent the pool's
+    prefix alone (it names the other keys itself) names the common keys there
+    too: a migrating slot answers TRYAGAIN only when some named key is still on
+    the old master, and the prefix and the guard never exist (an ASK would send
+    the script to the new master, to run on half a pool)."""
+    pool = pool_name_from_key(keys[0]) if len(keys) == 1 else None
+    if pool is not None and keys[0] == PoolKeys(pool).prefix:
+        return PoolKeys(pool).common
+    return keys
+
+
 @dataclass(frozen=True)
 class Script:
     """One operation of the library, called with FCALL over a :class:`~redispool.wire.Wire`."""
@@ -147,7 +160,7 @@ class Script:
 
     def _command(self, wire: Wire, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
         if wire.on_cluster:  # a key that never exists: TRYAGAIN, not half a run, mid-migration
-            keys = (*keys, guard_key(keys[0]))
+            keys = (*on_cluster(keys), guard_key(keys[0]))
         return ("FCALL", self.function, len(keys), *keys, *args)
 
     def _reply(self, wire: Wire, keys: Sequence[str], reply: Any) -> Any:

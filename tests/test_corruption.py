@@ -49,7 +49,7 @@ def put_back(
 HOT = {
     "checkout": {"config", "workers", "idle", "deadlines", "token"},
     "blocking checkout": {"config", "workers", "idle", "deadlines", "token"},
-    "checkin": {"config", "workers", "idle", "deadlines", "draining", "waitq"},
+    "checkin": {"workers", "idle", "deadlines", "draining", "waitq"},
 }
 
 

@@ -128,7 +128,7 @@ def test_each_operation_sends_as_many_args_as_its_header_lists(op: protocol.Op[A
 
 def test_the_command_is_an_fcall_of_the_librarys_function() -> None:
     op = protocol.cancel_wait(K, "t9")
-    assert op.command() == ("FCALL", scripts.library().function("cancel_wait"), 10, *op.keys, "t9")
+    assert op.command() == ("FCALL", scripts.library().function("cancel_wait"), 1, K.prefix, "t9")
 
 
 def test_checkout_reads_a_grant_a_queue_entry_and_a_full_pool() -> None:

@@ -236,11 +236,26 @@ def test_dead_waiters_are_skipped_at_handoff(fake_pool: Pool) -> None:
     assert r.llen(fake_pool.keys.waitq) == 0
 
 
-def test_fifo_pushes_returned_workers_to_the_back(fake_pool: Pool) -> None:
+def test_fifo_hands_out_the_worker_idle_longest_so_a_returned_one_goes_last(
+    fake_pool: Pool,
+) -> None:
     fake_pool.configure(strategy="fifo")
     for wid in ("a", "b", "c"):
         fake_pool.add_worker(wid)
-    first = fake_pool.checkout(block=False)
+    first = fake_pool.checkout(block=False, auto_renew=False)
+    assert first.worker_id == "a"
     first.checkin()
-    order = [w.decode() for w in fake_pool.client.lrange(fake_pool.keys.idle, 0, -1)]
-    assert order[-1] == first.worker_id
+    order = [fake_pool.checkout(block=False, auto_renew=False).worker_id for _ in range(3)]
+    assert order == ["b", "c", "a"]
+
+
+def test_lifo_hands_out_the_worker_returned_last(fake_pool: Pool) -> None:
+    for wid in ("a", "b", "c"):
+        fake_pool.add_worker(wid)
+    first = fake_pool.checkout(block=False, auto_renew=False)
+    assert first.worker_id == "c"
+    second = fake_pool.checkout(block=False, auto_renew=False)
+    first.checkin()
+    second.checkin()
+    order = [fake_pool.checkout(block=False, auto_renew=False).worker_id for _ in range(3)]
+    assert order == ["b", "c", "a"]

@@ -33,7 +33,9 @@ def checkout(
         unexpected(code, pool=keys.pool, operation="checkout")
 
     args = (ttl_ms, holder, ticket, alive_ms, nonce)
-    return Op("checkout", keys.common, args, parse, keys.pool)
+    # The prefix alone: the script names the pool's keys from it (each key
+    # passed costs the server more than a name it made once and kept).
+    return Op("checkout", (keys.prefix,), args, parse, keys.pool)
 
 
 def wait_tick(
@@ -82,7 +84,7 @@ def cancel_wait(keys: PoolKeys, ticket: str) -> Op[Handoff | None]:
             return None
         unexpected(code, pool=keys.pool, operation="cancel_wait")
 
-    return Op("cancel_wait", (*keys.common, keys.wake(ticket)), (ticket,), parse, keys.pool)
+    return Op("cancel_wait", (keys.prefix,), (ticket,), parse, keys.pool)  # names the rest
 
 
 def checkin(keys: PoolKeys, *, worker_id: str, token: int, nonce: str) -> Op[Checkin]:
@@ -97,7 +99,7 @@ def checkin(keys: PoolKeys, *, worker_id: str, token: int, nonce: str) -> Op[Che
             return Checkin(False, worker_died=code == WORKER_DEAD)
         unexpected(code, pool=keys.pool, operation="checkin", worker_id=worker_id)
 
-    op_keys = (*keys.common, keys.lease(worker_id), keys.dead_leases)
+    op_keys = (keys.prefix,)  # the script names the lease and the pool's keys from it
     return Op("checkin", op_keys, (worker_id, token, nonce), parse, keys.pool, worker_id)
 
 

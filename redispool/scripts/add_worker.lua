@@ -16,6 +16,7 @@
   Returns {OK, added}: added is 1 for a new worker, 0 for a known one.
 ]]
 -- @include pool
+-- @include handoff
 
 local wid = ARGV[1]
 local meta = ARGV[2]

@@ -8,8 +8,10 @@
   that saw its handoff, to take it (then nothing is trimmed: the handoff
   walked past the dead entries before it).
 
-  KEYS[1..9]  the pool's common keys (see includes/pool.lua)
-  KEYS[10]    wake       list   where a worker is handed to this waiter
+  KEYS[1]     prefix     'redispool:{pool}:': the script reads and writes the
+                         pool's common keys (see includes/pool.lua) and the
+                         wake key <prefix>wake:<ticket> (list: where a worker
+                         is handed to this waiter), all named from it
   ARGV[1]     ticket     this waiter's ticket
 
   Returns
@@ -17,9 +19,10 @@
     {FULL}          nothing was handed over
 ]]
 -- @include pool
+-- @include handoff
 
-local wake = KEYS[10]
 local ticket = ARGV[1]
+local wake = K.prefix .. 'wake:' .. ticket
 
 -- A waiter claiming its handoff is every contended cycle's third call: it
 -- reads and writes only waiters and its wake key, checked before the first

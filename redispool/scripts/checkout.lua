@@ -5,7 +5,9 @@
   expired leases (to the oldest waiters first). A stray id in the idle list
   is dropped, never leased twice.
 
-  KEYS[1..9]  the pool's common keys (see includes/pool.lua)
+  KEYS[1]     prefix     'redispool:{pool}:': the script reads and writes the
+                         pool's common keys (see includes/pool.lua) and
+                         lease keys, all named from it
   ARGV[1]     ttl_ms     integer ms; 0 means the pool's lease_ttl_ms
   ARGV[2]     holder     'host:pid' of the caller, for operators
   ARGV[3]     ticket     waiter ticket; '' means do not queue
@@ -21,30 +23,32 @@
   next_deadline_ms is the earliest lease deadline, -1 when none.
 ]]
 -- @include pool
+-- @include handoff
 
 local ttl = tonumber(ARGV[1])
 local holder = ARGV[2]
 local ticket = ARGV[3]
 local nonce = ARGV[5]
 
--- Read every key the path to a lease writes before the first write: a read
--- of the wrong type stops the script. The idle list's head is read, not
--- popped, so that the reads saying it is free to lease come first; the token
--- counter is read only on the paths that may issue a token.
+-- The checks of the settings and the clock come first; then the idle list is
+-- popped: the first write, which fails on a wrong type having changed
+-- nothing. Until the lease is written, a check that fails on the popped
+-- worker's way (a junk counter, workers or deadlines of the wrong type) puts
+-- it back where it was (unpop_idle, the exact undo) before the script stops.
 local default_ttl = settings()
-local head = probe('LINDEX', K.idle, '0')
-local known = head and probe('HEXISTS', K.workers, head) == 1
-if head then check_token() end
-
 local now, now_us = server_time()
 if ttl <= 0 then ttl = default_ttl end
 
--- The first write, and the only one that can fail (deadlines of the wrong
--- type): ZADD NX also says whether the head is leased already (a stray copy).
-if known and probe('ZADD', K.deadlines, 'NX', fmt(now + ttl), head) == 1 then
-  rcall('LPOP', K.idle)
-  return lease_to(head, ttl, nonce, holder, now, now_us)
+local head = pop_idle()
+if head then
+  local ok, free = pcall(vet_popped, head, now + ttl)
+  if not ok then
+    unpop_idle(head)
+    error(free)
+  end
+  if free then return lease_to(head, ttl, nonce, holder, now, now_us) end
 end
+-- The head was a stray copy (not registered, or leased already): dropped.
 local first = probe('ZRANGE', K.deadlines, 0, 0, 'WITHSCORES')
 local leased = head and take_idle(ttl, nonce, holder, now, now_us)  -- drops stray heads
 if leased then return leased end

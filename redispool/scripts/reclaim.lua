@@ -15,6 +15,7 @@
     repaired  workers put back
 ]]
 -- @include pool
+-- @include handoff
 -- @include repair
 
 local limit = tonumber(ARGV[1])

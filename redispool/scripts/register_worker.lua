@@ -37,6 +37,7 @@
     {ID_TAKEN}         a live worker or a hand-added one holds the id
 ]]
 -- @include pool
+-- @include handoff
 -- @include workers
 -- @include repair
 

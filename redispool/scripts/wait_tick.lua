@@ -24,6 +24,7 @@
     {QUEUED, next_deadline_ms, now_ms}   still waiting
 ]]
 -- @include pool
+-- @include handoff
 
 local wake = KEYS[10]
 local ticket = ARGV[1]

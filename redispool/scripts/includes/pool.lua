@@ -1,12 +1,16 @@
 --[[
   Shared helpers of the pool scripts (a script that says `-- @include pool`
   uses them; they are defined once in the library, see redispool/scripts.py).
-  They read a table K of key names, bound at each call to the common KEYS:
+  They read a table K of key names, bound at each call from KEYS[1], the
+  pool's prefix (bind_pool): the names below are the prefix plus the part.
+  A script that lists the other common keys in KEYS too (for Cluster and
+  ACL checks before it runs) lists these same names, in this order:
     KEYS[1] prefix     string  'redispool:{pool}:' (lease and wake keys are
                                the prefix plus 'lease:<id>' / 'wake:<ticket>')
     KEYS[2] config     hash    lease_ttl_ms, strategy
     KEYS[3] workers    hash    worker id -> 'host|pid'
-    KEYS[4] idle       list    idle worker ids, head is next
+    KEYS[4] idle       list    idle worker ids, pushed at the head; a lifo
+                               pool pops the head, a fifo pool the tail
     KEYS[5] deadlines  zset    leased worker id -> deadline (server ms)
     KEYS[6] token      string  last fencing token issued
     KEYS[7] draining   set     leased workers that leave at the end of the lease
@@ -31,7 +35,7 @@
 ]]
 -- redis.call and redis.pcall, bound at each call (a library may not touch
 -- them, nor any global, at load).
-local rcall, rpcall
+local rcall, rpcall, rtype
 
 -- Result codes (OK, FULL, QUEUED, NOT_HELD, UNKNOWN_WORKER, ...): generated from the one
 -- table, redispool/errors.py Code, and written in front of the library (scripts.py).
@@ -39,16 +43,32 @@ local rcall, rpcall
 local DEFAULT_TTL_MS = 10000
 -- Tokens stay below 2^53: Lua numbers are doubles, exact up to there.
 local MAX_TOKEN = 9007199254740991
--- Most waiter tickets one handoff looks at; the sweep trims the rest.
-local HANDOFF_WALK = 32
 
 local K = {}
 
--- Point K at this call's KEYS; every operation starts here.
+-- The key names of each pool prefix met lately, made once per pool: a key
+-- passed in KEYS costs the server some 1,500 instructions (callgrind, Redis
+-- 7.0), a cached name nothing, so the hot paths pass the prefix alone.
+local POOLS_KEPT = 1024
+local pools, pools_kept = {}, 0
+
+-- Point K at this call's pool (KEYS[1], its prefix); every operation starts
+-- here. The other common keys a script lists in KEYS are the same names.
 local function bind_pool()
-  rcall, rpcall = redis.call, redis.pcall
-  K.prefix, K.config, K.workers, K.idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-  K.deadlines, K.token, K.draining, K.waitq, K.waiters = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+  rcall, rpcall, rtype = redis.call, redis.pcall, type  -- type: a local is cheaper
+  local prefix = KEYS[1]
+  local k = pools[prefix]
+  if not k then
+    if string.sub(prefix, -1) ~= ':' then return end  -- not a prefix (renew's KEYS): K unused
+    if pools_kept >= POOLS_KEPT then pools, pools_kept = {}, 0 end
+    k = {prefix = prefix, config = prefix .. 'config', workers = prefix .. 'workers',
+         idle = prefix .. 'idle', deadlines = prefix .. 'deadlines', token = prefix .. 'token',
+         draining = prefix .. 'draining', waitq = prefix .. 'waitq',
+         waiters = prefix .. 'waiters', dead_leases = prefix .. 'dead_leases'}
+    pools[prefix], pools_kept = k, pools_kept + 1
+  end
+  K = k
+  K.strategy = nil  -- the pool's strategy once read in this call
   K.counter = nil  -- the token counter's value once read in this call (false: missing)
   K.count = nil  -- ... and as a number (0: missing)
 end
@@ -60,10 +80,16 @@ local function fmt(n)
 end
 
 -- Server time as {milliseconds, microseconds}.
+-- The last reading's microseconds as a decimal when TIME's two parts
+-- spell it (usec of 6 digits), else nil: a token equal to the clock is then
+-- written without a string.format.
+local now_us_text, now_us_read = nil, nil
 local function server_time()
   local t = rcall('TIME')
   local sec, usec = tonumber(t[1]), tonumber(t[2])
-  return sec * 1000 + math.floor(usec / 1000), sec * 1000000 + usec
+  now_us_read = sec * 1000000 + usec
+  now_us_text = #t[2] == 6 and t[1] .. t[2] or nil
+  return sec * 1000 + (usec - usec % 1000) / 1000, now_us_read
 end
 
 -- Lease TTLs redispool writes: whole ms from 10 ms to 7 days. The number, or nil.
@@ -131,13 +157,14 @@ local function corrupted(new_ttl, new_strategy)
   if strategy and strategy ~= 'lifo' and strategy ~= 'fifo' then
     return corrupt(K.config, 'has strategy ' .. string.format('%q', strategy))
   end
+  K.strategy = strategy or 'lifo'
   return nil
 end
 
 -- `cmd` on `key`, a read; a key of the wrong type stops the script, naming it.
 local function probe(cmd, key, ...)
   local value = rpcall(cmd, key, ...)
-  if type(value) == 'table' and value.err then
+  if rtype(value) == 'table' and value.err then
     if string.find(value.err, 'WRONGTYPE', 1, true) then
       error(corrupt(key, 'holds the wrong type'))
     end
@@ -156,7 +183,27 @@ local function settings()
   if config[2] and config[2] ~= 'lifo' and config[2] ~= 'fifo' then
     error(corrupt(K.config, 'has strategy ' .. string.format('%q', config[2])))
   end
-  return ttl or DEFAULT_TTL_MS, config[2] or 'lifo'
+  K.strategy = config[2] or 'lifo'
+  return ttl or DEFAULT_TTL_MS, K.strategy
+end
+
+-- Idle workers are pushed at the head (a return needs no look at the
+-- strategy); a lifo pool pops the head (the last returned), a fifo pool the
+-- tail (the one idle longest). An idle list of the wrong type stops the
+-- script, having changed nothing.
+-- (The tail is read and removed with LINDEX and LREM, not RPOP: pool
+-- users' ACL rules, written by operators from redispool.acl, have no RPOP.)
+local function pop_idle()
+  if not K.strategy then settings() end
+  if K.strategy ~= 'fifo' then return probe('LPOP', K.idle) end
+  local wid = probe('LINDEX', K.idle, '-1')
+  if wid then rcall('LREM', K.idle, '-1', wid) end
+  return wid
+end
+
+-- Put `wid`, just popped by pop_idle(), back where it was: the exact undo.
+local function unpop_idle(wid)
+  if K.strategy == 'fifo' then rcall('RPUSH', K.idle, wid) else rcall('LPUSH', K.idle, wid) end
 end
 
 -- The counter this library wrote last, and its number: read back unchanged
@@ -183,18 +230,28 @@ local function issue_token(now_us)
   local count = K.count
   if K.counter == nil then count = tonumber(rcall('GET', K.token)) end
   local token = (count or 0) + 1
-  if token < now_us then token = now_us end
-  K.counter, K.count = fmt(token), token
+  if token <= now_us then
+    token = now_us
+    K.counter = now_us == now_us_read and now_us_text or fmt(token)
+  else
+    K.counter = fmt(token)
+  end
+  K.count = token
   rcall('SET', K.token, K.counter)
   wrote_counter, wrote_count = K.counter, token
   return token
 end
 
+-- The last lease ttl written, as a number and as its decimal (most leases
+-- of a server share one ttl: no string.format per lease).
+local ttl_n, ttl_s = nil, nil
+
 -- Write the lease of worker `wid` to `holder` for `ttl` ms under `nonce`
 -- (its deadline is the caller's to record). Returns its token.
 local function write_lease(wid, ttl, nonce, holder, now_us)
   local token = issue_token(now_us)
-  rcall('SET', K.prefix .. 'lease:' .. wid, K.counter .. '|' .. nonce .. '|' .. holder, 'PX', fmt(ttl))
+  if ttl ~= ttl_n then ttl_n, ttl_s = ttl, fmt(ttl) end
+  rcall('SET', K.prefix .. 'lease:' .. wid, K.counter .. '|' .. nonce .. '|' .. holder, 'PX', ttl_s)
   return token
 end
 
@@ -230,158 +287,4 @@ end
 local function holds(value, token, nonce)
   local proof = token .. '|' .. nonce .. '|'
   return nonce ~= '' and string.sub(value, 1, #proof) == proof
-end
-
--- True if wake key `wake` is missing or a list (a handoff can be pushed).
-local function wakeable(wake)
-  local kind = rcall('TYPE', wake)['ok']
-  return kind == 'none' or kind == 'list'
-end
-
--- The parts of a wait queue entry 'ticket|ttl_ms|nonce|holder', or nil.
-local function parse_entry(entry)
-  return string.match(entry, '^([^|]+)|(%d+)|(%x+)|(.*)$')
-end
-
--- True if `ticket` is queued and alive at `now`.
-local function live_ticket(ticket, now)
-  local alive = ticket and rcall('ZSCORE', K.waiters, ticket)
-  return alive and tonumber(alive) >= now
-end
-
--- Hand `wid` to the oldest waiter still alive, looking at no more than
--- HANDOFF_WALK entries (dead ones are dropped). True if one took it.
-local function hand_to_waiter(wid, now, now_us)
-  for _ = 1, HANDOFF_WALK do
-    local entry = rcall('LPOP', K.waitq)
-    if not entry then return false end
-    local ticket, ttl, nonce, holder = parse_entry(entry)
-    if not ticket then
-      rcall('ZREM', K.waiters, entry)  -- junk (or a bare ticket): a dead waiter
-    else
-      local alive = live_ticket(ticket, now)
-      rcall('ZREM', K.waiters, ticket)
-      local wake = K.prefix .. 'wake:' .. ticket
-      -- a junk entry, or junk in its wake key, counts as a dead waiter
-      if alive and valid_ttl(ttl) and wakeable(wake) then
-        ttl = tonumber(ttl)
-        local token, deadline = grant(wid, ttl, nonce, holder, now, now_us)
-        rcall('RPUSH', wake, fmt(token) .. '|' .. fmt(deadline) .. '|' .. fmt(ttl) .. '|'
-          .. nonce .. '|' .. wid)
-        rcall('PEXPIRE', wake, ttl)
-        return true
-      end
-    end
-  end
-  return false
-end
-
--- What release(wid) will do, read before it writes anything, so that none of
--- its writes can fail on a junk key.
-local function release_plan(wid)
-  local plan = {
-    draining = probe('SISMEMBER', K.draining, wid) == 1,
-    known = probe('HEXISTS', K.workers, wid) == 1,
-    waiting = probe('LLEN', K.waitq) > 0,
-  }
-  probe('LLEN', K.idle)
-  local _, strategy = settings()
-  plan.strategy = strategy
-  if plan.waiting then
-    probe('ZCARD', K.waiters)
-    check_token()
-  end
-  return plan
-end
-
--- A worker whose lease ended (or that just joined) goes to the oldest live
--- waiter, else back to the idle list; a draining or unknown worker leaves.
--- `plan` is release_plan(wid), read before the caller's first write. `now`
--- may be nil: the clock is then read only if there is a waiter to serve.
--- True if a waiter took it (its new lease is then written).
-local function release(wid, now, now_us, plan)
-  if plan.draining then
-    rcall('SREM', K.draining, wid)
-    rcall('HDEL', K.workers, wid)
-    return false
-  end
-  if not plan.known then return false end
-  if plan.waiting then
-    if not now then now, now_us = server_time() end
-    if hand_to_waiter(wid, now, now_us) then return true end
-  end
-  if plan.strategy == 'fifo' then
-    rcall('RPUSH', K.idle, wid)
-  else
-    rcall('LPUSH', K.idle, wid)
-  end
-  return false
-end
-
--- Return the workers of up to `limit` leases past their deadline.
-local function sweep(now, now_us, limit)
-  local due = rcall('ZRANGEBYSCORE', K.deadlines, '-inf', '(' .. fmt(now), 'LIMIT', 0, limit)
-  local count = 0
-  for _, wid in ipairs(due) do
-    -- a lease key left without a TTL (written by hand) does not hold past its deadline
-    if rcall('PTTL', K.prefix .. 'lease:' .. wid) < 0 then
-      local plan = release_plan(wid)
-      rcall('ZREM', K.deadlines, wid)
-      release(wid, now, now_us, plan)
-      count = count + 1
-    end
-  end
-  return count
-end
-
--- Pop idle workers until one is really free, and lease it. Stray ids (not
--- registered, or already leased: a corrupted list) are dropped. The caller
--- has probed workers, deadlines and the token first.
-local function take_idle(ttl, nonce, holder, now, now_us)
-  while true do
-    local wid = probe('LPOP', K.idle)
-    if not wid then return nil end
-    if rcall('HEXISTS', K.workers, wid) == 1 and not rcall('ZSCORE', K.deadlines, wid) then
-      local token, deadline = grant(wid, ttl, nonce, holder, now, now_us)
-      return {OK, wid, token, deadline, ttl}
-    end
-  end
-end
-
--- Drop the queue entries of dead waiters: up to `limit` tickets whose
--- alive_until has passed leave waiters, then up to `limit` dead entries leave
--- the head of the queue (those behind a live waiter go when it is served).
--- Returns how many tickets and entries it dropped.
-local function trim_waiters(now, limit)
-  local dead = rcall('ZRANGEBYSCORE', K.waiters, '-inf', '(' .. fmt(now), 'LIMIT', 0, limit)
-  if #dead > 0 then rcall('ZREM', K.waiters, unpack(dead)) end
-  local dropped = #dead
-  for _ = 1, limit do
-    local entry = rcall('LINDEX', K.waitq, 0)
-    if not entry then break end
-    local ticket = parse_entry(entry)
-    if live_ticket(ticket, now) then break end
-    rcall('LPOP', K.waitq)
-    dropped = dropped + 1
-  end
-  return dropped
-end
-
--- Hand idle workers to live waiters at the head of the queue (a handoff that
--- found only dead entries within its walk left its worker idle). At most
--- `limit` workers.
-local function serve_waiters(now, now_us, limit)
-  for _ = 1, limit do
-    local head = rcall('LINDEX', K.waitq, 0)
-    if rcall('LLEN', K.idle) == 0 or not (head and live_ticket(parse_entry(head), now)) then
-      return
-    end
-    local wid = rcall('LPOP', K.idle)
-    if rcall('HEXISTS', K.workers, wid) == 1 and not rcall('ZSCORE', K.deadlines, wid) then
-      if not hand_to_waiter(wid, now, now_us) then
-        rcall('LPUSH', K.idle, wid)
-        return
-      end
-    end
-  end
 end

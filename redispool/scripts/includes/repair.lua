@@ -1,7 +1,7 @@
 --[[
   Putting back workers lost from both idle and deadlines (an eviction, a
   hand DEL, a rollback): used where a script says `-- @include repair`, after
-  `-- @include pool`, whose K and release() it uses (it binds nothing itself).
+  `-- @include pool` and `-- @include handoff`, whose K and release() it uses (it binds nothing itself).
 ]]
 
 -- True when some registered worker is neither idle nor leased: in a whole

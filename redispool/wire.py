@@ -33,6 +33,7 @@ import redis
 from redis.connection import AbstractConnection
 from redis.exceptions import AskError, MovedError, ReadOnlyError, TryAgainError
 
+from . import direct_io
 from .slot_client import SlotConnectionPool
 
 _pack_command: Callable[[tuple[Any, ...]], bytes] | None
@@ -90,7 +91,8 @@ def _factory(client: redis.Redis) -> Callable[[], AbstractConnection]:
 
     ``connect()`` is called here, as redis-py's pool does: a Sentinel-managed
     connection looks up the master there (sending on an unconnected one would
-    skip that and go to localhost).
+    skip that and go to localhost). Each is marked for whether the Wire may
+    send and read on its socket directly (:mod:`redispool.direct_io`).
     """
     pool = client.connection_pool
     cls, kwargs = pool.connection_class, dict(pool.connection_kwargs)
@@ -98,9 +100,17 @@ def _factory(client: redis.Redis) -> Callable[[], AbstractConnection]:
     def make() -> AbstractConnection:
         conn: AbstractConnection = cls(**kwargs)
         conn.connect()
+        conn._redispool_direct = _pack_command is not None and direct_io.direct(conn)  # type: ignore[attr-defined]
         return conn
 
     return make
+
+
+def _reply(conn: AbstractConnection) -> Any:
+    """The next reply on ``conn``, as ``conn.read_response()`` gives it."""
+    if getattr(conn, "_redispool_direct", False):
+        return direct_io.read(conn)
+    return conn.read_response()
 
 
 _WIRES: weakref.WeakSet[Wire] = weakref.WeakSet()
@@ -163,7 +173,7 @@ class Wire:
         commands = (args, ("WAIT", replicas, timeout_ms))
         conn = self._sent(*commands)
         try:
-            reply = conn.read_response()
+            reply = _reply(conn)
         except ReadOnlyError:
             self._drop(conn)
             raise
@@ -203,7 +213,7 @@ class Wire:
         replies: list[Any] = []
         for _ in commands:
             try:
-                replies.append(conn.read_response())
+                replies.append(_reply(conn))
             except ReadOnlyError:
                 self._drop(conn)
                 raise
@@ -280,7 +290,9 @@ class Wire:
 
     def _send(self, conn: AbstractConnection, commands: tuple[tuple[Any, ...], ...]) -> None:
         try:
-            if _pack_command is not None:
+            if getattr(conn, "_redispool_direct", False):  # one sendall for them all
+                direct_io.send(conn, b"".join([_pack_command(c) for c in commands]))  # type: ignore[misc]
+            elif _pack_command is not None:
                 conn.send_packed_command([_pack_command(c) for c in commands], check_health=False)
             elif len(commands) == 1:
                 conn.send_command(*commands[0])
@@ -293,7 +305,7 @@ class Wire:
     def _read(self, conn: AbstractConnection, timeout: float | None = None) -> Any:
         try:
             if timeout is None:
-                return conn.read_response()
+                return _reply(conn)
             return conn.read_response(timeout=timeout)
         except ReadOnlyError:  # a demoted master, or a replica: never reuse it
             self._drop(conn)

@@ -24,14 +24,14 @@ from typing import Any
 import redis
 from redis.connection import AbstractConnection
 
-_Parser: type | None
+_Parser: Any
 try:  # redis-py >= 6 marks "no whole reply yet" with its own sentinel
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH
     from redis._parsers.hiredis import _HiredisParser as _Parser
 except ImportError:  # pragma: no cover - an older redis-py: no direct path
     _Parser, _NOT_ENOUGH = None, None
 
-_Push: type | None
+_Push: Any
 try:
     from hiredis import PushNotification as _Push
 except ImportError:  # pragma: no cover - hiredis < 3.2 hands push messages over as lists
@@ -59,7 +59,7 @@ def direct(conn: Any) -> bool:
     """True if ``conn`` is connected, of a plain class and parsed by hiredis."""
     parser: Any = getattr(conn, "_parser", None)
     return (
-        conn._sock is not None
+        getattr(conn, "_sock", None) is not None
         and _plain(type(conn))
         and _Parser is not None
         and isinstance(parser, _Parser)
@@ -99,8 +99,8 @@ def read(conn: Any) -> Any:
                     raise redis.ConnectionError(_CLOSED)
                 reader.feed(buffer, 0, count)
                 reply = reader.gets()
-            if _Push is None or not isinstance(reply, _Push):
-                break
+            if type(reply) is list or _Push is None or not isinstance(reply, _Push):
+                break  # (a push message is a list's subclass)
             parser.handle_push_response(reply)  # not this command's reply: read on
     except TimeoutError:  # the socket timeout (builtin TimeoutError, not redis-py's)
         conn.disconnect()
@@ -113,11 +113,21 @@ def read(conn: Any) -> Any:
     except BaseException:
         conn.disconnect()
         raise
-    if isinstance(reply, redis.ConnectionError) or (
-        isinstance(reply, list) and reply and isinstance(reply[0], redis.ConnectionError)
-    ):  # redis-py raises these (e.g. LOADING) from inside its read, disconnecting
+    if type(reply) is list:  # a script's reply: one check, the hot path
+        if reply and isinstance(reply[0], redis.ConnectionError):
+            conn.disconnect()
+            raise reply[0]
+        return reply
+    return _checked(conn, reply)
+
+
+def _checked(conn: Any, reply: Any) -> Any:
+    """``reply``, unless it is an error reply: raised as redis-py raises it. A
+    ConnectionError reply (LOADING, say) disconnects ``conn`` first, since
+    redis-py raises it from inside its read; another error leaves it usable."""
+    if isinstance(reply, redis.ConnectionError):
         conn.disconnect()
-        raise reply if isinstance(reply, redis.ConnectionError) else reply[0]
+        raise reply
     if isinstance(reply, redis.ResponseError):
         raise reply
     return reply

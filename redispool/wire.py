@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import hiredis
 import redis
 from redis.connection import AbstractConnection
 from redis.exceptions import AskError, MovedError, ReadOnlyError, TryAgainError
@@ -36,11 +37,8 @@ from redis.exceptions import AskError, MovedError, ReadOnlyError, TryAgainError
 from . import direct_io
 from .slot_client import SlotConnectionPool
 
-_pack_command: Callable[[tuple[Any, ...]], bytes] | None
-try:  # hiredis packs a command in C; redis-py's packer loops over arguments in Python
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - without hiredis redis-py packs
-    _pack_command = None
+#: hiredis packs a command in C (its stub types the argument as a 1-tuple: widened here)
+_pack_command: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 
 __all__ = ["Wire", "number", "text"]
 
@@ -100,7 +98,7 @@ def _factory(client: redis.Redis) -> Callable[[], AbstractConnection]:
     def make() -> AbstractConnection:
         conn: AbstractConnection = cls(**kwargs)
         conn.connect()
-        conn._redispool_direct = _pack_command is not None and direct_io.direct(conn)  # type: ignore[attr-defined]
+        conn._redispool_direct = direct_io.direct(conn)  # type: ignore[attr-defined]
         return conn
 
     return make
@@ -108,7 +106,7 @@ def _factory(client: redis.Redis) -> Callable[[], AbstractConnection]:
 
 def _reply(conn: AbstractConnection) -> Any:
     """The next reply on ``conn``, as ``conn.read_response()`` gives it."""
-    if getattr(conn, "_redispool_direct", False):
+    if conn._redispool_direct:  # type: ignore[attr-defined]
         return direct_io.read(conn)
     return conn.read_response()
 
@@ -145,6 +143,12 @@ class Wire:
         conn._redispool_idle_since = time.monotonic()  # type: ignore[attr-defined]
         self._free.append(conn)
 
+    def call_packed(self, packed: bytes, command: Callable[[], tuple[Any, ...]]) -> Any:
+        """:meth:`call` of ``command()``, whose bytes are ``packed`` (made by the
+        protocol layer: :meth:`redispool.protocol.Op.packed`). ``command`` is
+        asked for the arguments only if they must be sent another way."""
+        return self._call_packed(packed, command)
+
     def call(self, *args: Any) -> Any:
         """Send one command and return its reply; Redis errors are raised.
 
@@ -155,11 +159,27 @@ class Wire:
         at all; once sent, a lost reply raises, since the server may have run
         it: no operation ever runs twice.
         """
-        conn = self._sent(args)
+        return self._call_packed(_pack_command(args), lambda: args)
+
+    def _call_packed(self, packed: bytes, command: Callable[[], tuple[Any, ...]]) -> Any:
+        """:meth:`call` of ``command()``, whose bytes are ``packed``."""
+        conn: Any
+        conn, reused = self._usable()
+        if conn._redispool_direct:  # _sent's sending, inline: the hot path
+            try:
+                direct_io.send(conn, packed)
+            except redis.ConnectionError:
+                if not reused:
+                    raise  # a new connection failed: Redis is unreachable
+                self.close()
+                conn = self._new()
+                self._send(conn, (command(),))
+        else:
+            conn = self._sent_on(conn, reused, (command(),))
         try:
             reply = self._read(conn)
         except _REDIRECTED as exc:  # a cluster's slot moved or is moving: it did not run
-            return self._redirected(exc, (args,))[0]
+            return self._redirected(exc, (command(),))[0]
         self._release(conn)
         return reply
 
@@ -264,7 +284,13 @@ class Wire:
 
     def _sent(self, *commands: tuple[Any, ...]) -> AbstractConnection:
         """A connection on which ``commands`` were sent, pipelined."""
-        conn, reused = self._usable()
+        return self._sent_on(*self._usable(), commands)
+
+    def _sent_on(
+        self, conn: AbstractConnection, reused: bool, commands: tuple[tuple[Any, ...], ...]
+    ) -> AbstractConnection:
+        """``conn`` (pooled if ``reused``), or a new one if sending on a pooled one
+        failed, once ``commands`` were sent on it."""
         try:
             self._send(conn, commands)
         except redis.ConnectionError:
@@ -282,7 +308,7 @@ class Wire:
             conn = self._free.pop()
         except IndexError:
             return self._new(), False
-        idle = time.monotonic() - getattr(conn, "_redispool_idle_since", 0.0)
+        idle = time.monotonic() - conn._redispool_idle_since  # type: ignore[attr-defined]
         if idle > STALE_CHECK_AFTER and _closed_by_server(conn):
             self._drop(conn)  # the others sat as long: drop them all
             return self._new(), False
@@ -290,23 +316,21 @@ class Wire:
 
     def _send(self, conn: AbstractConnection, commands: tuple[tuple[Any, ...], ...]) -> None:
         try:
-            if getattr(conn, "_redispool_direct", False):  # one sendall for them all
-                direct_io.send(conn, b"".join([_pack_command(c) for c in commands]))  # type: ignore[misc]
-            elif _pack_command is not None:
-                conn.send_packed_command([_pack_command(c) for c in commands], check_health=False)
-            elif len(commands) == 1:
-                conn.send_command(*commands[0])
+            if conn._redispool_direct:  # type: ignore[attr-defined]  # one sendall for them all
+                direct_io.send(conn, b"".join([_pack_command(c) for c in commands]))
             else:
-                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                conn.send_packed_command([_pack_command(c) for c in commands], check_health=False)
         except BaseException:
             conn.disconnect()
             raise
 
     def _read(self, conn: AbstractConnection, timeout: float | None = None) -> Any:
         try:
-            if timeout is None:
-                return _reply(conn)
-            return conn.read_response(timeout=timeout)
+            if timeout is not None:
+                return conn.read_response(timeout=timeout)
+            if conn._redispool_direct:  # type: ignore[attr-defined]
+                return direct_io.read(conn)
+            return conn.read_response()
         except ReadOnlyError:  # a demoted master, or a replica: never reuse it
             self._drop(conn)
             raise

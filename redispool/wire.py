@@ -143,12 +143,6 @@ class Wire:
         conn._redispool_idle_since = time.monotonic()  # type: ignore[attr-defined]
         self._free.append(conn)
 
-    def call_packed(self, packed: bytes, command: Callable[[], tuple[Any, ...]]) -> Any:
-        """:meth:`call` of ``command()``, whose bytes are ``packed`` (made by the
-        protocol layer: :meth:`redispool.protocol.Op.packed`). ``command`` is
-        asked for the arguments only if they must be sent another way."""
-        return self._call_packed(packed, command)
-
     def call(self, *args: Any) -> Any:
         """Send one command and return its reply; Redis errors are raised.
 
@@ -159,10 +153,12 @@ class Wire:
         at all; once sent, a lost reply raises, since the server may have run
         it: no operation ever runs twice.
         """
-        return self._call_packed(_pack_command(args), lambda: args)
+        return self.call_packed(_pack_command(args), lambda: args)
 
-    def _call_packed(self, packed: bytes, command: Callable[[], tuple[Any, ...]]) -> Any:
-        """:meth:`call` of ``command()``, whose bytes are ``packed``."""
+    def call_packed(self, packed: bytes, command: Callable[[], tuple[Any, ...]]) -> Any:
+        """:meth:`call` of ``command()``, whose bytes are ``packed`` (made by the
+        protocol layer: :meth:`redispool.protocol.Op.packed`). ``command`` is
+        asked for the arguments only if they must be sent another way."""
         conn: Any
         conn, reused = self._usable()
         if conn._redispool_direct:  # _sent's sending, inline: the hot path

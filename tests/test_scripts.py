@@ -51,23 +51,16 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, set[tuple[in
     """Every FCALL as it goes over the wire: script name -> {(len(KEYS), len(ARGV))}."""
     calls: dict[str, set[tuple[int, int]]] = defaultdict(set)
     names = {scripts.library().function(name): name for name in scripts.SCRIPT_NAMES}
-    real, real_packed = wire.Wire.call, wire.Wire.call_packed
+    real = wire.Wire.call_packed  # Wire.call sends through it too
 
-    def note(command: tuple[Any, ...]) -> None:
-        if command[0] == "FCALL":
-            numkeys = int(command[2])
-            calls[names[command[1]]].add((numkeys, len(command) - 3 - numkeys))
+    def record(self: wire.Wire, packed: bytes, command: Callable[[], Any]) -> Any:
+        sent = command()
+        if sent[0] == "FCALL":
+            numkeys = int(sent[2])
+            calls[names[sent[1]]].add((numkeys, len(sent) - 3 - numkeys))
+        return real(self, packed, command)
 
-    def record(self: wire.Wire, *command: Any) -> Any:
-        note(command)
-        return real(self, *command)
-
-    def record_packed(self: wire.Wire, packed: bytes, command: Callable[[], Any]) -> Any:
-        note(command())
-        return real_packed(self, packed, command)
-
-    monkeypatch.setattr(wire.Wire, "call", record)
-    monkeypatch.setattr(wire.Wire, "call_packed", record_packed)
+    monkeypatch.setattr(wire.Wire, "call_packed", record)
     yield calls
 
 

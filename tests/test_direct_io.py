@@ -218,6 +218,8 @@ def ops() -> list[protocol.Op[Any]]:
         protocol.checkin(keys, worker_id="w-é", token=2**52, nonce="cd"),
         protocol.renew(keys, [("w1", 1, "n1", 3000), ("w2", 2, "n2", 3000)]),
         protocol.cancel_wait(keys, "t1"),
+        protocol.status(keys),  # no ARGV at all
+        protocol.renew(keys, [(f"w{i}", i, "n", 3000) for i in range(20)]),  # > 63 arguments
     ]
 
 

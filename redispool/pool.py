@@ -17,7 +17,7 @@ from typing import Any
 
 from redis import Redis
 
-from . import jobs, protocol
+from . import jobs, nonces, protocol
 from .connect import Client, client_from_url, close_client
 from .defaults import (
     DEFAULT_LEASE_TTL,
@@ -175,11 +175,9 @@ class Pool:
             bound = MAX_TTL_MS  # clock.alive_ms(MAX_TTL_MS, None), inline: the hot path
         # A waiter counts as alive for one lease TTL between its ticks (the script caps
         # this at the TTL it settles on); a timeout shortens that.
-        if block and (timeout is None or timeout > 0):  # it may wait: it needs a ticket
-            proof = os.urandom(32).hex()  # one call for both random values: the hot path
-            nonce, ticket = proof[:32], proof[32:]
-        else:
-            nonce, ticket = os.urandom(16).hex(), ""
+        nonce = nonces.fresh()
+        # it may wait: it needs a ticket
+        ticket = nonces.fresh() if block and (timeout is None or timeout > 0) else ""
         # nonce: this lease's proof beside its token; ticket: its place in the queue
         waiter = Waiter(
             self, self.keys, self.sender, self.renewer, ticket, _holder[1], auto_renew, nonce,

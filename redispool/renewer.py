@@ -60,21 +60,26 @@ class Renewer:
 
     def _reset(self) -> None:
         self._leases: dict[int, Lease] = {}
-        self._cond = threading.Condition()
+        # never taken twice by one thread: a plain Lock, cheaper than the default RLock
+        self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
+        #: A thread runs and will see new leases; set and cleared under ``_cond``,
+        #: so asking costs no ``Thread.is_alive()`` at each registration.
+        self._running = False
         self._stopping = False
         self._wake_at = math.inf  # when the thread wakes next (monotonic)
 
     def add(self, lease: Lease) -> None:
         with self._cond:
             self._leases[id(lease)] = lease  # by identity: tokens can repeat
-            if self._thread is None or not self._thread.is_alive():
+            if not self._running:
                 self._stopping = False
                 self._wake_at = math.inf
                 self._thread = threading.Thread(
                     target=self._run, name=f"redispool-renewer-{self.name}", daemon=True
                 )
                 self._thread.start()
+                self._running = True
             self._idle_nap = min(self._idle_nap, lease.ttl / 3)
             if lease.renew_due() < self._wake_at:
                 self._cond.notify()  # due before the thread would wake: wake it now
@@ -100,10 +105,19 @@ class Renewer:
         return min(lease.renew_due() for lease in self._leases.values())
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # the thread dies: the next registration starts another
+            with self._cond:
+                self._running = False
+            raise
+
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 while True:
                     if self._stopping:
+                        self._running = False
                         return
                     now = mod_time.monotonic()
                     due = self._next_due()

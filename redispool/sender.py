@@ -51,7 +51,7 @@ class Sender:
             if self.on_cluster:
                 reply = scripts.load(op.script)(self.wire, op.keys, op.args)
             else:
-                reply = self.wire.call(*op.command())
+                reply = self.wire.call_packed(op.packed(), op.command)
         except redis.ResponseError as exc:
             reply = self._missing_library(op, exc)
         except redis.RedisError as exc:

@@ -29,17 +29,16 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import hiredis
 import redis
 from redis.connection import AbstractConnection
 from redis.exceptions import AskError, MovedError, ReadOnlyError, TryAgainError
 
+from . import direct_io
 from .slot_client import SlotConnectionPool
 
-_pack_command: Callable[[tuple[Any, ...]], bytes] | None
-try:  # hiredis packs a command in C; redis-py's packer loops over arguments in Python
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - without hiredis redis-py packs
-    _pack_command = None
+#: hiredis packs a command in C (its stub types the argument as a 1-tuple: widened here)
+_pack_command: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 
 __all__ = ["Wire", "number", "text"]
 
@@ -90,7 +89,8 @@ def _factory(client: redis.Redis) -> Callable[[], AbstractConnection]:
 
     ``connect()`` is called here, as redis-py's pool does: a Sentinel-managed
     connection looks up the master there (sending on an unconnected one would
-    skip that and go to localhost).
+    skip that and go to localhost). Each is marked for whether the Wire may
+    send and read on its socket directly (:mod:`redispool.direct_io`).
     """
     pool = client.connection_pool
     cls, kwargs = pool.connection_class, dict(pool.connection_kwargs)
@@ -98,9 +98,17 @@ def _factory(client: redis.Redis) -> Callable[[], AbstractConnection]:
     def make() -> AbstractConnection:
         conn: AbstractConnection = cls(**kwargs)
         conn.connect()
+        conn._redispool_direct = direct_io.direct(conn)  # type: ignore[attr-defined]
         return conn
 
     return make
+
+
+def _reply(conn: AbstractConnection) -> Any:
+    """The next reply on ``conn``, as ``conn.read_response()`` gives it."""
+    if conn._redispool_direct:  # type: ignore[attr-defined]
+        return direct_io.read(conn)
+    return conn.read_response()
 
 
 _WIRES: weakref.WeakSet[Wire] = weakref.WeakSet()
@@ -145,11 +153,29 @@ class Wire:
         at all; once sent, a lost reply raises, since the server may have run
         it: no operation ever runs twice.
         """
-        conn = self._sent(args)
+        return self.call_packed(_pack_command(args), lambda: args)
+
+    def call_packed(self, packed: bytes, command: Callable[[], tuple[Any, ...]]) -> Any:
+        """:meth:`call` of ``command()``, whose bytes are ``packed`` (made by the
+        protocol layer: :meth:`redispool.protocol.Op.packed`). ``command`` is
+        asked for the arguments only if they must be sent another way."""
+        conn: Any
+        conn, reused = self._usable()
+        if conn._redispool_direct:  # _sent's sending, inline: the hot path
+            try:
+                direct_io.send(conn, packed)
+            except redis.ConnectionError:
+                if not reused:
+                    raise  # a new connection failed: Redis is unreachable
+                self.close()
+                conn = self._new()
+                self._send(conn, (command(),))
+        else:
+            conn = self._sent_on(conn, reused, (command(),))
         try:
             reply = self._read(conn)
         except _REDIRECTED as exc:  # a cluster's slot moved or is moving: it did not run
-            return self._redirected(exc, (args,))[0]
+            return self._redirected(exc, (command(),))[0]
         self._release(conn)
         return reply
 
@@ -163,7 +189,7 @@ class Wire:
         commands = (args, ("WAIT", replicas, timeout_ms))
         conn = self._sent(*commands)
         try:
-            reply = conn.read_response()
+            reply = _reply(conn)
         except ReadOnlyError:
             self._drop(conn)
             raise
@@ -203,7 +229,7 @@ class Wire:
         replies: list[Any] = []
         for _ in commands:
             try:
-                replies.append(conn.read_response())
+                replies.append(_reply(conn))
             except ReadOnlyError:
                 self._drop(conn)
                 raise
@@ -254,7 +280,13 @@ class Wire:
 
     def _sent(self, *commands: tuple[Any, ...]) -> AbstractConnection:
         """A connection on which ``commands`` were sent, pipelined."""
-        conn, reused = self._usable()
+        return self._sent_on(*self._usable(), commands)
+
+    def _sent_on(
+        self, conn: AbstractConnection, reused: bool, commands: tuple[tuple[Any, ...], ...]
+    ) -> AbstractConnection:
+        """``conn`` (pooled if ``reused``), or a new one if sending on a pooled one
+        failed, once ``commands`` were sent on it."""
         try:
             self._send(conn, commands)
         except redis.ConnectionError:
@@ -272,7 +304,7 @@ class Wire:
             conn = self._free.pop()
         except IndexError:
             return self._new(), False
-        idle = time.monotonic() - getattr(conn, "_redispool_idle_since", 0.0)
+        idle = time.monotonic() - conn._redispool_idle_since  # type: ignore[attr-defined]
         if idle > STALE_CHECK_AFTER and _closed_by_server(conn):
             self._drop(conn)  # the others sat as long: drop them all
             return self._new(), False
@@ -280,21 +312,21 @@ class Wire:
 
     def _send(self, conn: AbstractConnection, commands: tuple[tuple[Any, ...], ...]) -> None:
         try:
-            if _pack_command is not None:
-                conn.send_packed_command([_pack_command(c) for c in commands], check_health=False)
-            elif len(commands) == 1:
-                conn.send_command(*commands[0])
+            if conn._redispool_direct:  # type: ignore[attr-defined]  # one sendall for them all
+                direct_io.send(conn, b"".join([_pack_command(c) for c in commands]))
             else:
-                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                conn.send_packed_command([_pack_command(c) for c in commands], check_health=False)
         except BaseException:
             conn.disconnect()
             raise
 
     def _read(self, conn: AbstractConnection, timeout: float | None = None) -> Any:
         try:
-            if timeout is None:
-                return conn.read_response()
-            return conn.read_response(timeout=timeout)
+            if timeout is not None:
+                return conn.read_response(timeout=timeout)
+            if conn._redispool_direct:  # type: ignore[attr-defined]
+                return direct_io.read(conn)
+            return conn.read_response()
         except ReadOnlyError:  # a demoted master, or a replica: never reuse it
             self._drop(conn)
             raise

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import Any
 
@@ -63,15 +63,16 @@ def sent_keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, set[tuple[s
     """Every FCALL's KEYS as it goes over the wire, by script name."""
     calls: dict[str, set[tuple[str, ...]]] = defaultdict(set)
     names = {scripts.library().function(name): name for name in scripts.SCRIPT_NAMES}
-    real = wire.Wire.call
+    real = wire.Wire.call_packed  # Wire.call sends through it too
 
-    def record(self: wire.Wire, *command: Any) -> Any:
-        if command[0] == "FCALL":
-            numkeys = int(command[2])
-            calls[names[command[1]]].add(tuple(command[3 : 3 + numkeys]))
-        return real(self, *command)
+    def record(self: wire.Wire, packed: bytes, command: Callable[[], Any]) -> Any:
+        sent = command()
+        if sent[0] == "FCALL":
+            numkeys = int(sent[2])
+            calls[names[sent[1]]].add(tuple(sent[3 : 3 + numkeys]))
+        return real(self, packed, command)
 
-    monkeypatch.setattr(wire.Wire, "call", record)
+    monkeypatch.setattr(wire.Wire, "call_packed", record)
     yield calls
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fakeredis
@@ -63,15 +63,16 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, set[tuple[in
     """Every FCALL as it goes over the wire: script name -> {(len(KEYS), len(ARGV))}."""
     calls: dict[str, set[tuple[int, int]]] = defaultdict(set)
     names = {scripts.library().function(name): name for name in scripts.SCRIPT_NAMES}
-    real = wire.Wire.call
+    real = wire.Wire.call_packed  # Wire.call sends through it too
 
-    def record(self: wire.Wire, *command: Any) -> Any:
-        if command[0] == "FCALL":
-            numkeys = int(command[2])
-            calls[names[command[1]]].add((numkeys, len(command) - 3 - numkeys))
-        return real(self, *command)
+    def record(self: wire.Wire, packed: bytes, command: Callable[[], Any]) -> Any:
+        sent = command()
+        if sent[0] == "FCALL":
+            numkeys = int(sent[2])
+            calls[names[sent[1]]].add((numkeys, len(sent) - 3 - numkeys))
+        return real(self, packed, command)
 
-    monkeypatch.setattr(wire.Wire, "call", record)
+    monkeypatch.setattr(wire.Wire, "call_packed", record)
     yield calls
 
 

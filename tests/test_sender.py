@@ -51,6 +51,9 @@ class _Junk:
     def call(self, *args: Any) -> Any:
         return self.reply
 
+    def call_packed(self, packed: bytes, command: Any) -> Any:
+        return self.reply
+
     def close(self) -> None:
         pass
 

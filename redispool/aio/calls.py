@@ -52,7 +52,7 @@ class Caller:
     ) -> asyncio.Future[Any]:
         """Write ``op`` on ``line`` now (no await): the future of its raw reply."""
         try:
-            (future,) = line.send(Wire.pack(op.command()), orphan=orphan)
+            (future,) = line.send(op.packed(), orphan=orphan)  # its FCALL head packed once
         except redis.RedisError as exc:
             raise translate(exc, self.pool, op.name, op.worker_id) from exc
         return future

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
 
+import hiredis
+
 from .. import errors, scripts
 from ..errors import Code, PoolCorrupted
 
@@ -23,6 +25,16 @@ T = TypeVar("T")
 
 #: Each operation's library function (the name ``FCALL`` takes), computed once.
 FUNCTIONS = {name: scripts.library().function(name) for name in scripts.SCRIPT_NAMES}
+
+#: hiredis packs a command in C (its stub's argument type is a 1-tuple: widened here).
+pack_command: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
+
+#: How many packed heads (``FCALL function numkeys *keys``) are kept; all are
+#: forgotten when full (a pool of many workers has a checkin head per worker).
+HEADS_KEPT = 1024
+_HEADS: dict[tuple[str, tuple[str, ...]], bytes] = {}
+#: RESP array headers ``*<n>\r\n``, made once.
+_ARRAY = [b"*%d\r\n" % n for n in range(64)]
 
 
 # The hot path's types (Op, and the replies of checkout, checkin and renew) are
@@ -61,6 +73,18 @@ class Op(Generic[T]):
         """The whole command: ``FCALL function numkeys *keys *args``."""
         return ("FCALL", FUNCTIONS[self.script], len(self.keys), *self.keys, *self.args)
 
+    def packed(self) -> bytes:
+        """:meth:`command` in RESP bytes. Its head (all but ARGV) is packed once per
+        script and KEYS and kept, so each call packs only its ARGV."""
+        count = 3 + len(self.keys) + len(self.args)
+        head = _HEADS.get((self.script, self.keys))
+        if head is None or count >= len(_ARRAY):
+            if count >= len(_ARRAY):
+                return pack_command(self.command())
+            head = _head(self.script, self.keys)
+        tail = pack_command(self.args)
+        return b"".join((_ARRAY[count], head, tail[tail.index(b"\n") + 1 :]))
+
     def read(self, reply: Any) -> T:
         """The typed result of ``reply``; raises the code's exception, or
         :class:`~redispool.PoolCorrupted` for a reply of the wrong shape."""
@@ -92,6 +116,16 @@ class Reads(Generic[T]):
 
     def read(self, replies: list[Any]) -> T:
         return self.parse(replies)
+
+
+def _head(script: str, keys: tuple[str, ...]) -> bytes:
+    """The packed ``FCALL function numkeys *keys`` without its array header, kept."""
+    head = pack_command(("FCALL", FUNCTIONS[script], len(keys), *keys))
+    head = head[head.index(b"\n") + 1 :]
+    if len(_HEADS) >= HEADS_KEPT:
+        _HEADS.clear()
+    _HEADS[script, keys] = head
+    return head
 
 
 def code_of(reply: Any) -> int:

@@ -90,7 +90,9 @@ class PoolKeys:
 
     @cached_property
     def common(self) -> tuple[str, ...]:
-        """KEYS[1..9] of every pool script, in the order of ``includes/pool.lua``."""
+        """KEYS[1..9] of the pool scripts, in the order of ``includes/pool.lua`` (the hot
+        ones, checkout, checkin and cancel_wait, are sent :attr:`prefix` alone off a
+        cluster and name these from it; see ``scripts.on_cluster``)."""
         return (
             self.prefix, self.config, self.workers, self.idle, self.deadlines, self.token,
             self.draining, self.waitq, self.waiters,

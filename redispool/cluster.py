@@ -10,11 +10,15 @@ While a slot migrates, Redis runs a script on the old master if every key it
 names is still there, and stops it at the first other key it touches that is
 not (a key it creates, or one already moved), keeping the writes before it
 (checked here: "Script attempted to access a non local key"). If some named
-key is missing it answers ``TRYAGAIN`` and runs nothing. Today most scripts
-name the pool's prefix, which is never a key, so they are refused; to not
-depend on that, every script call on a cluster also names :func:`guard_key`, a
-key of the pool's slot that never exists (see ``scripts.Script``). Outside a
-migration Redis does not look at it (no cost measured).
+key is missing it answers ``TRYAGAIN`` and runs nothing, but only while some
+named key is still there: if every named key is missing it answers ``ASK``, and
+the importing master would run the script on half a pool. So every script call
+on a cluster names the pool's real keys (the hot scripts, which off a cluster
+get only the prefix, are sent all nine common keys there, ``scripts.on_cluster``)
+and also :func:`guard_key`, a key of the pool's slot that never exists (see
+``scripts.Script``): some named key is always missing, so a migrating slot
+answers ``TRYAGAIN``. Outside a migration Redis does not look at it (no cost
+measured).
 
 :func:`masters` gives a plain client of every master, for what must be done
 on each (loading the library, expired events, finding pools);

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time as mod_time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from .. import defaults, protocol
+from .. import defaults, nonces, protocol
 from ..errors import CheckoutTimeout, PoolError, PoolFull
 from ..keys import PoolKeys, validate_pool_name, validate_worker_id
 from ..pool import holder_id
@@ -120,7 +119,7 @@ class Pool:
         """
         defaults.check_timeout(timeout)
         waits = block and (timeout is None or timeout > 0)
-        nonce, holder = os.urandom(16).hex(), holder_id()
+        nonce, holder = nonces.fresh(), holder_id()
         ticket = self._room.reserve(nonce, holder) if waits else None
         sent, result = await self._first_call(ticket, nonce, holder, timeout)
         if isinstance(result, Granted):

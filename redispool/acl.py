@@ -58,11 +58,18 @@ EXPIRED_EVENTS = "&__keyevent@*__:expired"
 _CALL = re.compile(r"(?:rcall|probe)\('([A-Z]+)'")
 
 
-def script_commands() -> frozenset[str]:
-    """Every command the pool's Lua scripts call."""
+#: The scripts of a job's life (lease.run and worker hosts): their commands are
+#: granted only with ``jobs`` (a pool user who runs no jobs gets no XADD, EXPIRE ...).
+JOB_SCRIPTS = frozenset({"begin_job", "enqueue_job", "finish_job"})
+
+
+def script_commands(*, jobs: bool = True) -> frozenset[str]:
+    """Every command the pool's Lua scripts call (without ``jobs``: leaving out
+    the job scripts, :data:`JOB_SCRIPTS`)."""
     found: set[str] = set()
     for name in SCRIPT_NAMES:
-        found.update(cmd.lower() for cmd in _CALL.findall(source_of(name)))
+        if jobs or name not in JOB_SCRIPTS:
+            found.update(cmd.lower() for cmd in _CALL.findall(source_of(name)))
     return frozenset(found)
 
 
@@ -77,7 +84,7 @@ def acl_rules(pools: Iterable[str], *, jobs: bool = False) -> list[str]:
     if not names:
         raise ValueError("name at least one pool")
     keys = [f"~{PoolKeys(name).prefix}*" for name in names]
-    commands = CLIENT_COMMANDS | script_commands()
+    commands = CLIENT_COMMANDS | script_commands(jobs=jobs)
     channels: list[str] = []
     if jobs:
         commands |= JOB_COMMANDS

@@ -52,10 +52,12 @@ def expected_keys(script: str, sent: int) -> list[str]:
 
 
 def _part(key: str, pool: str) -> str:
-    """The name of a pool key: ``redispool:{p}:lease:w1`` -> ``lease``."""
+    """The name of a pool key: ``redispool:{p}:lease:w1`` -> ``lease``; RQ's keys
+    by their kind: ``redispool:{p}:rq:job:j1`` -> ``job``."""
     prefix = f"redispool:{{{pool}}}:"
     assert key.startswith(prefix), key
-    return key[len(prefix) :].partition(":")[0] or "prefix"
+    part = key[len(prefix) :].split(":")
+    return (part[1] if part[0] == "rq" and len(part) > 1 else part[0]) or "prefix"
 
 
 @pytest.fixture

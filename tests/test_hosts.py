@@ -249,7 +249,8 @@ def test_a_cut_off_client_loses_its_worker_to_the_other_host_and_its_stale_job_n
     assert c2.ok("run", token=got["token"], n=34)["result"] == 68
     assert c2.ok("checkin", token=got["token"])["returned"] is True
     log = hosts["wk"].log()
-    assert re.search(rf"refused job \S+: redispool.errors.LeaseLost: .*token {held['token']}", log)
+    # The stale job was refused at its enqueue (enqueue_job checks the lease): it was
+    # never written, so the worker never saw it.
     assert "Doubling 33" not in log and f"token {held['token']} started" in log
     assert all(f"Doubling {n}" in log for n in (31, 32, 34))
     t.show()

@@ -10,10 +10,11 @@ import pytest
 import redis
 from helpers import StartServer, StartWorkerMain, wait_for
 
-from redispool import Lease, LeaseLost, Pool, Reaper, events, observe
+from redispool import Lease, LeaseLost, Pool, Reaper, events, observe, rqkeys
 from redispool.acl import acl_rules
 from redispool.doubler import compute
 from redispool.history import History
+from redispool.jobs import NONCE_META, TOKEN_META
 
 
 def _kinds(r: redis.Redis, pool: str, worker: str) -> list[str]:
@@ -29,7 +30,14 @@ def test_a_stale_job_refused_by_its_worker_is_an_event_and_counted(
         time.sleep(0.5)
         with pool.lease(timeout=5) as fresh:
             with pytest.raises(LeaseLost):
-                compute(stale, 7)
+                compute(stale, 7)  # refused at its enqueue: never written
+            # The same job past the enqueue script (RQ's own enqueue, as a client that
+            # does not check the lease would): the worker refuses it.
+            queue = rqkeys.classes("doublers").queue_for(stale.worker_id, pool.client)
+            job = queue.enqueue("redispool.doubler.double", 7,
+                                meta={TOKEN_META: str(stale.token), NONCE_META: stale.nonce})
+            result = job.latest_result(timeout=10)
+            assert result is not None and result.type == result.Type.FAILED
             assert compute(fresh, 8) == 16
     wait_for(lambda: "refused" in _kinds(r, "doublers", stale.worker_id), timeout=5,
              message="the refusal in the event log")  # fmt: skip

@@ -1,0 +1,99 @@
+"""Attacks on the job scripts (issue 13's jobs in three scripts), on real servers.
+
+- a verdict written into a job's meta must leave the rest of the meta as the
+  enqueuer wrote it: a large integer, a float RQ's JSONSerializer wrote as
+  ``Infinity`` (cjson re-encodes numbers with 14 digits and refuses to encode
+  an infinity), and the finish must write its whole record either way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from rq.serializers import JSONSerializer
+
+from redispool import Pool, errors, job_records, liveness, rqkeys
+from redispool.jobs import NONCE_META, TOKEN_META, VERDICT_META
+from redispool.liveness import Incarnation
+from redispool.protocol import jobs as protocol_jobs
+from redispool.protocol.jobs import rq_key
+
+MakePool = Callable[..., Pool]
+ME = Incarnation("w1", "inc-a", "host", 123, 1000, False)
+NOW = 1.8e9
+
+
+def queued_job(pool: Pool, r: redis.Redis, meta_text: str) -> str:
+    """A job of a stale lease whose meta is ``meta_text``, queued; its id."""
+    job_id, fields = job_records.job_fields(
+        "redispool.doubler.double", [3], pool.keys.rq_queue("w1"), {}, timeout=5,
+        result_ttl=60, failure_ttl=90, ttl=60, now=NOW,
+    )  # fmt: skip
+    record = dict(zip(fields[::2], fields[1::2], strict=True))
+    record["meta"] = meta_text
+    r.hset(rq_key(pool.keys, "job", job_id), mapping=record)
+    return job_id
+
+
+def refuse(pool: Pool, job_id: str) -> int:
+    """Fence ``job_id`` (it is refused: its lease is stale) and write its end as a refusal."""
+    begun = pool.sender.send(
+        protocol_jobs.begin_job(
+            pool.keys, ME, job_id, f"{job_id}:e1", job_records.timestamp(NOW), NOW, "w1.inc"
+        )
+    )
+    assert begun.code == errors.NOT_HELD
+    end = job_records.end_of("failed", exc_string="LeaseLost: refused", verdict=errors.NOT_HELD,
+                             execution="", now=NOW, result_ttl=60, failure_ttl=90,
+                             worker_name="w1.inc")  # fmt: skip
+    return pool.sender.send(
+        protocol_jobs.finish_job(pool.keys, "w1", begun.token, begun.nonce, job_id, end)
+    )
+
+
+@pytest.mark.parametrize("extra", [
+    '"order": 1234567890123456789',  # more digits than cjson's 14
+    '"price": 0.1',
+    '"big": 1e999',  # what json.dumps(float("inf")) reads back as: an infinity
+    '"inf": Infinity',  # RQ's JSONSerializer writes float("inf") so
+    '"nested": {"a": [1, 2.5, "x"]}',
+    '"redispool_verdict": 99',  # a verdict already there is replaced
+])  # fmt: skip
+def test_a_verdict_leaves_the_rest_of_the_meta_as_the_enqueuer_wrote_it(
+    extra: str, make_pool: MakePool, r: redis.Redis
+) -> None:
+    pool = make_pool()
+    liveness.register(pool, ME)
+    held = pool.checkout(block=False, auto_renew=False)
+    stale = f'"{TOKEN_META}": "{held.token - 1}", "{NONCE_META}": "{held.nonce}"'
+    meta_text = "{" + stale + ", " + extra + "}"
+    job_id = queued_job(pool, r, meta_text)
+
+    assert refuse(pool, job_id) == errors.OK
+    key = rq_key(pool.keys, "job", job_id)
+    meta = json.loads(r.hget(key, "meta") or b"")
+    assert meta == {**json.loads(meta_text), VERDICT_META: errors.NOT_HELD}
+    assert r.hget(key, "status") == b"failed"
+    failed = rq_key(pool.keys, "failed", pool.keys.rq_queue("w1"))
+    assert r.zscore(failed, job_id) is not None, "the refusal was not recorded whole"
+    assert r.xlen(pool.keys.rq_result(job_id)) == 1
+    job = rqkeys.classes(pool.name).job.fetch(job_id, connection=pool.client,
+                                              serializer=JSONSerializer)  # fmt: skip
+    assert job.meta == meta  # RQ's own API reads it
+    held.checkin()
+
+
+@pytest.mark.parametrize("meta_text", ["[1, 2]", '"text"', "not json", "", "{}", " { } "])
+def test_a_verdict_on_a_junk_or_empty_meta_writes_the_verdict_alone(
+    meta_text: str, make_pool: MakePool, r: redis.Redis
+) -> None:
+    pool = make_pool()
+    liveness.register(pool, ME)
+    job_id = queued_job(pool, r, meta_text)
+    assert refuse(pool, job_id) == errors.OK
+    meta: Any = json.loads(r.hget(rq_key(pool.keys, "job", job_id), "meta") or b"")
+    assert meta == {VERDICT_META: errors.NOT_HELD}

@@ -3,7 +3,9 @@
 - a verdict written into a job's meta must leave the rest of the meta as the
   enqueuer wrote it: a large integer, a float RQ's JSONSerializer wrote as
   ``Infinity`` (cjson re-encodes numbers with 14 digits and refuses to encode
-  an infinity), and the finish must write its whole record either way.
+  an infinity), and the finish must write its whole record either way;
+- a real worker records such a refused RQ job whole and runs the next;
+- a client speaking RESP2 runs jobs and reads their results (RESP3 is redis-py's default).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import StartWorkerMain
+from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from redispool import Pool, errors, job_records, liveness, rqkeys
+from redispool import JobFailed, Pool, errors, job_records, liveness, rqkeys
+from redispool.doubler import compute
 from redispool.jobs import NONCE_META, TOKEN_META, VERDICT_META
 from redispool.liveness import Incarnation
 from redispool.protocol import jobs as protocol_jobs
@@ -97,3 +102,37 @@ def test_a_verdict_on_a_junk_or_empty_meta_writes_the_verdict_alone(
     assert refuse(pool, job_id) == errors.OK
     meta: Any = json.loads(r.hget(rq_key(pool.keys, "job", job_id), "meta") or b"")
     assert meta == {VERDICT_META: errors.NOT_HELD}
+
+
+def test_a_refused_rq_job_whose_meta_holds_an_infinity_is_recorded_whole_by_a_real_worker(
+    start_worker_main: StartWorkerMain, redis_url: str
+) -> None:
+    """RQ's JSONSerializer writes float('inf') as Infinity; before, the worker's
+    finish stopped halfway on it (status failed, no result, no registry entry)."""
+    main = start_worker_main(workers=1)
+    with Pool("doublers", redis_url) as pool, pool.lease(timeout=5) as lease:
+        queue = rqkeys.classes(pool.name).queue_for(lease.worker_id, pool.client)
+        meta = {TOKEN_META: str(lease.token - 1), NONCE_META: lease.nonce,
+                "limit": float("inf"), "order": 1234567890123456789}  # fmt: skip
+        stale = queue.enqueue("redispool.doubler.double", 6, meta=meta)
+        outcome = stale.latest_result(timeout=10)
+        assert outcome is not None and outcome.type == Result.Type.FAILED
+        assert "LeaseLost" in outcome.exc_string
+        stale.refresh()
+        assert stale.meta == {**meta, VERDICT_META: errors.NOT_HELD}
+        assert stale.id in queue.failed_job_registry.get_job_ids()
+        assert compute(lease, 8) == 16
+    assert "Doubling 6" not in main.log()
+
+
+def test_a_client_speaking_resp2_runs_jobs_and_reads_their_results(
+    start_worker_main: StartWorkerMain, redis_url: str
+) -> None:
+    start_worker_main(workers=1)
+    sep = "&" if "?" in redis_url else "?"
+    with Pool("doublers", redis_url + sep + "protocol=2") as pool:
+        assert pool.client.connection_pool.connection_kwargs.get("protocol") in (2, "2")
+        with pool.lease(timeout=5) as lease:
+            assert compute(lease, 21) == 42
+            with pytest.raises(JobFailed):
+                lease.run("redispool.not_registered.func", 1, timeout=5)

@@ -5,12 +5,18 @@
   ``Infinity`` (cjson re-encodes numbers with 14 digits and refuses to encode
   an infinity), and the finish must write its whole record either way;
 - a real worker records such a refused RQ job whole and runs the next;
-- a client speaking RESP2 runs jobs and reads their results (RESP3 is redis-py's default).
+- a client speaking RESP2 runs jobs and reads their results (RESP3 is redis-py's default);
+- compressed data (a job's, RQ's enqueue compresses it; a failure's text) is
+  inflated only up to a limit, and junk in a failure entry is a ValueError
+  (the client's PoolCorrupted), never a raw zlib.error.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import tracemalloc
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -136,3 +142,54 @@ def test_a_client_speaking_resp2_runs_jobs_and_reads_their_results(
             assert compute(lease, 21) == 42
             with pytest.raises(JobFailed):
                 lease.run("redispool.not_registered.func", 1, timeout=5)
+
+
+def _bomb(size: int) -> bytes:
+    """RQ's JSON of a call, then ``size`` bytes of JSON whitespace, compressed (~1000:1)."""
+    packer = zlib.compressobj(9)
+    parts = [packer.compress(b'["redispool.doubler.double", null, [1], {}]')]
+    chunk = b" " * (1 << 20)
+    for _ in range(size // len(chunk)):
+        parts.append(packer.compress(chunk))
+    return b"".join([*parts, packer.flush()])
+
+
+def test_job_data_that_inflates_past_the_limit_is_refused_without_inflating_it_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A few kilobytes of compressed data written to a job's record must not make
+    the worker allocate gigabytes (its process would be killed)."""
+    monkeypatch.setattr(job_records, "MAX_DATA_BYTES", 1 << 20, raising=False)
+    bomb = _bomb(64 << 20)
+    assert len(bomb) < 128 << 10
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="inflates past"):
+            job_records.call_of(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+    small = zlib.compress(b'["redispool.doubler.double", null, [1], {}]' + b" " * 1000)
+    assert job_records.call_of(small).args == [1]  # RQ's own compressed data still reads
+    with pytest.raises(ValueError):  # a truncated stream is not RQ's data, as before
+        job_records.call_of(small[:-6])
+
+
+@pytest.mark.parametrize("exc_field", [
+    "not base64!",
+    base64.b64encode(b"not zlib").decode(),
+    base64.b64encode(zlib.compress(b"\xff\xfe")).decode(),  # not UTF-8
+    "huge",
+])  # fmt: skip
+def test_a_failure_entry_the_worker_never_writes_is_a_value_error_for_the_client(
+    exc_field: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client turns ValueError into PoolCorrupted (jobs._outcome); a zlib.error
+    reached the user raw, and a compressed bomb was inflated whole."""
+    monkeypatch.setattr(job_records, "MAX_EXC_BYTES", 1 << 20, raising=False)
+    if exc_field == "huge":
+        exc_field = base64.b64encode(_bomb(16 << 20)).decode()
+    fields = {b"type": b"2", b"exc_string": exc_field.encode()}
+    with pytest.raises(ValueError):
+        job_records.read_result(fields)

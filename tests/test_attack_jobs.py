@@ -193,3 +193,21 @@ def test_a_failure_entry_the_worker_never_writes_is_a_value_error_for_the_client
     fields = {b"type": b"2", b"exc_string": exc_field.encode()}
     with pytest.raises(ValueError):
         job_records.read_result(fields)
+
+
+DEEP = b"[" * 200_000 + b"]" * 200_000  # json.loads raises RecursionError on it
+
+
+def test_job_data_nested_past_pythons_recursion_limit_is_refused_as_not_rqs_json() -> None:
+    """Before: a RecursionError escaped call_of, the worker dropped the job
+    after its fence (no result: the client waited out its timeout)."""
+    with pytest.raises(ValueError, match="not RQ's JSON"):
+        job_records.call_of(DEEP)
+    with pytest.raises(ValueError, match="not RQ's JSON"):
+        job_records.call_of(zlib.compress(DEEP))
+
+
+def test_a_result_nested_past_pythons_recursion_limit_is_a_value_error_for_the_client() -> None:
+    fields = {b"type": b"1", b"return_value": base64.b64encode(DEEP)}
+    with pytest.raises(ValueError):
+        job_records.read_result(fields)

@@ -81,7 +81,7 @@ def call_of(data: bytes) -> Call:
         data = inflated
     try:
         func_name, instance, args, kwargs = json.loads(data)
-    except (TypeError, ValueError, UnicodeDecodeError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # (nested past Python's limit)
         raise ValueError(f"job data is not RQ's JSON: {exc}") from None
     if not isinstance(func_name, str) or not isinstance(args, list) or not isinstance(kwargs, dict):
         raise ValueError("job data is not RQ's JSON (function, instance, args, kwargs)")
@@ -139,7 +139,10 @@ def read_result(fields: dict[bytes, bytes]) -> Result:
     kind = int(fields[b"type"])
     if kind == SUCCESSFUL:
         raw = fields.get(b"return_value")
-        return Result(True, None if raw is None else json.loads(b64decode(raw)))
+        try:
+            return Result(True, None if raw is None else json.loads(b64decode(raw)))
+        except RecursionError:  # nested past Python's limit: not what a worker writes
+            raise ValueError("return_value is nested too deep") from None
     raw = fields.get(b"exc_string")
     inflated = _inflated(b64decode(raw), MAX_EXC_BYTES) if raw else b""
     if inflated is None:

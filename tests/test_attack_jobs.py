@@ -8,7 +8,8 @@
 - a client speaking RESP2 runs jobs and reads their results (RESP3 is redis-py's default);
 - compressed data (a job's, RQ's enqueue compresses it; a failure's text) is
   inflated only up to a limit, and junk in a failure entry is a ValueError
-  (the client's PoolCorrupted), never a raw zlib.error.
+  (the client's PoolCorrupted), never a raw zlib.error;
+- a fence (begin_job) that meets a junk key writes nothing of the start.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from helpers import StartWorkerMain
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from redispool import JobFailed, Pool, errors, job_records, liveness, rqkeys
+from redispool import JobFailed, Pool, PoolCorrupted, errors, job_records, liveness, rqkeys
 from redispool.doubler import compute
 from redispool.jobs import NONCE_META, TOKEN_META, VERDICT_META
 from redispool.liveness import Incarnation
@@ -211,3 +212,50 @@ def test_a_result_nested_past_pythons_recursion_limit_is_a_value_error_for_the_c
     fields = {b"type": b"1", b"return_value": base64.b64encode(DEEP)}
     with pytest.raises(ValueError):
         job_records.read_result(fields)
+
+
+def snapshot(r: redis.Redis, pool: Pool) -> dict[bytes, object]:
+    """Every key of the pool and its value: a hash as its fields (a large one's
+    DUMP changes order as Redis rehashes it on reads), anything else its DUMP."""
+    return {
+        key: r.hgetall(key) if r.type(key) == b"hash" else r.dump(key)
+        for key in r.scan_iter(match=pool.keys.prefix + "*")
+    }
+
+
+def fence(pool: Pool, job_id: str) -> Any:
+    return pool.sender.send(
+        protocol_jobs.begin_job(
+            pool.keys, ME, job_id, f"{job_id}:e1", job_records.timestamp(NOW), NOW, "w1.inc"
+        )
+    )
+
+
+@pytest.mark.parametrize("part", ["jobs", "wip"])
+def test_a_fence_that_meets_a_junk_key_leaves_the_job_as_it_was(
+    part: str, make_pool: MakePool, r: redis.Redis
+) -> None:
+    """begin_job marked the record started and made it permanent, then stopped on
+    the pool's jobs counter (or RQ's StartedJobRegistry) of the wrong type: a job
+    that never ran stayed 'started' for ever."""
+    pool = make_pool()
+    liveness.register(pool, ME)
+    held = pool.checkout(block=False, auto_renew=False)
+    current = f'{{"{TOKEN_META}": "{held.token}", "{NONCE_META}": "{held.nonce}"}}'
+    job_id = queued_job(pool, r, current)
+    job_key = rq_key(pool.keys, "job", job_id)
+    r.expire(job_key, 60)
+    junk = pool.keys.jobs if part == "jobs" else rq_key(pool.keys, "wip", pool.keys.rq_queue("w1"))
+    r.set(junk, "junk")
+    before = snapshot(r, pool)
+
+    with pytest.raises(PoolCorrupted):
+        fence(pool, job_id)
+    after = snapshot(r, pool)
+    assert after == before, "the fence wrote part of a start"
+    assert 0 < r.ttl(job_key) <= 60
+
+    r.delete(junk)
+    assert fence(pool, job_id).code == errors.OK  # repaired: the job starts
+    assert r.hget(job_key, "status") == b"started"
+    held.checkin()

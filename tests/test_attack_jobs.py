@@ -19,6 +19,7 @@ import json
 import tracemalloc
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,3 +260,16 @@ def test_a_fence_that_meets_a_junk_key_leaves_the_job_as_it_was(
     assert fence(pool, job_id).code == errors.OK  # repaired: the job starts
     assert r.hget(job_key, "status") == b"started"
     held.checkin()
+
+
+def test_a_client_with_a_short_socket_timeout_waits_for_a_slower_job(
+    start_worker_main: StartWorkerMain, redis_url: str, tmp_path: Path
+) -> None:
+    """The wait for a result blocks in XREAD for up to CHECK_INTERVAL (0.25 s):
+    a client whose socket timeout is shorter must still get the result."""
+    start_worker_main("--function", "tests.procs.jobfuncs.sleep_then_mark", workers=1)
+    sep = "&" if "?" in redis_url else "?"
+    url = redis_url + sep + "socket_timeout=0.1"
+    with Pool("doublers", url) as pool, pool.lease(timeout=5) as lease:
+        marker = str(tmp_path / "done")
+        assert lease.run("tests.procs.jobfuncs.sleep_then_mark", 0.6, marker) == "finished"

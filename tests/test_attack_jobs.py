@@ -273,3 +273,39 @@ def test_a_client_with_a_short_socket_timeout_waits_for_a_slower_job(
     with Pool("doublers", url) as pool, pool.lease(timeout=5) as lease:
         marker = str(tmp_path / "done")
         assert lease.run("tests.procs.jobfuncs.sleep_then_mark", 0.6, marker) == "finished"
+
+
+@pytest.mark.parametrize("where", ["enqueue sent, reply unread", "lease look", "result wait"])
+def test_ctrl_c_anywhere_in_run_withdraws_the_job_and_leaves_the_lease_usable(
+    where: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Pool("idle-hands", redis_url) as pool:
+        pool.add_worker("by-hand")  # runs nothing: the job stays queued unless withdrawn
+        lease = pool.checkout(timeout=5, auto_renew=False)
+        wire = pool.sender.wire
+        reads, send = wire.call_reads, pool.sender.send
+
+        def interrupted_reads(*commands: Any) -> Any:
+            if where == "enqueue sent, reply unread" and commands[0][0] == "FCALL":
+                conn = wire._sent(*commands)  # out on the wire; its replies never read
+                conn.disconnect()
+                raise KeyboardInterrupt
+            if where == "result wait" and len(commands) == 1:
+                raise KeyboardInterrupt
+            return reads(*commands)
+
+        def interrupted_send(op: Any) -> Any:
+            if where == "lease look" and op.script == "reap_workers":
+                raise KeyboardInterrupt
+            return send(op)
+
+        monkeypatch.setattr(wire, "call_reads", interrupted_reads)
+        monkeypatch.setattr(pool.sender, "send", interrupted_send)
+        with pytest.raises(KeyboardInterrupt):
+            compute(lease, 3, timeout=5)
+        monkeypatch.undo()
+        queue = rqkeys.classes(pool.name).queue_for(lease.worker_id, pool.client)
+        assert queue.count == 0, "the job stayed queued with nobody waiting for it"
+        assert lease.active
+        assert lease.checkin() is True
+        assert pool.status().idle == 1

@@ -13,7 +13,6 @@ result entry also carries the worker's verdict (``redispool_verdict``, an
 
 from __future__ import annotations
 
-import contextlib
 import json
 import zlib
 from base64 import b64decode, b64encode
@@ -33,6 +32,12 @@ __all__ = [
 
 #: RQ's default result and failure TTLs (rq.defaults), for records that name none.
 RQ_RESULT_TTL, RQ_FAILURE_TTL = 500, 31536000
+#: Most bytes a job's compressed data (RQ's own enqueue compresses it) may
+#: inflate to: a few kilobytes written to Redis must not make a worker
+#: allocate gigabytes. Larger data is refused as not RQ's JSON.
+MAX_DATA_BYTES = 64 << 20
+#: Most bytes a failure's compressed text may inflate to on the client.
+MAX_EXC_BYTES = 16 << 20
 SUCCESSFUL, FAILED = 1, 2  # rq.results.Result.Type
 
 
@@ -71,15 +76,30 @@ class Call:
 def call_of(data: bytes) -> Call:
     """The call in RQ's ``data`` field (JSON, compressed by RQ's own enqueue or not).
     Raises ValueError for anything else (a pickle, junk)."""
-    with contextlib.suppress(zlib.error):  # redispool's own records are not compressed
-        data = zlib.decompress(data)
+    inflated = _inflated(data, MAX_DATA_BYTES)
+    if inflated is not None:  # redispool's own records are not compressed
+        data = inflated
     try:
         func_name, instance, args, kwargs = json.loads(data)
-    except (TypeError, ValueError, UnicodeDecodeError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # (nested past Python's limit)
         raise ValueError(f"job data is not RQ's JSON: {exc}") from None
     if not isinstance(func_name, str) or not isinstance(args, list) or not isinstance(kwargs, dict):
         raise ValueError("job data is not RQ's JSON (function, instance, args, kwargs)")
     return Call(func_name, instance, args, kwargs)
+
+
+def _inflated(data: bytes, limit: int) -> bytes | None:
+    """``data`` decompressed, if it is one whole zlib stream; None if it is not
+    zlib (or is cut short). Raises ValueError, having inflated no more than
+    ``limit`` bytes and one more, if it inflates past ``limit``."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error:
+        return None
+    if len(out) > limit:
+        raise ValueError(f"compressed data inflates past {limit} bytes: refused")
+    return out if inflater.eof else None
 
 
 def _exc_field(exc_string: str) -> str:
@@ -119,9 +139,15 @@ def read_result(fields: dict[bytes, bytes]) -> Result:
     kind = int(fields[b"type"])
     if kind == SUCCESSFUL:
         raw = fields.get(b"return_value")
-        return Result(True, None if raw is None else json.loads(b64decode(raw)))
+        try:
+            return Result(True, None if raw is None else json.loads(b64decode(raw)))
+        except RecursionError:  # nested past Python's limit: not what a worker writes
+            raise ValueError("return_value is nested too deep") from None
     raw = fields.get(b"exc_string")
-    exc_string = zlib.decompress(b64decode(raw)).decode() if raw else ""
+    inflated = _inflated(b64decode(raw), MAX_EXC_BYTES) if raw else b""
+    if inflated is None:
+        raise ValueError("exc_string is not base64 of zlib")
+    exc_string = inflated.decode()
     code = fields.get(VERDICT_FIELD.encode())
     verdict = int(code) if code is not None and code.isdigit() else None
     return Result(False, exc_string=exc_string,

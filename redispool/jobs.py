@@ -140,7 +140,7 @@ def _enqueue_and_wait(lease: Lease, op: Op[int], job_id: str) -> dict[bytes, byt
         code = pool.sender.send(op)
         entry = None
     else:
-        wait = ("XREAD", "BLOCK", FIRST_WAIT_MS, "STREAMS", key, "0-0")
+        wait = ("XREAD", "BLOCK", _block_ms(lease, FIRST_WAIT_MS / 1000), "STREAMS", key, "0-0")
         with pool.sender.errors("run", lease.worker_id):
             try:
                 reply, waited = pool.sender.wire.call_reads(op.command(), wait)
@@ -153,6 +153,16 @@ def _enqueue_and_wait(lease: Lease, op: Op[int], job_id: str) -> dict[bytes, byt
     if code != errors.OK:
         _ended(lease, code)
     return entry
+
+
+def _block_ms(lease: Lease, seconds: float) -> int:
+    """Milliseconds an XREAD may block for ``seconds``: under half the client's
+    socket timeout, since a reply later than that is taken for a lost server."""
+    kwargs = getattr(lease.pool.sender.wire.client.connection_pool, "connection_kwargs", {})
+    limit = kwargs.get("socket_timeout")
+    if isinstance(limit, (int, float)) and limit > 0:
+        seconds = min(seconds, limit / 2)
+    return max(1, round(seconds * 1000))
 
 
 def _withdraw(lease: Lease, job_id: str) -> None:
@@ -193,7 +203,7 @@ def _wait(lease: Lease, job_id: str, deadline: float) -> dict[bytes, bytes]:
                 worker_id=lease.worker_id,
                 operation="run",
             )
-        block = max(1, round(min(left, CHECK_INTERVAL) * 1000))
+        block = _block_ms(lease, min(left, CHECK_INTERVAL))
         with sender.errors("run", lease.worker_id):
             (reply,) = sender.wire.call_reads(("XREAD", "BLOCK", block, "STREAMS", key, "0-0"))
         entry = _entry_of(reply)

@@ -5,7 +5,8 @@
   id; then the record is marked started (status, started_at, worker_name, no
   TTL), its execution entered in the StartedJobRegistry, and the job counted.
   A job this process may not run because another incarnation holds the id is
-  given back at the head of the queue, untouched.
+  given back at the head of the queue, untouched. A registry or counter of
+  the wrong type stops the script (its WRONGTYPE error) having written nothing.
 
   KEYS[1]     lease         string 'token|nonce|holder' with a TTL
   KEYS[2]     incarnations  hash   worker id -> incarnation holding the id
@@ -72,14 +73,21 @@ if not value or string.sub(value, 1, #proof) ~= proof then
   return {NOT_HELD, -1, token, nonce, ttls[1], ttls[2]}
 end
 
-rcall('HSET', job, 'status', 'started', 'started_at', started_at, 'last_heartbeat', started_at,
-      'worker_name', worker_name)
-rcall('PERSIST', job)
+-- The writes that can fail on a key of the wrong type come first: the ZADD
+-- fails having written nothing, the count is undone exactly if it fails; the
+-- record is a hash (read above), so marking it started cannot fail.
 local timeout = tonumber(f[3] or '')
 local score = '+inf'
 if timeout == nil then score = now + 180 + 60 elseif timeout >= 0 then score = now + timeout + 60 end
 rcall('ZADD', wip, score, execution)
-rcall('HINCRBY', jobs, wid, 1)
+local counted = redis.pcall('HINCRBY', jobs, wid, 1)
+if type(counted) == 'table' and counted.err then
+  rcall('ZREM', wip, execution)
+  return counted
+end
+rcall('HSET', job, 'status', 'started', 'started_at', started_at, 'last_heartbeat', started_at,
+      'worker_name', worker_name)
+rcall('PERSIST', job)
 local callbacks = (f[4] or '') .. (f[5] or '') .. (f[6] or '')
 return {OK, rcall('PTTL', lease), token, nonce, ttls[1], ttls[2], f[1], f[3] or '', callbacks,
         f[7] or ''}

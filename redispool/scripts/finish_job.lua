@@ -62,6 +62,21 @@ if kind == 'returned' then
 end
 if execution ~= '' then rcall('ZREM', wip, execution) end
 
+-- The job's meta text with the verdict added as its last entry. The
+-- enqueuer's JSON is kept as it was written, never decoded and encoded again:
+-- cjson writes numbers back with 14 digits (a large id would change) and
+-- cannot encode the Infinity RQ's JSONSerializer writes for float('inf')
+-- (the script would stop halfway). A meta that is not a JSON object becomes
+-- the verdict alone. JSON readers (Python's, cjson) take the last of a
+-- repeated key, so a verdict already there is replaced.
+local function with_verdict(text)
+  local entry = cjson.encode(verdict_meta) .. ':' .. string.format('%d', tonumber(verdict))
+  local decoded, meta = pcall(cjson.decode, text or '')
+  local body = decoded and type(meta) == 'table' and string.match(text, '^%s*{(.*)}%s*$')
+  if not body or not string.find(body, '%S') then return '{' .. entry .. '}' end
+  return '{' .. body .. ',' .. entry .. '}'
+end
+
 local function keep(key, ttl)
   if ttl == -1 then rcall('PERSIST', key) elseif ttl > 0 then rcall('EXPIRE', key, ttl) end
 end
@@ -84,10 +99,7 @@ end
 
 rcall('HSET', job, 'status', 'failed', 'ended_at', ended_at)
 if verdict ~= '' then
-  local decoded, meta = pcall(cjson.decode, rcall('HGET', job, 'meta') or '{}')
-  if not decoded or type(meta) ~= 'table' then meta = {} end
-  meta[verdict_meta] = tonumber(verdict)
-  rcall('HSET', job, 'meta', cjson.encode(meta))
+  rcall('HSET', job, 'meta', with_verdict(rcall('HGET', job, 'meta')))
   rcall('XADD', results, 'MAXLEN', 10, '*', 'type', 2, 'worker_name', worker_name,
         'exc_string', exc, verdict_meta, verdict)
 else

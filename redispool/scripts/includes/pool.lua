@@ -46,6 +46,22 @@ local MAX_TOKEN = 9007199254740991
 
 local K = {}
 
+-- K of a call whose KEYS[1] is not a pool's prefix (renew's KEYS, which name
+-- no pool): any use stops the script, which must never fall back on the names
+-- of the pool served last (another tenant's keys, not named in KEYS). Made at
+-- the first such call: a library may not call setmetatable at load.
+local no_pool = nil
+local function not_a_pool()
+  if not no_pool then
+    local function refuse(_, part)
+      error(redis.error_reply('ERR KEYS[1] is not a pool prefix (the script asked for its '
+        .. tostring(part) .. ')'))
+    end
+    no_pool = setmetatable({}, {__index = refuse, __newindex = refuse})
+  end
+  return no_pool
+end
+
 -- The key names of each pool prefix met lately, made once per pool: a key
 -- passed in KEYS costs the server some 1,500 instructions (callgrind, Redis
 -- 7.0), a cached name nothing, so the hot paths pass the prefix alone.
@@ -59,7 +75,10 @@ local function bind_pool()
   local prefix = KEYS[1]
   local k = pools[prefix]
   if not k then
-    if string.sub(prefix, -1) ~= ':' then return end  -- not a prefix (renew's KEYS): K unused
+    if string.sub(prefix, -1) ~= ':' then  -- not a prefix (renew's KEYS): K unused
+      K = not_a_pool()
+      return
+    end
     if pools_kept >= POOLS_KEPT then pools, pools_kept = {}, 0 end
     k = {prefix = prefix, config = prefix .. 'config', workers = prefix .. 'workers',
          idle = prefix .. 'idle', deadlines = prefix .. 'deadlines', token = prefix .. 'token',

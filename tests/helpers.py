@@ -103,5 +103,18 @@ def _is_worker(pid: int) -> bool:
         return False
 
 
+def self_signed_certificate(openssl: str, where: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made in ``where`` with ``openssl``
+    (valid for a day): ``(cert.pem, key.pem)``."""
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 # What the `start_worker_main` fixture yields: start(*args, pool=, workers=, wait=).
 StartWorkerMain = Callable[..., WorkerMain]

@@ -50,6 +50,7 @@ __all__ = [
     "in_transit",
     "is_cluster",
     "masters",
+    "named_masters",
 ]
 
 
@@ -141,13 +142,19 @@ def masters(client: Redis | RedisCluster, *, refresh: bool = False) -> Iterator[
     if not isinstance(client, RedisCluster):
         yield client
         return
+    for _, node_client in named_masters(client, refresh=refresh):
+        yield node_client
+
+
+def named_masters(client: RedisCluster, *, refresh: bool = False) -> Iterator[tuple[str, Redis]]:
+    """``(host:port, plain client)`` of every master of a cluster (see :func:`masters`)."""
     if refresh:
         client.nodes_manager.initialize()
     for node in client.get_primaries():  # type: ignore[no-untyped-call]
         node_client = node.redis_connection
         if node_client is None:
             node_client = client.get_redis_connection(node)
-        yield node_client
+        yield str(node.name), node_client
 
 
 class ExpiredEvents:

@@ -19,7 +19,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from . import liveness, observe
-from .cluster import ExpiredEvents
+from .cluster import ExpiredEvents, named_masters
 from .connect import Client
 from .discovery import find_pools
 from .errors import PoolError
@@ -79,14 +79,11 @@ def _enable_on_masters(
     in ``done``; the names (``host:port``) of those it answered on, ``done``
     included. One that did not answer is asked again at the next look."""
     answered = set(done)
-    if refresh:
-        client.nodes_manager.initialize()
-    for node in client.get_primaries():
-        name = str(node.name)  # as ExpiredEvents.masters names it
+    for name, node in named_masters(client, refresh=refresh):  # names as ExpiredEvents'
         if name in done:
             continue
         try:
-            enable_expiry_events(node.redis_connection or client.get_redis_connection(node))
+            enable_expiry_events(node)
             answered.add(name)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("cannot turn expired events on at master %s: %s", name, exc)

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +102,34 @@ def _is_worker(pid: int) -> bool:
         return b"redispool.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+def in_thread(fn: Callable[[], object], results: list[object]) -> threading.Thread:
+    """``fn()`` in a started daemon thread; its result, or the exception it raised,
+    appended to ``results`` (for the test to assert)."""
+
+    def run() -> None:
+        try:
+            results.append(fn())
+        except Exception as exc:  # collected and asserted by the test
+            results.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def self_signed_certificate(openssl: str, where: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made in ``where`` with ``openssl``
+    (valid for a day): ``(cert.pem, key.pem)``."""
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 # What the `start_worker_main` fixture yields: start(*args, pool=, workers=, wait=).

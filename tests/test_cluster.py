@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from clusters import Cluster, cluster_of, pool_names_on_every_master
-from helpers import wait_for
+from helpers import in_thread, wait_for
 from redis.cluster import RedisCluster
 
 from redispool import (
@@ -285,16 +285,8 @@ def test_a_waiter_waits_through_a_slot_move_longer_than_the_slot_clients_retries
 ) -> None:
     pool = _pool(rc, pools, "longmove", workers=1, lease_ttl=1.5)
     held = pool.checkout(block=False, auto_renew=False)
-    got: list[object] = []
-
-    def wait() -> None:
-        try:
-            got.append(pool.checkout(timeout=20, auto_renew=False))
-        except Exception as exc:  # the failure this test is about, shown by the assert
-            got.append(exc)
-
-    waiter = threading.Thread(target=wait)
-    waiter.start()
+    got: list[object] = []  # the lease, or the failure this test is about
+    waiter = in_thread(lambda: pool.checkout(timeout=20, auto_renew=False), got)
     wait_for(lambda: pool.status().waiting == 1, timeout=5, message="the waiter queued")
     slot = cluster.slot_of(pool.keys.prefix)
     source, target, port, dst = _begin_migration(cluster, slot)
@@ -320,17 +312,9 @@ def test_a_blocking_checkout_begun_during_a_long_slot_move_is_served_after_it(
     pool = _pool(rc, pools, "lateask", workers=1)
     slot = cluster.slot_of(pool.keys.prefix)
     source, target, port, dst = _begin_migration(cluster, slot)
-    got: list[object] = []
-
-    def ask() -> None:
-        try:
-            got.append(pool.checkout(timeout=20, auto_renew=False))
-        except Exception as exc:  # the failure this test is about, shown by the assert
-            got.append(exc)
-
-    asker = threading.Thread(target=ask)
+    got: list[object] = []  # the lease, or the failure this test is about
     moving = time.monotonic()
-    asker.start()
+    asker = in_thread(lambda: pool.checkout(timeout=20, auto_renew=False), got)
     try:
         while time.monotonic() - moving < 3.0 and not got:
             asker.join(timeout=0.1)

@@ -11,14 +11,13 @@ TLS (``tls-cluster yes``).
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from clusters import Cluster, _args, cluster_of, pool_names_on_every_master
-from helpers import FAST, WorkerMain, free_port, wait_for
+from helpers import FAST, WorkerMain, free_port, self_signed_certificate, wait_for
 from redis.cluster import RedisCluster
 
 from redispool import Pool
@@ -58,14 +57,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSCluster]:
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("the TLS cluster test needs the openssl command to make a certificate")
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(openssl, tmp_path_factory.mktemp("tls"))
     made = cluster_of("redis", lambda kind: TLSCluster(cert, key))
     started = next(made)
     assert isinstance(started, TLSCluster)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from helpers import FAST, WorkerMain, wait_for
+from helpers import FAST, WorkerMain, self_signed_certificate, wait_for
 
 from redispool import CheckoutTimeout, Pool, PoolAccessDenied, Reaper, events, install
 from redispool.acl import acl_rules, acl_setuser, script_commands
@@ -188,13 +187,7 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[EmbeddedServer, int, Path]]:
             pytest.fail(f"CI=true requires it: {missing}")
         pytest.skip(missing)
     assert openssl is not None
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(openssl, tmp_path)
     tls_port = free_port()
     srv = EmbeddedServer(
         "redis",

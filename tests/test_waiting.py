@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from helpers import StartServer, wait_for
+from helpers import StartServer, in_thread, wait_for
 
 from redispool import CheckoutTimeout, Lease, Pool, PoolUnavailable
 from redispool.keys import PoolKeys
@@ -16,23 +16,11 @@ from redispool.keys import PoolKeys
 MakePool = Callable[..., Pool]
 
 
-def _in_thread(fn: Callable[[], Lease], results: list[object]) -> threading.Thread:
-    def run() -> None:
-        try:
-            results.append(fn())
-        except Exception as exc:  # collected and asserted by the test
-            results.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_checkin_hands_the_worker_straight_to_a_waiter(make_pool: MakePool) -> None:
     pool = make_pool(workers=1)
     held = pool.checkout()
     got: list[object] = []
-    thread = _in_thread(lambda: pool.checkout(timeout=5), got)
+    thread = in_thread(lambda: pool.checkout(timeout=5), got)
     wait_for(lambda: pool.status().waiting == 1, message="the waiter to queue")
     held.checkin()
     thread.join(5)
@@ -56,7 +44,7 @@ def test_waiters_are_served_in_arrival_order(make_pool: MakePool) -> None:
             lease.checkin()
             return lease
 
-        threads.append(_in_thread(wait, []))
+        threads.append(in_thread(wait, []))
         wait_for(lambda n=n: pool.status().waiting == n + 1, message=f"waiter {n} queued")
     held.checkin()
     for thread in threads:
@@ -166,7 +154,7 @@ def test_a_worker_handed_to_a_dead_waiter_comes_back_within_one_ttl(
 def test_new_worker_goes_to_the_oldest_waiter(make_pool: MakePool) -> None:
     pool = make_pool()
     got: list[object] = []
-    thread = _in_thread(lambda: pool.checkout(timeout=5), got)
+    thread = in_thread(lambda: pool.checkout(timeout=5), got)
     wait_for(lambda: pool.status().waiting == 1, message="the waiter to queue")
     pool.add_worker("late")
     thread.join(5)
@@ -180,7 +168,7 @@ def test_a_waiter_gets_a_clear_error_when_redis_dies(fresh_server: StartServer) 
     pool.add_worker("w1")
     held = pool.checkout(auto_renew=False)
     got: list[object] = []
-    thread = _in_thread(lambda: pool.checkout(timeout=30), got)
+    thread = in_thread(lambda: pool.checkout(timeout=30), got)
     wait_for(lambda: pool.status().waiting == 1, message="the waiter to queue")
     srv.kill()
     killed = time.monotonic()
@@ -239,7 +227,7 @@ def test_a_waiter_counts_as_alive_for_the_pools_ttl_between_its_ticks(
     held = admin.checkout()
     client = make_pool()  # no TTL of its own: the pool's 60 s
     got: list[object] = []
-    thread = _in_thread(lambda: client.checkout(), got)  # waits without limit
+    thread = in_thread(lambda: client.checkout(), got)  # waits without limit
     wait_for(lambda: r.zcard(PoolKeys("p").waiters) == 1, message="the waiter to queue")
     alive_until = int(r.zrange(PoolKeys("p").waiters, 0, 0, withscores=True)[0][1])
     server_ms = int(r.time()[0]) * 1000

@@ -3,12 +3,14 @@
 Starts a supervisor, one Reaper for the pool and ``--workers`` worker
 processes that run the jobs sent to them (the doubler by default). SIGTERM or
 Ctrl-C drains: idle workers leave at once, busy ones when their lease ends;
-then it exits 0. Every option can also come from the environment variable
+then it exits 0. SIGUSR1 writes every thread's stack to stderr (the
+supervisor's; send it to a worker's pid for that worker's). Every option can also come from the environment variable
 named in ``--help`` (``REDISPOOL_URL``, ``REDISPOOL_POOL``, ...).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import sys
@@ -159,6 +161,7 @@ def main(
     supervisor = Supervisor(settings, metrics)
     signal.signal(signal.SIGTERM, supervisor.request_drain)
     signal.signal(signal.SIGINT, supervisor.request_drain)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every stack
     sys.exit(supervisor.run())
 
 

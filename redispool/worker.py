@@ -28,6 +28,7 @@ The supervisor (:mod:`redispool.supervisor`) starts worker processes with
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -317,6 +318,7 @@ def main() -> int:
         return 2
     signal.signal(signal.SIGTERM, worker._on_signal)
     signal.signal(signal.SIGINT, worker._on_signal)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every stack
     return worker.run()
 
 

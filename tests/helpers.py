@@ -83,10 +83,27 @@ class WorkerMain:
         return {int(pid) for _, pid in STARTED.findall(self.log())}
 
     def stop(self, timeout: float = 15) -> int:
-        """SIGTERM (a drain), and its exit code."""
+        """SIGTERM (a drain), and its exit code; if it does not exit in ``timeout``,
+        an AssertionError with every thread's stack of it and its workers."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"worker_main did not stop:\n{self.stacks()}") from None
+
+    def stacks(self) -> str:
+        """The end of the log after SIGUSR1 to it and its live workers (their stacks)."""
+        before = self.log().count("most recent call first")
+        pids = [self.proc.pid, *(p for p in self.worker_pids() if pid_alive(p) and _is_worker(p))]
+        for pid in pids:
+            os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.log().count("most recent call first") >= before + len(pids):
+                break
+            time.sleep(0.05)
+        return self.log()[-20000:]
 
     def kill_everything(self) -> None:
         if self.proc.poll() is None:

@@ -12,6 +12,7 @@ it is still in step with the server.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 from collections.abc import Iterator
@@ -96,6 +97,26 @@ def test_a_server_that_hangs_up_mid_command_raises_and_drops_the_connection(
     assert len(failed) == 1 and isinstance(failed[0], redis.ConnectionError), failed
     assert len(wire) == 0  # never reused
     assert wire.call("INCR", "after") == 1  # a new connection
+
+
+def test_a_pooled_connection_the_server_closed_just_after_its_last_use_is_replaced(
+    wire: Wire, r: redis.Redis
+) -> None:
+    # a restart, a failover or CLIENT KILL a moment after the last command: the
+    # next one, however soon, goes out on a new connection instead of failing
+    conn_id = wire.call("CLIENT", "ID")
+    sock = only_connection(wire)._sock
+    r.client_kill_filter(_id=conn_id)
+    wait_for(lambda: select.select([sock], [], [], 0)[0], timeout=5, interval=0.001,
+             message="the server's close to arrive")  # fmt: skip
+    assert wire.call("INCR", "after") == 1
+    assert wire.call("CLIENT", "ID") != conn_id
+
+
+def test_a_pooled_connection_disconnected_while_it_sat_is_replaced(wire: Wire) -> None:
+    wire.call("PING")
+    only_connection(wire).disconnect()  # as a client's close() of its connections would
+    assert wire.call("INCR", "after") == 1
 
 
 def test_a_reply_later_than_the_socket_timeout_raises_and_drops_the_connection(

@@ -103,8 +103,11 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
     round trip.
     """
     name = function_name(func)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+        or not 0 < timeout < math.inf
+    ):  # fmt: skip
+        raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout!r}")
     try:
         json.dumps(args, allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -96,6 +96,11 @@ def test_an_unregistered_function_is_refused_before_import(
             lease.run("antigravity.fly")  # importing it would open a browser
         with pytest.raises(ValueError, match="JSON"):
             lease.run("redispool.doubler.double", object())
+        for bad in (0, -1, float("nan"), float("inf"), True, "5"):
+            with pytest.raises(ValueError, match="timeout must be"):
+                lease.run("redispool.doubler.double", 1, timeout=bad)  # type: ignore[arg-type]
+        queue = rqkeys.classes(pool.name).queue_for(lease.worker_id, pool.client)
+        assert queue.count == 0  # none of them was queued
         assert compute(lease, 3) == 6
     assert not marker.exists()
 

@@ -262,6 +262,45 @@ def test_a_fence_that_meets_a_junk_key_leaves_the_job_as_it_was(
     held.checkin()
 
 
+@pytest.mark.parametrize(("part", "kind"), [
+    ("wip", "returned"), ("job", "returned"), ("finished", "returned"), ("results", "returned"),
+    ("failed", "failed"), ("results", "failed"), ("jobs_failed", "failed"),
+])  # fmt: skip
+def test_an_end_that_meets_a_junk_key_writes_nothing(
+    part: str, kind: str, make_pool: MakePool, r: redis.Redis
+) -> None:
+    """finish_job took the job out of the StartedJobRegistry and marked it ended,
+    then stopped on a registry, results stream or failure counter of the wrong
+    type: a job recorded half."""
+    pool = make_pool()
+    liveness.register(pool, ME)
+    held = pool.checkout(block=False, auto_renew=False)
+    current = f'{{"{TOKEN_META}": "{held.token}", "{NONCE_META}": "{held.nonce}"}}'
+    job_id = queued_job(pool, r, current)
+    begun = fence(pool, job_id)
+    assert begun.code == errors.OK
+    queue = pool.keys.rq_queue("w1")
+    junk = {
+        "wip": rq_key(pool.keys, "wip", queue), "job": rq_key(pool.keys, "job", job_id),
+        "finished": rq_key(pool.keys, "finished", queue),
+        "failed": rq_key(pool.keys, "failed", queue), "results": pool.keys.rq_result(job_id),
+        "jobs_failed": pool.keys.jobs_failed,
+    }[part]  # fmt: skip
+    r.delete(junk)
+    r.set(junk, "junk")
+    before = snapshot(r, pool)
+    end = job_records.end_of(
+        kind, value=6, exc_string="ValueError: no", execution=f"{job_id}:e1", now=NOW,
+        result_ttl=60, failure_ttl=90, worker_name="w1.inc",
+    )  # fmt: skip
+    finish = protocol_jobs.finish_job(pool.keys, "w1", begun.token, begun.nonce, job_id, end)
+
+    with pytest.raises(PoolCorrupted, match=junk):
+        pool.sender.send(finish)
+    assert snapshot(r, pool) == before, "the end was written in part"
+    held.checkin()
+
+
 def test_a_client_with_a_short_socket_timeout_waits_for_a_slower_job(
     start_worker_main: StartWorkerMain, redis_url: str, tmp_path: Path
 ) -> None:

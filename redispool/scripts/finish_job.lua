@@ -38,6 +38,7 @@
     {OK}           written as given
     {NOT_HELD}     a return came after the lease ended: written as failed
     {WORKER_DEAD}  the same, its worker having died
+    error CORRUPT  a key it writes has the wrong type; nothing was written
 ]]
 local rcall = redis.call
 -- OK, NOT_HELD, WORKER_DEAD: generated from redispool/errors.py Code.
@@ -49,6 +50,18 @@ local kind, exc, verdict = ARGV[6], ARGV[8], ARGV[10]
 local ended_at, now = ARGV[11], tonumber(ARGV[12])
 local result_ttl, failure_ttl, worker_name = tonumber(ARGV[13]), tonumber(ARGV[14]), ARGV[15]
 local verdict_meta = ARGV[16]
+
+-- Redis keeps the writes of a script that stops halfway: a key of the wrong
+-- type (written by hand?) is named before the first write, and nothing is
+-- written; the job stays started until it is repaired.
+for _, written in ipairs({{wip, 'zset'}, {job, 'hash'}, {finished, 'zset'}, {failed, 'zset'},
+                          {results, 'stream'}, {jobs_failed, 'hash'}}) do
+  local found = rcall('TYPE', written[1])['ok']
+  if found ~= 'none' and found ~= written[2] then
+    return redis.error_reply('CORRUPT ' .. written[1] .. ' is a ' .. found .. ', not a '
+                             .. written[2] .. ' (written by hand?)')
+  end
+end
 
 local code = OK
 if kind == 'returned' then

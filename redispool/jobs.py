@@ -257,7 +257,10 @@ def _outcome(lease: Lease, name: str, entry: dict[bytes, bytes]) -> Any:
     where = {"pool": lease.pool.name, "worker_id": lease.worker_id, "operation": "run"}
     verdict = result.verdict
     if verdict in (errors.NOT_HELD, errors.WORKER_DEAD):
-        _ended(lease, verdict)
+        # the worker's word from when it looked; the lease ends on Redis's word now
+        state = _bury_and_ask(lease)
+        if state != errors.OK:
+            _ended(lease, state)
     kind = JobTimeout if verdict == errors.JOB_TIMEOUT else JobFailed
     raise kind(
         f"pool {lease.pool.name!r}: job {name} on worker {lease.worker_id!r} failed: "

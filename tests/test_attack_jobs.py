@@ -29,6 +29,7 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from redispool import JobFailed, Pool, PoolCorrupted, errors, job_records, liveness, rqkeys
+from redispool import jobs as client_jobs
 from redispool.doubler import compute
 from redispool.jobs import NONCE_META, TOKEN_META, VERDICT_META
 from redispool.liveness import Incarnation
@@ -299,6 +300,25 @@ def test_an_end_that_meets_a_junk_key_writes_nothing(
         pool.sender.send(finish)
     assert snapshot(r, pool) == before, "the end was written in part"
     held.checkin()
+
+
+@pytest.mark.parametrize("verdict", [errors.NOT_HELD, errors.WORKER_DEAD])
+def test_a_results_entry_saying_the_lease_ended_does_not_end_a_lease_redis_says_holds(
+    verdict: int, make_pool: MakePool
+) -> None:
+    """A verdict in a results entry is a worker's word from when it looked (or
+    whoever wrote the stream's); the client ended its lease on it alone, so an
+    entry written under the job's id ended a lease that still held."""
+    pool = make_pool()
+    liveness.register(pool, ME)
+    held = pool.checkout(block=False, auto_renew=False)
+    entry = {b"type": b"2", b"exc_string": base64.b64encode(zlib.compress(b"LeaseLost: no")),
+             VERDICT_META.encode(): str(verdict).encode()}  # fmt: skip
+    with pytest.raises(JobFailed):
+        client_jobs._outcome(held, "redispool.doubler.double", entry)
+    assert held.active, "a lease Redis says holds was ended"
+    held.renew()
+    assert held.checkin() is True
 
 
 def test_a_client_with_a_short_socket_timeout_waits_for_a_slower_job(

@@ -1,8 +1,9 @@
 """A worker process's jobs: take the next one, fence it, run it, write its end.
 
-Each job costs the worker three calls to Redis: ``BLPOP`` on its RQ queue,
-``begin_job`` (the fence: token, nonce and incarnation; and RQ's "started"
-records, in one script) and ``finish_job`` (RQ's result, status and
+Each job costs the worker three calls to Redis: ``BLMOVE`` from its RQ queue
+to RQ's intermediate queue, ``begin_job`` (the fence: token, nonce and
+incarnation; RQ's "started" records; the id out of the intermediate queue, in
+one script) and ``finish_job`` (RQ's result, status and
 registries, written only after the lease is seen held once more, in the same
 script: a return that came after the lease ended is recorded as failed with
 the verdict ``NOT_HELD``, never as the holder's result). In between, the call
@@ -50,17 +51,47 @@ class JobLoop:
         self.functions, self.rq_name = functions, rq_name
         queue = pool.keys.rq_queue(me.worker_id)
         self.queue_key = protocol_jobs.rq_key(pool.keys, "queue", queue)
+        self.taken_key = protocol_jobs.intermediate_key(pool.keys, queue)
+        #: Whether a job id may wait in the intermediate queue: one this worker
+        #: id's last process took and never started (it died), or one whose
+        #: move's reply was lost with the connection. True until it is empty.
+        self._left_over = True
 
     def next_id(self, wait: int) -> str | None:
-        """The next job id on this worker's queue, waiting up to ``wait`` seconds."""
+        """The next job id on this worker's queue, waiting up to ``wait`` seconds.
+
+        The wait moves it to RQ's intermediate queue (as RQ's own workers do),
+        which the job's start (``begin_job``) empties: a job taken but not
+        started, whatever happened meanwhile, is taken up again from there.
+        """
+        wire = self.pool.sender.wire
         with self.pool.sender.errors("dequeue", self.me.worker_id):
-            reply = self.pool.sender.wire.call("BLPOP", self.queue_key, wait)
-        return None if not reply else text(reply[1])
+            if self._left_over:
+                left = wire.call("LINDEX", self.taken_key, 0)
+                if left is not None:
+                    log.info("worker %s: job %s was taken and never started: taking it up",
+                             self.me.worker_id, text(left))  # fmt: skip
+                    return text(left)
+                self._left_over = False
+            try:
+                reply = wire.call("BLMOVE", self.queue_key, self.taken_key, "LEFT", "RIGHT", wait)
+            except BaseException:
+                self._left_over = True  # the move may have happened, its reply lost
+                raise
+        return None if reply is None else text(reply)
 
     def give_back(self, job_id: str) -> None:
-        """Put a job that was not run back at the head of the queue."""
+        """Put a job that was not run back at the head of the queue. It leaves
+        the intermediate queue first: a death between the two loses it, where
+        the other order could run it twice."""
         with self.pool.sender.errors("give back", self.me.worker_id):
+            self.pool.sender.wire.call("LREM", self.taken_key, 1, job_id)
             self.pool.sender.wire.call("LPUSH", self.queue_key, job_id)
+
+    def drop(self, job_id: str) -> None:
+        """Forget a job that cannot be handled (its start failed on junk)."""
+        with self.pool.sender.errors("drop", self.me.worker_id):
+            self.pool.sender.wire.call("LREM", self.taken_key, 1, job_id)
 
     def handle(self, job_id: str) -> int:
         """Fence, then run job ``job_id`` (or refuse it). The fence's code:

@@ -28,6 +28,7 @@ The supervisor (:mod:`redispool.supervisor`) starts worker processes with
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import os
@@ -254,6 +255,8 @@ class Worker:
             return
         except Exception:  # a malformed job must not stop the worker
             log.exception("worker %s: job %s dropped", self.me.worker_id, job_id)
+            with contextlib.suppress(PoolError):
+                self._loop_of_jobs.drop(job_id)
             return
         if code == errors.UNKNOWN_WORKER:  # given back: this process no longer holds the id
             self._check_id()

@@ -71,7 +71,9 @@ def key_name(key: str) -> str:
     if key == K.prefix:
         return "prefix"
     part = key.removeprefix(K.prefix).split(":")
-    return part[1] if part[0] == "rq" else part[0]  # RQ's keys: named by their kind
+    if part[0] == "rq":  # RQ's keys: named by their kind (or RQ's suffix)
+        return part[-1] if part[-1] == "intermediate" else part[1]
+    return part[0]
 
 
 EVERY_OP: list[protocol.Op[Any]] = [

@@ -23,7 +23,7 @@ from .workers import Incarnation
 
 __all__ = [
     "NONCE_FIELD", "TOKEN_FIELD", "VERDICT_FIELD", "Begun", "End", "begin_job", "enqueue_job",
-    "finish_job", "rq_key",
+    "finish_job", "intermediate_key", "rq_key",
 ]  # fmt: skip
 
 #: The keys of ``job.meta`` that carry a job's lease (its token and nonce) and
@@ -37,6 +37,12 @@ def rq_key(keys: PoolKeys, kind: str, name: str) -> str:
     ``failed``, ``results``) for ``name`` (a job id or a queue name), under the
     pool's RQ prefix: the keys RQ's classes of :func:`redispool.rqkeys.classes` use."""
     return f"{keys.rq_prefix}:{kind}:{name}"
+
+
+def intermediate_key(keys: PoolKeys, queue: str) -> str:
+    """RQ's intermediate queue of queue ``queue``: a worker's wait moves a job id
+    there (``BLMOVE``), and the job's start takes it out (RQ 1.16 and later)."""
+    return rq_key(keys, "queue", queue) + ":intermediate"
 
 
 def enqueue_job(
@@ -104,6 +110,7 @@ def begin_job(
     op_keys = (
         keys.lease(me.worker_id), keys.incarnations, keys.dead_leases, keys.jobs,
         rq_key(keys, "job", job_id), rq_key(keys, "queue", queue), rq_key(keys, "wip", queue),
+        intermediate_key(keys, queue),
     )  # fmt: skip
     args = (
         me.worker_id, me.incarnation, job_id, execution, started_at, repr(now), worker_name,

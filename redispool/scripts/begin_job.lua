@@ -5,8 +5,11 @@
   id; then the record is marked started (status, started_at, worker_name, no
   TTL), its execution entered in the StartedJobRegistry, and the job counted.
   A job this process may not run because another incarnation holds the id is
-  given back at the head of the queue, untouched. A registry or counter of
-  the wrong type stops the script (its WRONGTYPE error) having written nothing.
+  given back at the head of the queue, untouched. On every outcome the id
+  leaves RQ's intermediate queue, where the worker's wait moved it (a wait
+  whose reply was lost leaves it there, for the worker to take up again). A
+  registry or counter of the wrong type stops the script (its WRONGTYPE
+  error) having written nothing.
 
   KEYS[1]     lease         string 'token|nonce|holder' with a TTL
   KEYS[2]     incarnations  hash   worker id -> incarnation holding the id
@@ -15,6 +18,7 @@
   KEYS[5]     job           hash   RQ's job record
   KEYS[6]     queue         list   RQ's queue of the worker (for the give-back)
   KEYS[7]     wip           zset   RQ's StartedJobRegistry of the queue
+  KEYS[8]     intermediate  list   RQ's intermediate queue of the queue ('<queue>:intermediate')
   ARGV[1]     worker_id
   ARGV[2]     incarnation   of the asking process
   ARGV[3]     job_id
@@ -41,19 +45,27 @@ local rcall = redis.call
 -- OK, NOT_HELD, UNKNOWN_WORKER, WORKER_DEAD, NO_JOB: generated from redispool/errors.py Code.
 
 local lease, incarnations, dead, jobs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local job, queue, wip = KEYS[5], KEYS[6], KEYS[7]
+local job, queue, wip, taken = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local wid, incarnation, job_id, execution = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local started_at, now, worker_name = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local token_meta, nonce_meta = ARGV[8], ARGV[9]
 
+local kind = rcall('TYPE', taken)['ok']
+if kind ~= 'none' and kind ~= 'list' then
+  return redis.error_reply('CORRUPT ' .. taken .. ' is a ' .. kind .. ', not a list (written by hand?)')
+end
+-- Out of the intermediate queue: after any of the checks below, or the writes.
+local function handled() rcall('LREM', taken, 1, job_id) end
+
 if rcall('HGET', incarnations, wid) ~= incarnation then
+  handled()
   rcall('LPUSH', queue, job_id)
   return {UNKNOWN_WORKER}
 end
 local f = rcall('HMGET', job, 'data', 'meta', 'timeout', 'success_callback_name',
                 'failure_callback_name', 'stopped_callback_name', 'webhooks', 'result_ttl',
                 'failure_ttl')
-if not f[1] then return {NO_JOB} end
+if not f[1] then handled() return {NO_JOB} end
 local ttls = {f[8] or '', f[9] or ''}
 
 local token, nonce = '', ''
@@ -64,13 +76,18 @@ if decoded and type(meta) == 'table' then
   elseif type(t) == 'string' then token = t end
   if type(n) == 'string' then nonce = n end
 end
-if not string.match(token, '^%d+$') or nonce == '' then return {NOT_HELD, -1, token, nonce, ttls[1], ttls[2]} end
+if not string.match(token, '^%d+$') or nonce == '' then
+  handled()
+  return {NOT_HELD, -1, token, nonce, ttls[1], ttls[2]}
+end
 
 local value = rcall('GET', lease)
 local proof = token .. '|' .. nonce .. '|'
 if not value or string.sub(value, 1, #proof) ~= proof then
-  if rcall('ZSCORE', dead, token) then return {WORKER_DEAD, -1, token, nonce, ttls[1], ttls[2]} end
-  return {NOT_HELD, -1, token, nonce, ttls[1], ttls[2]}
+  local verdict = NOT_HELD
+  if rcall('ZSCORE', dead, token) then verdict = WORKER_DEAD end
+  handled()
+  return {verdict, -1, token, nonce, ttls[1], ttls[2]}
 end
 
 -- The writes that can fail on a key of the wrong type come first: the ZADD
@@ -85,6 +102,7 @@ if type(counted) == 'table' and counted.err then
   rcall('ZREM', wip, execution)
   return counted
 end
+handled()
 rcall('HSET', job, 'status', 'started', 'started_at', started_at, 'last_heartbeat', started_at,
       'worker_name', worker_name)
 rcall('PERSIST', job)

@@ -65,6 +65,18 @@ FAST = ("--heartbeat-ttl", "1", "--sweep-interval", "0.2")
 STARTED = re.compile(r"started worker (\S+) \(pid (\d+)\)")
 
 
+class DidNotStop(subprocess.TimeoutExpired):
+    """A worker_main that did not exit in time; its message ends with its log,
+    which holds the stacks of it and its workers."""
+
+    def __init__(self, cmd: object, timeout: float, log: str) -> None:
+        super().__init__(cmd, timeout)
+        self.log = log
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}; the end of its log:\n{self.log}"
+
+
 class WorkerMain:
     """One worker_main.py process and the log it writes to stderr."""
 
@@ -84,13 +96,13 @@ class WorkerMain:
 
     def stop(self, timeout: float = 15) -> int:
         """SIGTERM (a drain), and its exit code; if it does not exit in ``timeout``,
-        an AssertionError with every thread's stack of it and its workers."""
+        :class:`DidNotStop` with every thread's stack of it and its workers."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"worker_main did not stop:\n{self.stacks()}") from None
+        except subprocess.TimeoutExpired as exc:
+            raise DidNotStop(exc.cmd, timeout, self.stacks()) from None
 
     def stacks(self) -> str:
         """The end of the log after SIGUSR1 to it and its live workers (their stacks)."""

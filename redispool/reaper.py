@@ -161,6 +161,8 @@ class Reaper:
         observe.swept(pool, returned, 0, worker)
         if returned:
             log.info("lease of worker %s in pool %s expired; returned %d", worker, name, returned)
+        else:
+            log.debug("lease of worker %s in pool %s expired; already returned", worker, name)
         self.by_event += returned
 
     def run(self) -> None:

@@ -8,7 +8,10 @@ by the worker's fence); the pools of the other masters never stop.
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,8 +86,9 @@ def _job_when_back(pool: Pool, timeout: float) -> int:
 
 
 def test_a_master_killed_its_pools_come_back_no_stale_holder_acts_others_never_stop(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="redispool.reaper")
     cluster.wait_healthy()
     rc = client_from_url(cluster.url)
     assert isinstance(rc, RedisCluster)
@@ -189,8 +193,14 @@ def _events_at(node: redis.Redis, reaper: Reaper) -> str:
         f"the promoted master {node.connection_pool.connection_kwargs['port']} has "
         f"notify-keyspace-events {node.config_get('notify-keyspace-events')}, "
         f"{node.pubsub_numsub(channel)} subscribers; the Reaper counts {reaper.by_event} "
-        f"by event, {reaper.by_sweep} by sweep"
+        f"by event, {reaper.by_sweep} by sweep; its thread is at:\n{_stack_of(reaper)}"
     )
+
+
+def _stack_of(reaper: Reaper) -> str:
+    thread = reaper._thread
+    frame = None if thread is None else sys._current_frames().get(thread.ident or 0)
+    return "".join(traceback.format_stack(frame)) if frame is not None else "(no thread)"
 
 
 def _on_master_of(cluster: Cluster, of: str) -> str:

@@ -107,7 +107,9 @@ def test_a_master_killed_its_pools_come_back_no_stale_holder_acts_others_never_s
     pools = {n: Pool(n, redis=rc) for n in names}
     try:
         _all_settled(pools, timeout=60)
-        reaper = Reaper(rc, sweep_interval=60).start()  # events only, after its first sweep
+        # events only after its first sweep: a periodic sweep in the test's ~60 s could
+        # return the lease below before its event does
+        reaper = Reaper(rc, sweep_interval=3600).start()
         load = JobLoad(cluster.url, dict.fromkeys(loaded, 1)).start()
         try:
             _jobs_on(load, loaded, since=0, timeout=60)
@@ -139,7 +141,7 @@ def test_a_master_killed_its_pools_come_back_no_stale_holder_acts_others_never_s
                 # Redis's own expiry of the lease (and so its event) can come late: on
                 # the promoted master, with ~250 keys of job records under a TTL, an
                 # outside subscriber saw no event 15 s after a 0.3 s lease's end in 3 of
-                # 4 runs (the sweep returns such a worker; this Reaper sweeps every 60 s).
+                # 4 runs (the sweep returns such a worker; this Reaper sweeps hourly).
                 # A read expires the key at once and publishes the event.
                 port = int(on_new.client.connection_pool.route.address()[1])
                 with cluster.node(port) as node:

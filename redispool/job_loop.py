@@ -22,13 +22,13 @@ from typing import Any
 from uuid import uuid4
 
 from . import errors, job_records, liveness, observe
+from .errors import PoolError, PoolUnavailable
 from .job_process import JobProcess, Outcome
 from .job_records import Call, call_of, end_of
 from .pool import Pool
 from .protocol import jobs as protocol_jobs
 from .protocol.jobs import Begun
 from .protocol.workers import Incarnation
-from .wire import text
 
 __all__ = ["DEFAULT_JOB_TIMEOUT", "JobLoop"]
 
@@ -65,38 +65,64 @@ class JobLoop:
         started, whatever happened meanwhile, is taken up again from there.
         """
         wire = self.pool.sender.wire
-        with self.pool.sender.errors("dequeue", self.me.worker_id):
+        where = f"dequeue ({self.queue_key} to {self.taken_key})"
+        with self.pool.sender.errors(where, self.me.worker_id):
             if self._left_over:
                 left = wire.call("LINDEX", self.taken_key, 0)
                 if left is not None:
-                    log.info("worker %s: job %s was taken and never started: taking it up",
-                             self.me.worker_id, text(left))  # fmt: skip
-                    return text(left)
+                    job_id = self._id_of(left)
+                    if job_id is not None:
+                        log.info("worker %s: job %s was taken and never started: taking it up",
+                                 self.me.worker_id, job_id)  # fmt: skip
+                    return job_id
                 self._left_over = False
             try:
                 reply = wire.call("BLMOVE", self.queue_key, self.taken_key, "LEFT", "RIGHT", wait)
             except BaseException:
                 self._left_over = True  # the move may have happened, its reply lost
                 raise
-        return None if reply is None else text(reply)
+            return None if reply is None else self._id_of(reply)
+
+    def _id_of(self, raw: Any) -> str | None:
+        """The job id ``raw`` names; None for one that is not UTF-8 (never RQ's, and
+        never a record's name), which leaves the intermediate queue as it came."""
+        try:
+            return raw.decode() if isinstance(raw, bytes) else str(raw)
+        except UnicodeDecodeError:
+            log.warning("worker %s: dropped a job id that is not UTF-8: %r",
+                        self.me.worker_id, raw[:64])  # fmt: skip
+            self.pool.sender.wire.call("LREM", self.taken_key, 1, raw)
+            return None
 
     def give_back(self, job_id: str) -> None:
-        """Put a job that was not run back at the head of the queue. It leaves
-        the intermediate queue first: a death between the two loses it, where
-        the other order could run it twice."""
-        with self.pool.sender.errors("give back", self.me.worker_id):
-            self.pool.sender.wire.call("LREM", self.taken_key, 1, job_id)
-            self.pool.sender.wire.call("LPUSH", self.queue_key, job_id)
+        """Put a job whose start could not be sent back at the head of the queue.
+        It leaves the intermediate queue first (a death between the two loses it
+        with the worker, which its client is told; the other order could run it
+        twice). If Redis cannot be reached for that either, the id stays in the
+        intermediate queue and the next wait takes it up."""
+        self._left_over = True
+        try:
+            with self.pool.sender.errors("give back", self.me.worker_id):
+                self.pool.sender.wire.call("LREM", self.taken_key, 1, job_id)
+                self.pool.sender.wire.call("LPUSH", self.queue_key, job_id)
+        except PoolError as exc:
+            log.warning("worker %s: job %s not given back: %s", self.me.worker_id, job_id, exc)
 
     def drop(self, job_id: str) -> None:
         """Forget a job that cannot be handled (its start failed on junk)."""
-        with self.pool.sender.errors("drop", self.me.worker_id):
-            self.pool.sender.wire.call("LREM", self.taken_key, 1, job_id)
+        try:
+            with self.pool.sender.errors("drop", self.me.worker_id):
+                self.pool.sender.wire.call("LREM", self.taken_key, 1, job_id)
+        except PoolError as exc:
+            self._left_over = True  # still there: met again at the next wait
+            log.warning("worker %s: job %s not dropped: %s", self.me.worker_id, job_id, exc)
 
     def handle(self, job_id: str) -> int:
         """Fence, then run job ``job_id`` (or refuse it). The fence's code:
         ``UNKNOWN_WORKER`` if this process no longer holds the worker id (the
-        job was given back)."""
+        job was given back). A fence that cannot be sent gives the job back and
+        raises :class:`PoolUnavailable`; once the fence has passed the job is
+        never given back (a lost reply of its end must not run it again)."""
         execution = f"{job_id}:{uuid4().hex}"
         now = mod_time.time()
         fenced_at = mod_time.monotonic()  # the lease holds from here, if the code is OK
@@ -104,9 +130,15 @@ class JobLoop:
             self.pool.keys, self.me, job_id, execution, job_records.timestamp(now), now,
             self.rq_name,
         )  # fmt: skip
-        begun = self.pool.sender.send(op)
+        try:
+            begun = self.pool.sender.send(op)
+        except PoolUnavailable as exc:  # not started (or its reply lost): never called
+            log.warning("worker %s: job %s not started: %s", self.me.worker_id, job_id, exc)
+            self.give_back(job_id)
+            raise
         if begun.code == errors.NO_JOB:
-            log.warning("worker %s: job %s has no record: dropped", self.me.worker_id, job_id)
+            log.warning("worker %s: job %s was withdrawn or has no record: dropped",
+                        self.me.worker_id, job_id)  # fmt: skip
         elif begun.code in (errors.NOT_HELD, errors.WORKER_DEAD):
             self._refuse_lease(job_id, begun)
         elif begun.code == errors.OK:

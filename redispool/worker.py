@@ -28,7 +28,6 @@ The supervisor (:mod:`redispool.supervisor`) starts worker processes with
 
 from __future__ import annotations
 
-import contextlib
 import faulthandler
 import logging
 import os
@@ -230,6 +229,9 @@ class Worker:
                 # Redis restarting or cut off, mid-job or idle: wait, never crash.
                 log.warning("worker %s: Redis unreachable: %s", self.me.worker_id, exc)
                 self._stop.wait(0.5)
+            except errors.PoolCorrupted as exc:  # junk in its queue's keys: say so, live on
+                log.error("worker %s: cannot take jobs: %s", self.me.worker_id, exc)
+                self._stop.wait(1.0)
             except JobProcessError as exc:  # a job process that cannot start: not healthy
                 log.error("worker %s: %s; leaving", self.me.worker_id, exc)
                 self._exit_code = EXIT_ERROR
@@ -248,15 +250,13 @@ class Worker:
             code = self._loop_of_jobs.handle(job_id)
         except (redis.ConnectionError, redis.TimeoutError, JobProcessError):
             raise
-        except PoolUnavailable as exc:
-            log.warning("worker %s: job %s not run: %s", self.me.worker_id, job_id, exc)
-            self._give_back(job_id)
+        except PoolUnavailable:  # logged; given back if it had not started
+            self._check_id()
             self._stop.wait(0.5)
             return
         except Exception:  # a malformed job must not stop the worker
             log.exception("worker %s: job %s dropped", self.me.worker_id, job_id)
-            with contextlib.suppress(PoolError):
-                self._loop_of_jobs.drop(job_id)
+            self._loop_of_jobs.drop(job_id)
             return
         if code == errors.UNKNOWN_WORKER:  # given back: this process no longer holds the id
             self._check_id()
@@ -282,14 +282,6 @@ class Worker:
             self._stop.set()
         else:
             self._last_job = now  # leased: stays
-
-    def _give_back(self, job_id: str) -> None:
-        """Put a job that was not run back at the head of the queue, then check the id."""
-        try:
-            self._loop_of_jobs.give_back(job_id)
-        except PoolError as exc:
-            log.warning("worker %s: job %s not given back: %s", self.me.worker_id, job_id, exc)
-        self._check_id()
 
     def _check_id(self) -> None:
         """Beat now: exit if another live process took this worker id."""

@@ -12,14 +12,31 @@ are told ``WorkerLost``, test_worker.py.)
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import pytest
 import redis
 from helpers import StartWorkerMain, wait_for
 
-from redispool import Pool, job_records
+from redispool import Lease, Pool, errors, job_records, liveness, rqkeys
+from redispool import jobs as client_jobs
+from redispool.doubler import compute
+from redispool.errors import PoolUnavailable
+from redispool.job_loop import JobLoop
+from redispool.job_process import Outcome
 from redispool.jobs import NONCE_META, TOKEN_META
+from redispool.liveness import Incarnation
+from redispool.protocol import jobs as protocol_jobs
 from redispool.protocol.jobs import intermediate_key, rq_key
+from redispool.worker import SETTINGS_ENV, WorkerSettings
 
 
 def taken_job(pool: Pool, r: redis.Redis, worker_id: str, token: int, nonce: str) -> str:
@@ -44,10 +61,11 @@ def test_a_job_whose_move_reply_was_lost_runs_when_the_worker_is_back(
     with Pool("doublers", redis=r) as pool, pool.lease(timeout=5) as lease:
         job_id = taken_job(pool, r, lease.worker_id, lease.token, lease.nonce)
         # the worker's waiting connection breaks, as a move whose reply was lost would
-        wait_for(lambda: [c for c in r.client_list() if c.get("cmd") in ("blmove", "blpop")], timeout=5,
+        waiting = ("blmove", "blpop")
+        wait_for(lambda: [c for c in r.client_list() if c.get("cmd") in waiting], timeout=5,
                  interval=0.01, message="the worker's wait")  # fmt: skip
         for client in r.client_list():
-            if client.get("cmd") in ("blmove", "blpop"):
+            if client.get("cmd") in waiting:
                 r.client_kill_filter(_id=client["id"])
         key = pool.keys.rq_result(job_id)
         wait_for(lambda: r.xlen(key) >= 1, timeout=10, message="the taken job's result")
@@ -55,3 +73,120 @@ def test_a_job_whose_move_reply_was_lost_runs_when_the_worker_is_back(
         assert r.llen(intermediate_key(pool.keys, pool.keys.rq_queue(lease.worker_id))) == 0
         assert "Doubling 21" in main.log()
         assert f"job {job_id} was taken and never started" in main.log()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+LOSSY = ROOT / "tests" / "procs" / "lossy_worker.py"
+ME = Incarnation("w1", "inc-a", "host", 123, 1000, False)
+
+
+class Calls:
+    """A job process that records each call and returns 42 (no process at all)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def run(self, message: dict[str, Any], timeout: Any, held: Any, until: Any) -> Outcome:
+        self.calls.append(message)
+        return Outcome("returned", value=42)
+
+
+def job_loop(make_pool: Callable[..., Pool]) -> tuple[Pool, Lease, JobLoop, Calls]:
+    pool = make_pool()
+    liveness.register(pool, ME)
+    lease = pool.checkout(block=False, auto_renew=False)
+    calls = Calls()
+    loop = JobLoop(pool, pool, ME, calls, frozenset({"redispool.doubler.double"}),  # type: ignore[arg-type]
+                   "w1.inc")  # fmt: skip
+    return pool, lease, loop, calls
+
+
+def enqueue(pool: Pool, lease: Lease) -> str:
+    meta = {TOKEN_META: str(lease.token), NONCE_META: lease.nonce}
+    job_id, fields = job_records.job_fields(
+        "redispool.doubler.double", [21], "w1", meta, timeout=10, result_ttl=60,
+        failure_ttl=60, ttl=60, now=time.time(),
+    )  # fmt: skip
+    op = protocol_jobs.enqueue_job(pool.keys, "w1", lease.token, lease.nonce, job_id, 60, fields)
+    assert pool.sender.send(op) == errors.OK
+    return job_id
+
+
+def unreachable(op: str) -> PoolUnavailable:
+    return PoolUnavailable(f"pool 'p': {op}: Redis unreachable", pool="p")
+
+
+def test_a_job_whose_ends_reply_was_lost_is_not_given_back_to_run_again(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # the worker gave back any job whose handling met PoolUnavailable, and the
+    # next wait ran it again under the same, still current lease
+    settings = WorkerSettings(redis_url, "doublers", "w-lossy", uuid.uuid4().hex)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT),
+               **{SETTINGS_ENV: settings.to_json()}, **rqkeys.environment("doublers"))  # fmt: skip
+    log = tmp_path / "lossy_worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, str(LOSSY)], env=env, stderr=out, cwd=ROOT)
+    try:
+        with Pool("doublers", redis_url) as pool:
+            wait_for(lambda: pool.status().idle == 1, timeout=20, message="the worker idle")
+            with pool.lease(timeout=5) as lease:
+                assert compute(lease, 21) == 42  # its end was written; the reply was lost
+                assert compute(lease, 5) == 10  # a job given back would have run before it
+        assert log.read_text().count("Doubling 21") == 1, log.read_text()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def test_a_job_whose_start_and_give_back_both_failed_is_taken_up_at_the_next_wait(
+    make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool, lease, loop, calls = job_loop(make_pool)
+    job_id = enqueue(pool, lease)
+    send, call = pool.sender.send, pool.sender.wire.call
+
+    def start_unreachable(op: Any) -> Any:
+        if op.name == "begin_job":
+            raise unreachable("begin_job")  # never sent
+        return send(op)
+
+    def give_back_unreachable(*args: Any) -> Any:
+        if args[0] in ("LREM", "LPUSH"):
+            raise redis.ConnectionError("Connection refused")
+        return call(*args)
+
+    assert loop.next_id(1) == job_id
+    monkeypatch.setattr(pool.sender, "send", start_unreachable)
+    monkeypatch.setattr(pool.sender.wire, "call", give_back_unreachable)
+    with pytest.raises(PoolUnavailable):
+        loop.handle(job_id)
+    monkeypatch.undo()
+    assert loop.next_id(1) == job_id  # from the intermediate queue
+    assert loop.handle(job_id) == errors.OK
+    assert len(calls.calls) == 1
+
+
+def test_a_job_id_that_is_not_utf8_is_dropped_and_the_queue_goes_on(
+    make_pool: Callable[..., Pool],
+) -> None:
+    pool, lease, loop, calls = job_loop(make_pool)
+    pool.client.rpush(loop.taken_key, b"\xff\xfe")  # as a move whose reply was lost
+    pool.client.rpush(loop.queue_key, b"\xfe\xff")
+    job_id = enqueue(pool, lease)
+    seen = [loop.next_id(1) for _ in range(3)]
+    assert seen == [None, None, job_id]
+    assert pool.client.lrange(loop.taken_key, 0, -1) == [job_id.encode()]
+    assert loop.handle(job_id) == errors.OK and len(calls.calls) == 1
+
+
+def test_a_withdrawn_job_in_the_intermediate_queue_never_starts(
+    make_pool: Callable[..., Pool],
+) -> None:
+    pool, lease, loop, calls = job_loop(make_pool)
+    job_id = enqueue(pool, lease)
+    assert loop.next_id(1) == job_id  # taken by the wait, not yet started
+    client_jobs._withdraw(lease, job_id)  # the client gave up (an interrupt, a timeout)
+    assert loop.handle(job_id) == errors.NO_JOB
+    assert calls.calls == []
+    assert pool.client.hget(rq_key(pool.keys, "job", job_id), "status") == b"queued"

@@ -169,11 +169,16 @@ def _block_ms(lease: Lease, seconds: float) -> int:
 
 
 def _withdraw(lease: Lease, job_id: str) -> None:
-    """Take a job that has not started off its worker's queue (it then never runs)."""
+    """Take a job that has not started off its worker's queue and out of the
+    intermediate queue its worker's wait moves it to: it then never runs
+    (``begin_job`` starts only a job still there)."""
     pool = lease.pool
-    queue = protocol_jobs.rq_key(pool.keys, "queue", pool.keys.rq_queue(lease.worker_id))
+    queue = pool.keys.rq_queue(lease.worker_id)
+    pipe = pool.client.pipeline(transaction=False)
+    pipe.lrem(protocol_jobs.rq_key(pool.keys, "queue", queue), 1, job_id)
+    pipe.lrem(protocol_jobs.intermediate_key(pool.keys, queue), 1, job_id)
     with contextlib.suppress(redis.RedisError):
-        pool.client.lrem(queue, 1, job_id)
+        pipe.execute()
 
 
 def _check_active(lease: Lease, operation: str) -> None:

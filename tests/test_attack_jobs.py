@@ -34,7 +34,7 @@ from redispool.doubler import compute
 from redispool.jobs import NONCE_META, TOKEN_META, VERDICT_META
 from redispool.liveness import Incarnation
 from redispool.protocol import jobs as protocol_jobs
-from redispool.protocol.jobs import rq_key
+from redispool.protocol.jobs import intermediate_key, rq_key
 
 MakePool = Callable[..., Pool]
 ME = Incarnation("w1", "inc-a", "host", 123, 1000, False)
@@ -53,8 +53,17 @@ def queued_job(pool: Pool, r: redis.Redis, meta_text: str) -> str:
     return job_id
 
 
+def taken(pool: Pool, job_id: str) -> str:
+    """``job_id`` in w1's intermediate queue (once), as its worker's wait moves it there."""
+    key = intermediate_key(pool.keys, pool.keys.rq_queue("w1"))
+    if pool.client.lpos(key, job_id) is None:
+        pool.client.rpush(key, job_id)
+    return job_id
+
+
 def refuse(pool: Pool, job_id: str) -> int:
     """Fence ``job_id`` (it is refused: its lease is stale) and write its end as a refusal."""
+    taken(pool, job_id)
     begun = pool.sender.send(
         protocol_jobs.begin_job(
             pool.keys, ME, job_id, f"{job_id}:e1", job_records.timestamp(NOW), NOW, "w1.inc"
@@ -226,6 +235,7 @@ def snapshot(r: redis.Redis, pool: Pool) -> dict[bytes, object]:
 
 
 def fence(pool: Pool, job_id: str) -> Any:
+    taken(pool, job_id)
     return pool.sender.send(
         protocol_jobs.begin_job(
             pool.keys, ME, job_id, f"{job_id}:e1", job_records.timestamp(NOW), NOW, "w1.inc"
@@ -249,6 +259,7 @@ def test_a_fence_that_meets_a_junk_key_leaves_the_job_as_it_was(
     r.expire(job_key, 60)
     junk = pool.keys.jobs if part == "jobs" else rq_key(pool.keys, "wip", pool.keys.rq_queue("w1"))
     r.set(junk, "junk")
+    taken(pool, job_id)
     before = snapshot(r, pool)
 
     with pytest.raises(PoolCorrupted):
@@ -299,6 +310,53 @@ def test_an_end_that_meets_a_junk_key_writes_nothing(
     with pytest.raises(PoolCorrupted, match=junk):
         pool.sender.send(finish)
     assert snapshot(r, pool) == before, "the end was written in part"
+    held.checkin()
+
+
+def test_a_failure_count_that_is_no_number_does_not_unrecord_a_recorded_end(
+    make_pool: MakePool, r: redis.Redis
+) -> None:
+    """finish_job counted the failure last, with HINCRBY, after every other write: a
+    field that is no number failed the script, and the worker called a job
+    recorded whole "dropped"."""
+    pool = make_pool()
+    liveness.register(pool, ME)
+    held = pool.checkout(block=False, auto_renew=False)
+    current = f'{{"{TOKEN_META}": "{held.token}", "{NONCE_META}": "{held.nonce}"}}'
+    job_id = queued_job(pool, r, current)
+    begun = fence(pool, job_id)
+    r.hset(pool.keys.jobs_failed, "w1", "many")
+    end = job_records.end_of(
+        "failed", exc_string="ValueError: no", execution=f"{job_id}:e1", now=NOW,
+        result_ttl=60, failure_ttl=90, worker_name="w1.inc",
+    )  # fmt: skip
+    finish = protocol_jobs.finish_job(pool.keys, "w1", begun.token, begun.nonce, job_id, end)
+    assert pool.sender.send(finish) == errors.OK
+    assert r.hget(rq_key(pool.keys, "job", job_id), "status") == b"failed"
+    assert r.xlen(pool.keys.rq_result(job_id)) == 1
+    held.checkin()
+
+
+def test_a_give_back_that_meets_a_junk_queue_writes_nothing(
+    make_pool: MakePool, r: redis.Redis
+) -> None:
+    """begin_job took the id out of the intermediate queue, then its give-back
+    (another process holds the worker id) stopped on a queue of the wrong type:
+    the id was gone from both."""
+    pool = make_pool()
+    liveness.register(pool, ME)
+    held = pool.checkout(block=False, auto_renew=False)
+    current = f'{{"{TOKEN_META}": "{held.token}", "{NONCE_META}": "{held.nonce}"}}'
+    job_id = taken(pool, queued_job(pool, r, current))
+    r.set(rq_key(pool.keys, "queue", pool.keys.rq_queue("w1")), "junk")
+    before = snapshot(r, pool)
+    other = Incarnation("w1", "inc-other", "host", 124, 1000, False)
+    op = protocol_jobs.begin_job(
+        pool.keys, other, job_id, f"{job_id}:e1", job_records.timestamp(NOW), NOW, "w1.inc"
+    )
+    with pytest.raises(PoolCorrupted):
+        pool.sender.send(op)
+    assert snapshot(r, pool) == before, "the give-back wrote part of itself"
     held.checkin()
 
 

@@ -21,6 +21,7 @@ from redispool import Pool
 from redispool.check import check_pool
 from redispool.doubler import compute
 from redispool.jobs import NONCE_META, TOKEN_META
+from redispool.protocol.jobs import intermediate_key, rq_key
 from redispool.rqkeys import classes
 
 
@@ -124,3 +125,23 @@ def test_a_job_record_rq_cannot_read_is_dropped_and_the_worker_lives_on(
         assert compute(lease, 21) == 42  # the holder's lease is untouched
         assert r.llen(queue.intermediate_queue_key) == 0
     assert set(main.worker_pids()) == pids, "the worker died over a junk job record"
+
+
+def test_junk_in_a_workers_intermediate_queue_is_reported_not_a_crash_loop(
+    redis_url: str, r: redis.Redis, start_worker_main: StartWorkerMain
+) -> None:
+    main = start_worker_main(workers=1)
+    pids = set(main.worker_pids())
+    with Pool("doublers", url=redis_url) as pool:
+        (worker,) = pool.workers()
+        taken = intermediate_key(pool.keys, pool.keys.rq_queue(worker.id))
+        r.set(taken, "junk")
+        queue = rq_key(pool.keys, "queue", pool.keys.rq_queue(worker.id))
+        r.rpush(queue, "no-such-job")  # its wait's move meets the junk (WRONGTYPE)
+        wait_for(lambda: "cannot take jobs" in main.log(), timeout=10,
+                 message="the worker to report the junk")  # fmt: skip
+        assert taken in main.log()
+        assert set(main.worker_pids()) == pids, "a worker was restarted over a junk key"
+        r.delete(taken)
+        with pool.lease(timeout=5) as lease:
+            assert compute(lease, 21) == 42

@@ -22,7 +22,7 @@ from redispool import Lease, LeaseLost, Pool, WorkerLost, errors, job_records, l
 from redispool.jobs import NONCE_META, TOKEN_META, VERDICT_META
 from redispool.liveness import Incarnation
 from redispool.protocol import jobs as protocol_jobs
-from redispool.protocol.jobs import Begun, rq_key
+from redispool.protocol.jobs import Begun, intermediate_key, rq_key
 
 ME = Incarnation("w1", "inc-a", "host", 123, 1000, False)
 NOW = 1.8e9
@@ -55,6 +55,8 @@ def enqueue(pool: Pool, lease: Lease, n: int = 4, *, token: int | None = None,
 
 
 def begin(pool: Pool, job_id: str, me: Incarnation = ME) -> Begun:
+    """begin_job of ``job_id``, once the worker's wait moved it to the intermediate queue."""
+    pool.client.rpush(intermediate_key(pool.keys, pool.keys.rq_queue(me.worker_id)), job_id)
     op = protocol_jobs.begin_job(pool.keys, me, job_id, f"{job_id}:e1",
                                   job_records.timestamp(NOW), NOW, "w1.inc")
     return pool.sender.send(op)

@@ -137,6 +137,10 @@ def exercise_job_scripts(pool: Pool, me: Incarnation, lease: Lease) -> None:
     send, keys = pool.sender.send, pool.keys
     op = protocol_jobs.enqueue_job(keys, me.worker_id, lease.token, lease.nonce, job_id, 5, fields)
     assert send(op) == errors.OK
+    queue = keys.rq_queue(me.worker_id)  # the worker's wait, with its own command
+    moved = pool.sender.wire.call("BLMOVE", protocol_jobs.rq_key(keys, "queue", queue),
+                                  protocol_jobs.intermediate_key(keys, queue), "LEFT", "RIGHT", 1)
+    assert moved == job_id.encode()
     begun = send(protocol_jobs.begin_job(keys, me, job_id, f"{job_id}:e1", "t", 1.0e9, "rqw"))
     assert begun.code == errors.OK and begun.token == str(lease.token)
     assert job_records.call_of(begun.data).args == [4]

@@ -39,7 +39,8 @@
     {WORKER_DEAD, -1, token, nonce, result_ttl, failure_ttl}  the lease ended because
                      its worker died: refuse
     {UNKNOWN_WORKER} this process no longer holds the worker id: given back
-    {NO_JOB}         no such job record (expired, deleted): drop the id
+    {NO_JOB}         not in the intermediate queue (withdrawn by its client), or no
+                     such job record (expired, deleted): drop the id
 ]]
 local rcall = redis.call
 -- OK, NOT_HELD, UNKNOWN_WORKER, WORKER_DEAD, NO_JOB: generated from redispool/errors.py Code.
@@ -50,10 +51,16 @@ local wid, incarnation, job_id, execution = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local started_at, now, worker_name = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local token_meta, nonce_meta = ARGV[8], ARGV[9]
 
-local kind = rcall('TYPE', taken)['ok']
-if kind ~= 'none' and kind ~= 'list' then
-  return redis.error_reply('CORRUPT ' .. taken .. ' is a ' .. kind .. ', not a list (written by hand?)')
+-- The give-back and the take-out below write lists: checked before any write.
+for _, list in ipairs({taken, queue}) do
+  local kind = rcall('TYPE', list)['ok']
+  if kind ~= 'none' and kind ~= 'list' then
+    return redis.error_reply('CORRUPT ' .. list .. ' is a ' .. kind .. ', not a list (written by hand?)')
+  end
 end
+-- A job that is not in the intermediate queue was withdrawn by its client
+-- (or never taken by a wait): it never starts.
+if not rcall('LPOS', taken, job_id) then return {NO_JOB} end
 -- Out of the intermediate queue: after any of the checks below, or the writes.
 local function handled() rcall('LREM', taken, 1, job_id) end
 

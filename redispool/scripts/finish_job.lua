@@ -122,5 +122,7 @@ end
 keep(results, failure_ttl)
 rcall('ZADD', failed, score(failure_ttl), job_id)
 keep(job, failure_ttl)
-rcall('HINCRBY', jobs_failed, wid, 1)
+-- The count last, and never a reason to fail: junk in it (a field that is no
+-- number) must not make a job recorded whole look unrecorded.
+redis.pcall('HINCRBY', jobs_failed, wid, 1)
 return {code}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import threading
 import time as mod_time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -102,6 +103,20 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
     lease is never written), and the wait for its result goes out in the same
     round trip.
     """
+    return run_until(lease, func, args, timeout=timeout, given_up=None)
+
+
+class GivenUp(Exception):
+    """The caller of :func:`run_until` gave up waiting (its job was withdrawn)."""
+
+
+def run_until(
+    lease: Lease, func: Callable[..., Any] | str, args: tuple[Any, ...], *, timeout: float,
+    given_up: threading.Event | None,
+) -> Any:  # fmt: skip
+    """:func:`run`, which also stops waiting, and withdraws the job (which then
+    never starts, if it has not), raising :class:`GivenUp`, once ``given_up``
+    is set: checked between waits, every :data:`CHECK_INTERVAL` seconds."""
     name = function_name(func)
     if (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float))
@@ -127,7 +142,7 @@ def run(lease: Lease, func: Callable[..., Any] | str, *args: Any, timeout: float
     try:
         entry = _enqueue_and_wait(lease, op, job_id)
         if entry is None:
-            entry = _wait(lease, job_id, deadline)
+            entry = _wait(lease, job_id, deadline, given_up)
     except BaseException:
         _withdraw(lease, job_id)  # if queued and not started yet: it never runs
         raise
@@ -195,11 +210,16 @@ def _check_active(lease: Lease, operation: str) -> None:
     )
 
 
-def _wait(lease: Lease, job_id: str, deadline: float) -> dict[bytes, bytes]:
-    """The result entry of ``job_id``; checks the lease between short waits."""
+def _wait(
+    lease: Lease, job_id: str, deadline: float, given_up: threading.Event | None = None
+) -> dict[bytes, bytes]:
+    """The result entry of ``job_id``; checks the lease (and ``given_up``)
+    between short waits."""
     key = lease.pool.keys.rq_result(job_id)
     sender = lease.pool.sender
     while True:
+        if given_up is not None and given_up.is_set():
+            raise GivenUp(f"pool {lease.pool.name!r}: gave up waiting for job {job_id}")
         state = _bury_and_ask(lease)
         if state != errors.OK:
             _ended(lease, state)

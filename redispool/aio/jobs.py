@@ -7,13 +7,16 @@ sync Pool of the same server made on first use (from the Pool's URL, or from
 the host, port, db and credentials of its ``redis.asyncio`` client). The
 lease is the asyncio one: a job that finds it ended marks it lost.
 
-Cancelling the ``await`` stops waiting for the result; a job already started
-runs on and its result is dropped (one not yet started may still run).
+Cancelling the ``await`` withdraws the job, as an interrupt of the sync
+``lease.run`` does: one not yet started never starts (within
+:data:`redispool.jobs.CHECK_INTERVAL` of the cancellation); one already
+started runs on under its lease and its result is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -64,10 +67,16 @@ class Jobs:
             self._twin(), lease.worker_id, lease.token, lease.ttl, auto_renew=False,
             deadline=lease.deadline, nonce=lease.nonce, renewed_at=lease.renewed_at,
         )  # fmt: skip
+        given_up = threading.Event()
         try:
-            return await asyncio.to_thread(jobs.run, twin, func, *args, timeout=timeout)
+            return await asyncio.to_thread(
+                jobs.run_until, twin, func, args, timeout=timeout, given_up=given_up
+            )
         except LeaseLost as exc:
             lease.end(worker_died=isinstance(exc, WorkerLost) or twin.worker_died)
+            raise
+        except asyncio.CancelledError:
+            given_up.set()  # the thread withdraws the job at its next look
             raise
 
     def close(self) -> None:

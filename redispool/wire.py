@@ -388,7 +388,6 @@ class Wire:
         self._release(conn)
         return reply
 
-
     def close(self) -> None:
         """Disconnect every free connection."""
         with self._lock:

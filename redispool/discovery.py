@@ -6,14 +6,20 @@ on exactly one master).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
-from .cluster import masters
+import redis
+from redis.cluster import RedisCluster
+
+from .cluster import named_masters
 from .connect import Client
 from .keys import NAMESPACE, PoolKeys, pool_name_from_key
 from .wire import text
 
 __all__ = ["find_pools"]
+
+log = logging.getLogger("redispool.discovery")
 
 #: Keys scanned per SCAN call.
 SCAN_COUNT = 1000
@@ -23,12 +29,28 @@ def find_pools(client: Client, parts: Iterable[str] = ("workers",)) -> list[str]
     """The names of every pool in ``client``'s database (on a cluster: on any
     master) that has one of the keys ``parts`` (default: registered workers),
     sorted. Reads only; a non-atomic SCAN, so a pool made or emptied meanwhile
-    may or may not be listed."""
+    may or may not be listed. On a cluster a master that cannot be reached is
+    left out, with a warning; off a cluster an unreachable server raises."""
     found: set[str] = set()
-    for node in masters(client):
-        for part in parts:
-            for key in node.scan_iter(match=f"{NAMESPACE}:{{*}}:{part}", count=SCAN_COUNT):
-                name = pool_name_from_key(text(key))
-                if name is not None and PoolKeys(name).prefix + part == text(key):
-                    found.add(name)
+    on_cluster = isinstance(client, RedisCluster)
+    nodes = named_masters(client) if isinstance(client, RedisCluster) else [("", client)]
+    for name, node in nodes:
+        try:
+            found.update(_pools_on(node, parts))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not on_cluster:
+                raise
+            # one master down (or gone in a failover the client has not seen yet):
+            # the pools of the others are still found; its own cannot be served anyway
+            log.warning("cannot look for pools on master %s: %s", name, exc)
     return sorted(found)
+
+
+def _pools_on(node: redis.Redis, parts: Iterable[str]) -> set[str]:
+    found: set[str] = set()
+    for part in parts:
+        for key in node.scan_iter(match=f"{NAMESPACE}:{{*}}:{part}", count=SCAN_COUNT):
+            name = pool_name_from_key(text(key))
+            if name is not None and PoolKeys(name).prefix + part == text(key):
+                found.add(name)
+    return found

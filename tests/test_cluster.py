@@ -189,6 +189,41 @@ def test_the_reaper_hears_expired_leases_on_every_master(
         assert all(p.status().idle == 1 for p in pools)
 
 
+class _Unreachable:
+    """A master that does not answer (down, or gone in a failover not yet seen)."""
+
+    def scan_iter(self, *args: object, **kwargs: object) -> Iterator[bytes]:
+        raise redis.ConnectionError("Error 111 connecting to the dead master (the test)")
+
+
+def test_a_reaper_of_every_pool_listens_on_while_one_master_does_not_answer(
+    cluster: Cluster, rc: RedisCluster, pools: list[Pool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a Reaper of all pools finds them on every master at each sweep; one master
+    # that did not answer made the whole Reaper reconnect, sweep and fail again,
+    # listening to no master meanwhile (seen after a failover in test_cluster_failover)
+    from redispool import cluster as cluster_module
+    from redispool import discovery
+
+    real = cluster_module.named_masters
+
+    def one_dead(client: RedisCluster, **kw: bool) -> Iterator[tuple[str, object]]:
+        yield "127.0.0.1:1", _Unreachable()
+        yield from real(client, **kw)
+
+    monkeypatch.setattr(discovery, "named_masters", one_dead, raising=False)
+    monkeypatch.setattr(cluster_module, "named_masters", one_dead)  # masters() walks it too
+    names = pool_names_on_every_master(cluster, 3, prefix="deadm")
+    for name in names:
+        _pool(rc, pools, name, workers=1, lease_ttl=0.2)
+    assert sorted(discovery.find_pools(rc)) == sorted(names)
+    with Reaper(rc, sweep_interval=60) as reaper:
+        assert reaper.listening.is_set()
+        for pool in pools:
+            pool.checkout(block=False, auto_renew=False)
+        wait_for(lambda: reaper.by_event >= 3, timeout=10, message="an event from each master")
+
+
 def test_a_reaper_that_could_not_turn_events_on_at_a_master_asks_it_again(
     cluster: Cluster, rc: RedisCluster, pools: list[Pool], monkeypatch: pytest.MonkeyPatch
 ) -> None:

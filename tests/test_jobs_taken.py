@@ -190,3 +190,18 @@ def test_a_withdrawn_job_in_the_intermediate_queue_never_starts(
     assert loop.handle(job_id) == errors.NO_JOB
     assert calls.calls == []
     assert pool.client.hget(rq_key(pool.keys, "job", job_id), "status") == b"queued"
+
+
+def test_a_wait_of_a_worker_whose_url_sets_a_short_socket_timeout_blocks_under_it(
+    redis_url: str,
+) -> None:
+    # a 1 s BLMOVE on a 0.3 s socket timeout read as Redis unreachable, every time
+    with Pool("short", url=f"{redis_url}?socket_timeout=0.3") as pool:
+        liveness.register(pool, ME)
+        lease = pool.checkout(block=False, auto_renew=False)
+        loop = JobLoop(pool, pool, ME, Calls(), frozenset(), "w1.inc")  # type: ignore[arg-type]
+        began = time.monotonic()
+        assert loop.next_id(1) is None
+        assert time.monotonic() - began < 0.3
+        job_id = enqueue(pool, lease)
+        assert loop.next_id(1) == job_id

@@ -29,6 +29,7 @@ from .pool import Pool
 from .protocol import jobs as protocol_jobs
 from .protocol.jobs import Begun
 from .protocol.workers import Incarnation
+from .wire import text
 
 __all__ = ["DEFAULT_JOB_TIMEOUT", "JobLoop"]
 
@@ -106,16 +107,22 @@ class JobLoop:
             return None
 
     def give_back(self, job_id: str) -> None:
-        """Put a job whose start could not be sent back at the head of the queue.
+        """Put a job whose start's reply never came back at the head of the queue.
+
         It leaves the intermediate queue first (a death between the two loses it
         with the worker, which its client is told; the other order could run it
-        twice). If Redis cannot be reached for that either, the id stays in the
-        intermediate queue and the next wait takes it up."""
+        twice). If it was not there, the start did run: it is given back only if
+        that start marked it started (its call was never sent), not if the start
+        refused it or gave it back itself (another process holds the worker id:
+        a second copy would run twice). If Redis cannot be reached for this
+        either, the id stays in the intermediate queue for the next wait."""
         self._left_over = True
+        wire, job_key = self.pool.sender.wire, protocol_jobs.rq_key(self.pool.keys, "job", job_id)
         try:
             with self.pool.sender.errors("give back", self.me.worker_id):
-                self.pool.sender.wire.call("LREM", self.taken_key, 1, job_id)
-                self.pool.sender.wire.call("LPUSH", self.queue_key, job_id)
+                taken = wire.call("LREM", self.taken_key, 1, job_id)
+                if taken or text(wire.call("HGET", job_key, "status")) == "started":
+                    wire.call("LPUSH", self.queue_key, job_id)
         except PoolError as exc:
             log.warning("worker %s: job %s not given back: %s", self.me.worker_id, job_id, exc)
 

@@ -205,3 +205,30 @@ def test_a_wait_of_a_worker_whose_url_sets_a_short_socket_timeout_blocks_under_i
         assert time.monotonic() - began < 0.3
         job_id = enqueue(pool, lease)
         assert loop.next_id(1) == job_id
+
+
+@pytest.mark.parametrize("holder", ["this process", "another process"])
+def test_a_start_whose_reply_was_lost_is_given_back_once_and_only_if_it_may_run(
+    holder: str, make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the start ran: it marked the job started (its call never sent: give it back),
+    # or, another process holding the worker id, gave it back itself (a second copy
+    # would run twice)
+    pool, lease, loop, _ = job_loop(make_pool)
+    job_id = enqueue(pool, lease)
+    assert loop.next_id(1) == job_id
+    if holder == "another process":
+        pool.client.hset(pool.keys.incarnations, "w1", "inc-b")
+    send = pool.sender.send
+
+    def start_reply_lost(op: Any) -> Any:
+        reply = send(op)
+        if op.name == "begin_job":
+            raise unreachable("begin_job")
+        return reply
+
+    monkeypatch.setattr(pool.sender, "send", start_reply_lost)
+    with pytest.raises(PoolUnavailable):
+        loop.handle(job_id)
+    assert pool.client.lrange(loop.queue_key, 0, -1) == [job_id.encode()]
+    assert pool.client.llen(loop.taken_key) == 0

@@ -17,6 +17,7 @@ took is given back at the head of the queue.
 from __future__ import annotations
 
 import logging
+import math
 import time as mod_time
 from typing import Any
 from uuid import uuid4
@@ -275,12 +276,15 @@ class JobLoop:
 
 
 def _timeout_of(raw: str) -> float | None:
-    """The job's timeout in seconds (None: none, RQ's -1)."""
+    """The job's timeout in seconds (None: none, RQ's -1); RQ's default for one
+    that is no positive, finite number (``nan`` would never time out)."""
     try:
         value = float(raw) if raw else DEFAULT_JOB_TIMEOUT
     except ValueError:
         return DEFAULT_JOB_TIMEOUT
-    return None if value == -1 else value
+    if value == -1:
+        return None
+    return value if 0 < value < math.inf else DEFAULT_JOB_TIMEOUT
 
 
 def _ttls_of(begun: Begun) -> tuple[int, int]:

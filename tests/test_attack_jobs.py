@@ -28,7 +28,16 @@ from helpers import StartWorkerMain
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from redispool import JobFailed, Pool, PoolCorrupted, errors, job_records, liveness, rqkeys
+from redispool import (
+    JobFailed,
+    Pool,
+    PoolCorrupted,
+    errors,
+    job_loop,
+    job_records,
+    liveness,
+    rqkeys,
+)
 from redispool import jobs as client_jobs
 from redispool.doubler import compute
 from redispool.jobs import NONCE_META, TOKEN_META, VERDICT_META
@@ -428,3 +437,14 @@ def test_ctrl_c_anywhere_in_run_withdraws_the_job_and_leaves_the_lease_usable(
         assert lease.active
         assert lease.checkin() is True
         assert pool.status().idle == 1
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [
+    ("5", 5.0), ("0.5", 0.5), ("-1", None), ("", 180.0), ("junk", 180.0), ("nan", 180.0),
+    ("inf", 180.0), ("-inf", 180.0), ("0", 180.0), ("-5", 180.0),
+])  # fmt: skip
+def test_a_job_timeout_written_by_hand_is_a_positive_finite_number_or_none(
+    raw: str, seconds: float | None
+) -> None:
+    """A record's timeout of ``nan`` meant a job that never timed out."""
+    assert job_loop._timeout_of(raw) == seconds

@@ -4,8 +4,9 @@ Starts a supervisor, one Reaper for the pool and ``--workers`` worker
 processes that run the jobs sent to them (the doubler by default). SIGTERM or
 Ctrl-C drains: idle workers leave at once, busy ones when their lease ends;
 then it exits 0. SIGUSR1 writes every thread's stack to stderr (the
-supervisor's; send it to a worker's pid for that worker's). Every option can also come from the environment variable
-named in ``--help`` (``REDISPOOL_URL``, ``REDISPOOL_POOL``, ...).
+supervisor's; send it to a worker's pid for that worker's). Every option can
+also come from the environment variable named in ``--help``
+(``REDISPOOL_URL``, ``REDISPOOL_POOL``, ...).
 """
 
 from __future__ import annotations

@@ -53,11 +53,14 @@ def expected_keys(script: str, sent: int) -> list[str]:
 
 def _part(key: str, pool: str) -> str:
     """The name of a pool key: ``redispool:{p}:lease:w1`` -> ``lease``; RQ's keys
-    by their kind: ``redispool:{p}:rq:job:j1`` -> ``job``."""
+    by their kind: ``redispool:{p}:rq:job:j1`` -> ``job`` (or RQ's suffix:
+    ``redispool:{p}:rq:queue:w1:intermediate`` -> ``intermediate``)."""
     prefix = f"redispool:{{{pool}}}:"
     assert key.startswith(prefix), key
     part = key[len(prefix) :].split(":")
-    return (part[1] if part[0] == "rq" and len(part) > 1 else part[0]) or "prefix"
+    if part[0] == "rq" and len(part) > 1:
+        return part[-1] if part[-1] == "intermediate" else part[1]
+    return part[0] or "prefix"
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from rq.serializers import JSONSerializer
 
 from redispool import (
     JobFailed,
+    Lease,
     Pool,
     PoolCorrupted,
     errors,
@@ -68,6 +69,16 @@ def taken(pool: Pool, job_id: str) -> str:
     if pool.client.lpos(key, job_id) is None:
         pool.client.rpush(key, job_id)
     return job_id
+
+
+def current_job(make_pool: MakePool, r: redis.Redis) -> tuple[Pool, Lease, str]:
+    """A pool with w1 registered, a lease held on it, and a queued job of that
+    lease (its current token and nonce in the meta): (pool, lease, job id)."""
+    pool = make_pool()
+    liveness.register(pool, ME)
+    held = pool.checkout(block=False, auto_renew=False)
+    current = f'{{"{TOKEN_META}": "{held.token}", "{NONCE_META}": "{held.nonce}"}}'
+    return pool, held, queued_job(pool, r, current)
 
 
 def refuse(pool: Pool, job_id: str) -> int:
@@ -259,11 +270,7 @@ def test_a_fence_that_meets_a_junk_key_leaves_the_job_as_it_was(
     """begin_job marked the record started and made it permanent, then stopped on
     the pool's jobs counter (or RQ's StartedJobRegistry) of the wrong type: a job
     that never ran stayed 'started' for ever."""
-    pool = make_pool()
-    liveness.register(pool, ME)
-    held = pool.checkout(block=False, auto_renew=False)
-    current = f'{{"{TOKEN_META}": "{held.token}", "{NONCE_META}": "{held.nonce}"}}'
-    job_id = queued_job(pool, r, current)
+    pool, held, job_id = current_job(make_pool, r)
     job_key = rq_key(pool.keys, "job", job_id)
     r.expire(job_key, 60)
     junk = pool.keys.jobs if part == "jobs" else rq_key(pool.keys, "wip", pool.keys.rq_queue("w1"))
@@ -293,11 +300,7 @@ def test_an_end_that_meets_a_junk_key_writes_nothing(
     """finish_job took the job out of the StartedJobRegistry and marked it ended,
     then stopped on a registry, results stream or failure counter of the wrong
     type: a job recorded half."""
-    pool = make_pool()
-    liveness.register(pool, ME)
-    held = pool.checkout(block=False, auto_renew=False)
-    current = f'{{"{TOKEN_META}": "{held.token}", "{NONCE_META}": "{held.nonce}"}}'
-    job_id = queued_job(pool, r, current)
+    pool, held, job_id = current_job(make_pool, r)
     begun = fence(pool, job_id)
     assert begun.code == errors.OK
     queue = pool.keys.rq_queue("w1")
@@ -328,11 +331,7 @@ def test_a_failure_count_that_is_no_number_does_not_unrecord_a_recorded_end(
     """finish_job counted the failure last, with HINCRBY, after every other write: a
     field that is no number failed the script, and the worker called a job
     recorded whole "dropped"."""
-    pool = make_pool()
-    liveness.register(pool, ME)
-    held = pool.checkout(block=False, auto_renew=False)
-    current = f'{{"{TOKEN_META}": "{held.token}", "{NONCE_META}": "{held.nonce}"}}'
-    job_id = queued_job(pool, r, current)
+    pool, held, job_id = current_job(make_pool, r)
     begun = fence(pool, job_id)
     r.hset(pool.keys.jobs_failed, "w1", "many")
     end = job_records.end_of(
@@ -352,11 +351,8 @@ def test_a_give_back_that_meets_a_junk_queue_writes_nothing(
     """begin_job took the id out of the intermediate queue, then its give-back
     (another process holds the worker id) stopped on a queue of the wrong type:
     the id was gone from both."""
-    pool = make_pool()
-    liveness.register(pool, ME)
-    held = pool.checkout(block=False, auto_renew=False)
-    current = f'{{"{TOKEN_META}": "{held.token}", "{NONCE_META}": "{held.nonce}"}}'
-    job_id = taken(pool, queued_job(pool, r, current))
+    pool, held, job_id = current_job(make_pool, r)
+    taken(pool, job_id)
     r.set(rq_key(pool.keys, "queue", pool.keys.rq_queue("w1")), "junk")
     before = snapshot(r, pool)
     other = Incarnation("w1", "inc-other", "host", 124, 1000, False)

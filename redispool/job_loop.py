@@ -79,22 +79,12 @@ class JobLoop:
                     return job_id
                 self._left_over = False
             try:
-                block = f"{self._block_for(wait):.3f}"
+                block = f"{self.pool.sender.block_for(wait):.3f}"
                 reply = wire.call("BLMOVE", self.queue_key, self.taken_key, "LEFT", "RIGHT", block)
             except BaseException:
                 self._left_over = True  # the move may have happened, its reply lost
                 raise
             return None if reply is None else self._id_of(reply)
-
-    def _block_for(self, wait: float) -> float:
-        """Seconds a wait may block: ``wait``, but under half the client's socket
-        timeout (a URL may set one under a second), since a reply later than that
-        is taken for a lost server."""
-        kwargs = getattr(self.pool.sender.wire.client.connection_pool, "connection_kwargs", {})
-        limit = kwargs.get("socket_timeout")
-        if isinstance(limit, (int, float)) and limit > 0:
-            return max(0.001, min(wait, limit / 2))
-        return wait
 
     def _id_of(self, raw: Any) -> str | None:
         """The job id ``raw`` names; None for one that is not UTF-8 (never RQ's, and

@@ -174,13 +174,8 @@ def _enqueue_and_wait(lease: Lease, op: Op[int], job_id: str) -> dict[bytes, byt
 
 
 def _block_ms(lease: Lease, seconds: float) -> int:
-    """Milliseconds an XREAD may block for ``seconds``: under half the client's
-    socket timeout, since a reply later than that is taken for a lost server."""
-    kwargs = getattr(lease.pool.sender.wire.client.connection_pool, "connection_kwargs", {})
-    limit = kwargs.get("socket_timeout")
-    if isinstance(limit, (int, float)) and limit > 0:
-        seconds = min(seconds, limit / 2)
-    return max(1, round(seconds * 1000))
+    """Milliseconds an XREAD may block for ``seconds`` (:meth:`Sender.block_for`)."""
+    return max(1, round(lease.pool.sender.block_for(seconds) * 1000))
 
 
 def _withdraw(lease: Lease, job_id: str) -> None:

@@ -89,6 +89,17 @@ class Sender:
         """The error for a write only ``acks`` replicas acknowledged; ``done`` says what it left."""
         return self.replicas.unacked(self.pool, operation, acks, worker_id, done)
 
+    def block_for(self, seconds: float) -> float:
+        """Seconds a blocking command (``BLMOVE``, ``XREAD BLOCK``) may block for
+        ``seconds``: under half the client's socket timeout (a URL may set one
+        under a second), since a reply later than that is taken for a lost
+        server; at least a millisecond."""
+        kwargs = getattr(self.wire.client.connection_pool, "connection_kwargs", {})
+        limit = kwargs.get("socket_timeout")
+        if isinstance(limit, (int, float)) and limit > 0:
+            seconds = min(seconds, limit / 2)
+        return max(0.001, seconds)
+
     def read(self, reads: Reads[T]) -> T:
         """Send ``reads``' commands back to back on one connection; their typed result."""
         with self.errors(reads.operation, reads.worker_id):

@@ -31,15 +31,13 @@ def find_pools(client: Client, parts: Iterable[str] = ("workers",)) -> list[str]
     sorted. Reads only; a non-atomic SCAN, so a pool made or emptied meanwhile
     may or may not be listed. On a cluster a master that cannot be reached is
     left out, with a warning; off a cluster an unreachable server raises."""
+    if not isinstance(client, RedisCluster):
+        return sorted(_pools_on(client, parts))
     found: set[str] = set()
-    on_cluster = isinstance(client, RedisCluster)
-    nodes = named_masters(client) if isinstance(client, RedisCluster) else [("", client)]
-    for name, node in nodes:
+    for name, node in named_masters(client):
         try:
             found.update(_pools_on(node, parts))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if not on_cluster:
-                raise
             # one master down (or gone in a failover the client has not seen yet):
             # the pools of the others are still found; its own cannot be served anyway
             log.warning("cannot look for pools on master %s: %s", name, exc)

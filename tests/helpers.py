@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from redispool import rqkeys
 from redispool.server import EmbeddedServer, free_port
+from redispool.worker_settings import SETTINGS_ENV, WorkerSettings
 
 __all__ = [
     "FAST",
@@ -131,6 +133,21 @@ def _is_worker(pid: int) -> bool:
         return b"redispool.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+def worker_process(
+    settings: WorkerSettings, log: Path, script: Path | None = None, **env: str
+) -> subprocess.Popen[bytes]:
+    """One worker process as a supervisor starts it (``python -m redispool.worker``,
+    or ``script`` in its place): ``settings`` and its pool's RQ keys in its
+    environment, and ``env`` besides; what it writes in ``log``. The caller
+    stops it by its pid."""
+    environ = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT),
+                   **{SETTINGS_ENV: settings.to_json()}, **rqkeys.environment(settings.pool),
+                   **env)  # fmt: skip
+    argv = [sys.executable, *(["-m", "redispool.worker"] if script is None else [str(script)])]
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, env=environ, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
 def in_thread(fn: Callable[[], object], results: list[object]) -> threading.Thread:

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import StartServer, wait_for
+from helpers import StartServer, wait_for, worker_process
 from rq.serializers import JSONSerializer
 
 from redispool import LeaseLost, Pool, errors, rqkeys
@@ -29,7 +28,7 @@ from redispool.doubler import compute
 from redispool.errors import PoolUnavailable
 from redispool.job_process import JobProcess
 from redispool.jobs import VERDICT_META
-from redispool.worker import SETTINGS_ENV, WorkerSettings
+from redispool.worker import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 STALLED = ROOT / "tests" / "procs" / "stalled_worker.py"
@@ -50,12 +49,8 @@ def start_stalled(tmp_path: Path) -> Iterator[StartStalled]:
             url, "doublers", "w-stalled", uuid.uuid4().hex, heartbeat_ttl=30.0,
             functions=("redispool.doubler.double", f"{JOBS}.sleep_then_mark"),
         )  # fmt: skip
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT),
-                   REDISPOOL_TEST_STALL=str(stall), REDISPOOL_TEST_STALLED=str(flag),
-                   **{SETTINGS_ENV: settings.to_json()})  # fmt: skip
-        env.update(rqkeys.environment("doublers"))
-        with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, str(STALLED)], env=env, stderr=out, cwd=ROOT)
+        proc = worker_process(settings, log, STALLED, REDISPOOL_TEST_STALL=str(stall),
+                              REDISPOOL_TEST_STALLED=str(flag))  # fmt: skip
         procs.append(proc)
         return proc, log, flag
 

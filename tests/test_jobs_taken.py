@@ -12,10 +12,7 @@ are told ``WorkerLost``, test_worker.py.)
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -24,9 +21,9 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import StartWorkerMain, wait_for
+from helpers import StartWorkerMain, wait_for, worker_process
 
-from redispool import Lease, Pool, errors, job_records, liveness, rqkeys
+from redispool import Lease, Pool, errors, job_records, liveness
 from redispool import jobs as client_jobs
 from redispool.doubler import compute
 from redispool.errors import PoolUnavailable
@@ -36,7 +33,7 @@ from redispool.jobs import NONCE_META, TOKEN_META
 from redispool.liveness import Incarnation
 from redispool.protocol import jobs as protocol_jobs
 from redispool.protocol.jobs import intermediate_key, rq_key
-from redispool.worker import SETTINGS_ENV, WorkerSettings
+from redispool.worker import WorkerSettings
 
 
 def taken_job(pool: Pool, r: redis.Redis, worker_id: str, token: int, nonce: str) -> str:
@@ -122,11 +119,8 @@ def test_a_job_whose_ends_reply_was_lost_is_not_given_back_to_run_again(
     # the worker gave back any job whose handling met PoolUnavailable, and the
     # next wait ran it again under the same, still current lease
     settings = WorkerSettings(redis_url, "doublers", "w-lossy", uuid.uuid4().hex)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT),
-               **{SETTINGS_ENV: settings.to_json()}, **rqkeys.environment("doublers"))  # fmt: skip
     log = tmp_path / "lossy_worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, str(LOSSY)], env=env, stderr=out, cwd=ROOT)
+    proc = worker_process(settings, log, LOSSY)
     try:
         with Pool("doublers", redis_url) as pool:
             wait_for(lambda: pool.status().idle == 1, timeout=20, message="the worker idle")

@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -22,15 +21,15 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import StartWorkerMain, wait_for
+from helpers import StartWorkerMain, wait_for, worker_process
 
 import redispool
 from redispool import JobFailed, Lease, Pool, WorkerLost, liveness
 from redispool.doubler import compute, double
 from redispool.jobs import RESULT_TTL
 from redispool.keys import PoolKeys
-from redispool.rqkeys import classes, environment
-from redispool.worker import SETTINGS_ENV, WorkerSettings
+from redispool.rqkeys import classes
+from redispool.worker import WorkerSettings
 
 POOL = "leavers"
 HEARTBEAT = 0.2
@@ -50,10 +49,7 @@ class Procs:
         settings = WorkerSettings(url=self.url, pool=POOL, worker_id=worker_id,
                                   incarnation=incarnation, heartbeat_ttl=HEARTBEAT,
                                   replaces=replaces)  # fmt: skip
-        env = dict(os.environ, **{SETTINGS_ENV: settings.to_json()}, **environment(POOL))
-        with open(self.log_dir / f"{worker_id}.{incarnation[:6]}.log", "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "redispool.worker"], env=env,
-                                    stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = worker_process(settings, self.log_dir / f"{worker_id}.{incarnation[:6]}.log")
         self.procs.append(proc)
         return proc, incarnation
 

@@ -150,6 +150,19 @@ def worker_process(
         return subprocess.Popen(argv, env=environ, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
+def key_part(key: str, pool: str) -> str:
+    """The name a script's header gives pool ``pool``'s key ``key``:
+    ``redispool:{p}:lease:w1`` -> ``lease``, the bare prefix -> ``prefix``, RQ's
+    keys by their kind (``redispool:{p}:rq:job:j1`` -> ``job``) or RQ's suffix
+    (``redispool:{p}:rq:queue:w1:intermediate`` -> ``intermediate``)."""
+    prefix = f"redispool:{{{pool}}}:"
+    assert key.startswith(prefix), key
+    part = key[len(prefix) :].split(":")
+    if part[0] == "rq" and len(part) > 1:
+        return part[-1] if part[-1] == "intermediate" else part[1]
+    return part[0] or "prefix"
+
+
 def in_thread(fn: Callable[[], object], results: list[object]) -> threading.Thread:
     """``fn()`` in a started daemon thread; its result, or the exception it raised,
     appended to ``results`` (for the test to assert)."""

@@ -14,6 +14,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
+from helpers import key_part
 from test_scripts import exercise_every_script, header_of
 
 from redispool import Pool, PoolCorrupted, liveness, scripts, wire
@@ -51,18 +52,6 @@ def expected_keys(script: str, sent: int) -> list[str]:
     return names
 
 
-def _part(key: str, pool: str) -> str:
-    """The name of a pool key: ``redispool:{p}:lease:w1`` -> ``lease``; RQ's keys
-    by their kind: ``redispool:{p}:rq:job:j1`` -> ``job`` (or RQ's suffix:
-    ``redispool:{p}:rq:queue:w1:intermediate`` -> ``intermediate``)."""
-    prefix = f"redispool:{{{pool}}}:"
-    assert key.startswith(prefix), key
-    part = key[len(prefix) :].split(":")
-    if part[0] == "rq" and len(part) > 1:
-        return part[-1] if part[-1] == "intermediate" else part[1]
-    return part[0] or "prefix"
-
-
 @pytest.fixture
 def sent_keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, set[tuple[str, ...]]]]:
     """Every FCALL's KEYS as it goes over the wire, by script name."""
@@ -92,7 +81,7 @@ def test_every_script_gets_its_keys_in_the_order_its_header_lists_them(
     assert set(sent_keys) == set(scripts.SCRIPT_NAMES)
     for script, calls in sent_keys.items():
         for keys in calls:
-            got = [_part(k, "unit") for k in keys]
+            got = [key_part(k, "unit") for k in keys]
             assert got == expected_keys(script, len(keys))[: len(got)], script
 
 

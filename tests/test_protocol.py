@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 import pytest
+from helpers import key_part
 
 from redispool import PoolStatus, errors, job_records, protocol, scripts
 from redispool.errors import (
@@ -67,15 +68,6 @@ def argv_count(script: str) -> tuple[int, bool]:
     return (len(per), True) if per else (max(found, default=0), False)
 
 
-def key_name(key: str) -> str:
-    if key == K.prefix:
-        return "prefix"
-    part = key.removeprefix(K.prefix).split(":")
-    if part[0] == "rq":  # RQ's keys: named by their kind (or RQ's suffix)
-        return part[-1] if part[-1] == "intermediate" else part[1]
-    return part[0]
-
-
 EVERY_OP: list[protocol.Op[Any]] = [
     protocol.checkout(K, ttl_ms=0, holder="h:1", ticket="t1", alive_ms=900, nonce="ab"),
     protocol.wait_tick(K, ticket="t1", ttl_ms=5000, holder="h:1", alive_ms=900, nonce="ab"),
@@ -107,7 +99,7 @@ def test_every_script_of_the_library_has_an_operation() -> None:
 @pytest.mark.parametrize("op", EVERY_OP, ids=lambda op: op.name)
 def test_each_operation_sends_its_keys_in_the_headers_order(op: protocol.Op[Any]) -> None:
     names, variadic = key_names(op.script)
-    got = [key_name(key) for key in op.keys]
+    got = [key_part(key, K.pool) for key in op.keys]
     if variadic:
         assert got[: len(names)] == names
         assert set(got[len(names) :]) <= {names[-1]}, got

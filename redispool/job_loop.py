@@ -30,7 +30,6 @@ from .pool import Pool
 from .protocol import jobs as protocol_jobs
 from .protocol.jobs import Begun
 from .protocol.workers import Incarnation
-from .wire import text
 
 __all__ = ["DEFAULT_JOB_TIMEOUT", "JobLoop"]
 
@@ -97,22 +96,30 @@ class JobLoop:
             self.pool.sender.wire.call("LREM", self.taken_key, 1, raw)
             return None
 
-    def give_back(self, job_id: str) -> None:
-        """Put a job whose start's reply never came back at the head of the queue.
+    def give_back(self, job_id: str, execution: str) -> None:
+        """Put a job whose start (of ``execution``) got no reply back at the head
+        of the queue, if that start never ran or ran and said OK; not if it
+        refused the job or gave it back itself (another process holds the
+        worker id, and may already have started it: a second copy would run it
+        twice).
 
-        It leaves the intermediate queue first (a death between the two loses it
-        with the worker, which its client is told; the other order could run it
-        twice). If it was not there, the start did run: it is given back only if
-        that start marked it started (its call was never sent), not if the start
-        refused it or gave it back itself (another process holds the worker id:
-        a second copy would run twice). If Redis cannot be reached for this
-        either, the id stays in the intermediate queue for the next wait."""
+        If the id is still in the intermediate queue, the start never ran. If
+        not, the start ran: it said OK only if its own execution entry is in
+        RQ's StartedJobRegistry, which only this process can have written; that
+        entry and its count are taken back. Each step takes the id out before it
+        is pushed, so a death in between loses it with the worker (its client is
+        told), never runs it twice. If Redis cannot be reached for this either,
+        the id stays where it is, for the next wait."""
         self._left_over = True
-        wire, job_key = self.pool.sender.wire, protocol_jobs.rq_key(self.pool.keys, "job", job_id)
+        keys, wire = self.pool.keys, self.pool.sender.wire
+        wip = protocol_jobs.rq_key(keys, "wip", keys.rq_queue(self.me.worker_id))
         try:
             with self.pool.sender.errors("give back", self.me.worker_id):
-                taken = wire.call("LREM", self.taken_key, 1, job_id)
-                if taken or text(wire.call("HGET", job_key, "status")) == "started":
+                ours = wire.call("LREM", self.taken_key, 1, job_id) or (
+                    wire.call("ZREM", wip, execution)
+                    and wire.call("HINCRBY", keys.jobs, self.me.worker_id, -1) is not None
+                )
+                if ours:
                     wire.call("LPUSH", self.queue_key, job_id)
         except PoolError as exc:
             log.warning("worker %s: job %s not given back: %s", self.me.worker_id, job_id, exc)
@@ -143,7 +150,7 @@ class JobLoop:
             begun = self.pool.sender.send(op)
         except PoolUnavailable as exc:  # not started (or its reply lost): never called
             log.warning("worker %s: job %s not started: %s", self.me.worker_id, job_id, exc)
-            self.give_back(job_id)
+            self.give_back(job_id, execution)
             raise
         if begun.code == errors.NO_JOB:
             log.warning("worker %s: job %s was withdrawn or has no record: dropped",

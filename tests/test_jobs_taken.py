@@ -226,3 +226,40 @@ def test_a_start_whose_reply_was_lost_is_given_back_once_and_only_if_it_may_run(
         loop.handle(job_id)
     assert pool.client.lrange(loop.queue_key, 0, -1) == [job_id.encode()]
     assert pool.client.llen(loop.taken_key) == 0
+    if holder == "this process":  # its own execution entry and count are taken back
+        wip = rq_key(pool.keys, "wip", pool.keys.rq_queue("w1"))
+        assert pool.client.zcard(wip) == 0
+        assert pool.workers()[0].jobs == 0
+
+
+def test_a_lost_give_back_reply_of_an_old_process_never_doubles_a_job_the_new_one_started(
+    make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the old process's start gave the job back (another process holds the id) and
+    # its reply was lost; the new holder took the job and started it before the old
+    # one's give-back looked: the job, marked started, was pushed a second time
+    pool, lease, old, _ = job_loop(make_pool)
+    job_id = enqueue(pool, lease)
+    assert old.next_id(1) == job_id
+    successor = Incarnation("w1", "inc-b", "host", 124, 1000, False)
+    pool.client.hset(pool.keys.incarnations, "w1", successor.incarnation)
+    other = make_pool()  # the new holder's own client
+    new = JobLoop(other, other, successor, Calls(), frozenset({"redispool.doubler.double"}),  # type: ignore[arg-type]
+                  "w1.inc-b")  # fmt: skip
+    send = pool.sender.send
+
+    def reply_lost_while_the_new_holder_starts(op: Any) -> Any:
+        reply = send(op)
+        if op.name == "begin_job":
+            assert new.next_id(1) == job_id  # given back by the script: the new holder's now
+            begun = other.sender.send(protocol_jobs.begin_job(
+                other.keys, successor, job_id, f"{job_id}:new", "t", time.time(), "w1.inc-b"))
+            assert begun.code == errors.OK  # started: its call is under way
+            raise unreachable("begin_job")
+        return reply
+
+    monkeypatch.setattr(pool.sender, "send", reply_lost_while_the_new_holder_starts)
+    with pytest.raises(PoolUnavailable):
+        old.handle(job_id)
+    assert pool.client.llen(old.queue_key) == 0, "a second copy of a started job was queued"
+    assert pool.client.llen(old.taken_key) == 0

@@ -25,12 +25,16 @@ log = logging.getLogger("redispool.discovery")
 SCAN_COUNT = 1000
 
 
-def find_pools(client: Client, parts: Iterable[str] = ("workers",)) -> list[str]:
+def find_pools(
+    client: Client, parts: Iterable[str] = ("workers",), *, skip_unreachable: bool = False
+) -> list[str]:
     """The names of every pool in ``client``'s database (on a cluster: on any
     master) that has one of the keys ``parts`` (default: registered workers),
     sorted. Reads only; a non-atomic SCAN, so a pool made or emptied meanwhile
-    may or may not be listed. On a cluster a master that cannot be reached is
-    left out, with a warning; off a cluster an unreachable server raises."""
+    may or may not be listed. A server or master that cannot be reached raises,
+    unless ``skip_unreachable`` (the Reaper's sweep, which must go on with the
+    other masters of a cluster): then it is left out, with a warning. A refused
+    login always raises."""
     if not isinstance(client, RedisCluster):
         return sorted(_pools_on(client, parts))
     found: set[str] = set()
@@ -38,6 +42,8 @@ def find_pools(client: Client, parts: Iterable[str] = ("workers",)) -> list[str]
         try:
             found.update(_pools_on(node, parts))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not skip_unreachable or isinstance(exc, redis.AuthenticationError):
+                raise
             # one master down (or gone in a failover the client has not seen yet):
             # the pools of the others are still found; its own cannot be served anyway
             log.warning("cannot look for pools on master %s: %s", name, exc)

@@ -127,7 +127,7 @@ class Reaper:
     def _known_pools(self) -> list[str]:
         if self._names is not None:
             return sorted(self._names)
-        return find_pools(self.client)
+        return find_pools(self.client, skip_unreachable=True)  # one master down: sweep on
 
     def sweep(self) -> int:
         """Sweep every pool now; how many workers it returned."""

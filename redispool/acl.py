@@ -60,7 +60,7 @@ _CALL = re.compile(r"(?:rcall|probe)\('([A-Z]+)'")
 
 #: The scripts of a job's life (lease.run and worker hosts): their commands are
 #: granted only with ``jobs`` (a pool user who runs no jobs gets no XADD, EXPIRE ...).
-JOB_SCRIPTS = frozenset({"begin_job", "enqueue_job", "finish_job"})
+JOB_SCRIPTS = frozenset({"begin_job", "enqueue_job", "finish_job", "give_back", "withdraw_job"})
 
 
 def script_commands(*, jobs: bool = True) -> frozenset[str]:

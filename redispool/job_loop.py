@@ -101,26 +101,19 @@ class JobLoop:
         of the queue, if that start never ran or ran and said OK; not if it
         refused the job or gave it back itself (another process holds the
         worker id, and may already have started it: a second copy would run it
-        twice).
+        twice), nor if its client withdrew it meanwhile.
 
         If the id is still in the intermediate queue, the start never ran. If
         not, the start ran: it said OK only if its own execution entry is in
         RQ's StartedJobRegistry, which only this process can have written; that
-        entry and its count are taken back. Each step takes the id out before it
-        is pushed, so a death in between loses it with the worker (its client is
-        told), never runs it twice. If Redis cannot be reached for this either,
-        the id stays where it is, for the next wait."""
+        entry and its count are taken back. One script (``give_back``) looks and
+        pushes, so a client's withdrawal comes wholly before or after it. If
+        Redis cannot be reached for this either, the id stays where it is, for
+        the next wait."""
         self._left_over = True
-        keys, wire = self.pool.keys, self.pool.sender.wire
-        wip = protocol_jobs.rq_key(keys, "wip", keys.rq_queue(self.me.worker_id))
+        op = protocol_jobs.give_back(self.pool.keys, self.me.worker_id, job_id, execution)
         try:
-            with self.pool.sender.errors("give back", self.me.worker_id):
-                ours = wire.call("LREM", self.taken_key, 1, job_id) or (
-                    wire.call("ZREM", wip, execution)
-                    and wire.call("HINCRBY", keys.jobs, self.me.worker_id, -1) is not None
-                )
-                if ours:
-                    wire.call("LPUSH", self.queue_key, job_id)
+            self.pool.sender.send(op)
         except PoolError as exc:
             log.warning("worker %s: job %s not given back: %s", self.me.worker_id, job_id, exc)
 

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from . import errors, job_records, protocol
-from .errors import JobFailed, JobTimeout, LeaseLost, PoolCorrupted, WorkerLost
+from .errors import JobFailed, JobTimeout, LeaseLost, PoolCorrupted, PoolError, WorkerLost
 from .lease import Lease
 from .protocol import jobs as protocol_jobs
 from .protocol.op import Op
@@ -180,15 +180,12 @@ def _block_ms(lease: Lease, seconds: float) -> int:
 
 def _withdraw(lease: Lease, job_id: str) -> None:
     """Take a job that has not started off its worker's queue and out of the
-    intermediate queue its worker's wait moves it to: it then never runs
-    (``begin_job`` starts only a job still there)."""
-    pool = lease.pool
-    queue = pool.keys.rq_queue(lease.worker_id)
-    pipe = pool.client.pipeline(transaction=False)
-    pipe.lrem(protocol_jobs.rq_key(pool.keys, "queue", queue), 1, job_id)
-    pipe.lrem(protocol_jobs.intermediate_key(pool.keys, queue), 1, job_id)
-    with contextlib.suppress(redis.RedisError):
-        pipe.execute()
+    intermediate queue its worker's wait moves it to, in one script
+    (``withdraw_job``): it then never runs (``begin_job`` starts only a job
+    still there). Best effort: a Redis out of reach leaves it queued."""
+    op = protocol_jobs.withdraw_job(lease.pool.keys, lease.worker_id, job_id)
+    with contextlib.suppress(PoolError, redis.RedisError):
+        lease.pool.sender.send(op)
 
 
 def _check_active(lease: Lease, operation: str) -> None:

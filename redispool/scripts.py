@@ -63,6 +63,7 @@ SCRIPT_NAMES = (
     "configure",
     "enqueue_job",
     "finish_job",
+    "give_back",
     "leave_worker",
     "reap_workers",
     "reclaim",
@@ -72,6 +73,7 @@ SCRIPT_NAMES = (
     "start_job",
     "status",
     "wait_tick",
+    "withdraw_job",
 )
 #: Operations whose KEYS are variadic and whose reply has one entry per key.
 VARIADIC_KEYS = frozenset({"renew"})

@@ -138,21 +138,15 @@ def test_a_job_whose_start_and_give_back_both_failed_is_taken_up_at_the_next_wai
 ) -> None:
     pool, lease, loop, calls = job_loop(make_pool)
     job_id = enqueue(pool, lease)
-    send, call = pool.sender.send, pool.sender.wire.call
+    send = pool.sender.send
 
-    def start_unreachable(op: Any) -> Any:
-        if op.name == "begin_job":
-            raise unreachable("begin_job")  # never sent
+    def start_and_give_back_unreachable(op: Any) -> Any:
+        if op.name in ("begin_job", "give_back"):
+            raise unreachable(op.name)  # never sent
         return send(op)
 
-    def give_back_unreachable(*args: Any) -> Any:
-        if args[0] in ("LREM", "LPUSH"):
-            raise redis.ConnectionError("Connection refused")
-        return call(*args)
-
     assert loop.next_id(1) == job_id
-    monkeypatch.setattr(pool.sender, "send", start_unreachable)
-    monkeypatch.setattr(pool.sender.wire, "call", give_back_unreachable)
+    monkeypatch.setattr(pool.sender, "send", start_and_give_back_unreachable)
     with pytest.raises(PoolUnavailable):
         loop.handle(job_id)
     monkeypatch.undo()
@@ -263,3 +257,56 @@ def test_a_lost_give_back_reply_of_an_old_process_never_doubles_a_job_the_new_on
         old.handle(job_id)
     assert pool.client.llen(old.queue_key) == 0, "a second copy of a started job was queued"
     assert pool.client.llen(old.taken_key) == 0
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_job_its_client_withdraws_around_a_give_back_never_runs(
+    when: str, make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the give-back looked (LREM of the intermediate queue: taken) and pushed in two
+    # calls: a client that withdrew the job between them found both lists empty, and
+    # the push that followed put back the job it had given up on, which then ran
+    pool, lease, loop, calls = job_loop(make_pool)
+    job_id = enqueue(pool, lease)
+    assert loop.next_id(1) == job_id
+    client = make_pool()  # the job's client, on its own connections
+    client_lease = Lease(client, lease.worker_id, lease.token, lease.ttl, auto_renew=False,
+                         deadline=lease.deadline, nonce=lease.nonce)  # fmt: skip
+    send, call_packed, call = pool.sender.send, pool.sender.wire.call_packed, pool.sender.wire.call
+    giving_back, withdrawn = [False], []
+
+    def withdraw_once() -> None:
+        if giving_back[0] and not withdrawn:
+            withdrawn.append(True)
+            client_jobs._withdraw(client_lease, job_id)
+
+    def start_reply_lost(op: Any) -> Any:
+        if op.name != "begin_job":
+            return send(op)
+        giving_back[0] = True  # the start never ran; what follows is the give-back
+        if when == "before":
+            withdraw_once()
+        raise unreachable("begin_job")
+
+    def each_command(packed: bytes, command: Any) -> Any:  # after each, the withdrawal
+        reply = call_packed(packed, command)
+        withdraw_once()
+        return reply
+
+    def each_call(*args: Any) -> Any:
+        reply = call(*args)
+        withdraw_once()
+        return reply
+
+    monkeypatch.setattr(pool.sender, "send", start_reply_lost)
+    monkeypatch.setattr(pool.sender.wire, "call_packed", each_command)
+    monkeypatch.setattr(pool.sender.wire, "call", each_call)
+    with pytest.raises(PoolUnavailable):
+        loop.handle(job_id)
+    monkeypatch.undo()
+    assert withdrawn, "the client never withdrew"
+    assert pool.client.llen(loop.queue_key) == 0, "a withdrawn job was given back"
+    assert pool.client.llen(loop.taken_key) == 0
+    assert loop.next_id(0.05) is None
+    assert calls.calls == []
+

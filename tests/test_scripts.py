@@ -141,6 +141,10 @@ def exercise_job_scripts(pool: Pool, me: Incarnation, lease: Lease) -> None:
     moved = pool.sender.wire.call("BLMOVE", protocol_jobs.rq_key(keys, "queue", queue),
                                   protocol_jobs.intermediate_key(keys, queue), "LEFT", "RIGHT", 1)
     assert moved == job_id.encode()
+    assert send(protocol_jobs.give_back(keys, me.worker_id, job_id, f"{job_id}:e0")) is True
+    moved = pool.sender.wire.call("BLMOVE", protocol_jobs.rq_key(keys, "queue", queue),
+                                  protocol_jobs.intermediate_key(keys, queue), "LEFT", "RIGHT", 1)
+    assert moved == job_id.encode()
     begun = send(protocol_jobs.begin_job(keys, me, job_id, f"{job_id}:e1", "t", 1.0e9, "rqw"))
     assert begun.code == errors.OK and begun.token == str(lease.token)
     assert job_records.call_of(begun.data).args == [4]
@@ -148,6 +152,7 @@ def exercise_job_scripts(pool: Pool, me: Incarnation, lease: Lease) -> None:
                              result_ttl=60, failure_ttl=60, worker_name="rqw")  # fmt: skip
     assert send(protocol_jobs.finish_job(keys, me.worker_id, begun.token, begun.nonce, job_id,
                                          end)) == errors.OK  # fmt: skip
+    assert send(protocol_jobs.withdraw_job(keys, me.worker_id, job_id)) == 0  # it ran
 
 
 def test_every_script_is_called_as_its_header_says(

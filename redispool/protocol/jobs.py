@@ -7,6 +7,8 @@ API (``keys`` is the pool's :class:`~redispool.keys.PoolKeys`)::
     enqueue_job(keys, worker_id, token, nonce, job_id, ttl, fields) -> Op[int]  # a code
     begin_job(keys, me, job_id, execution, started_at, now, worker_name) -> Op[Begun]
     finish_job(keys, worker_id, token, nonce, job_id, end)          -> Op[int]  # a code
+    give_back(keys, worker_id, job_id, execution)                   -> Op[bool]  # pushed
+    withdraw_job(keys, worker_id, job_id)                           -> Op[int]  # copies out
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .workers import Incarnation
 
 __all__ = [
     "NONCE_FIELD", "TOKEN_FIELD", "VERDICT_FIELD", "Begun", "End", "begin_job", "enqueue_job",
-    "finish_job", "intermediate_key", "rq_key",
+    "finish_job", "give_back", "intermediate_key", "rq_key", "withdraw_job",
 ]  # fmt: skip
 
 #: The keys of ``job.meta`` that carry a job's lease (its token and nonce) and
@@ -166,3 +168,34 @@ def finish_job(
         repr(end.now), end.result_ttl, end.failure_ttl, end.worker_name, VERDICT_FIELD,
     )  # fmt: skip
     return Op("finish_job", op_keys, args, parse, keys.pool, worker_id)
+
+
+def give_back(keys: PoolKeys, worker_id: str, job_id: str, execution: str) -> Op[bool]:
+    """Put job ``job_id`` back at the head of ``worker_id``'s queue if its start
+    (of ``execution``), whose reply was lost, never ran or said OK (``give_back``).
+    Result: whether it was pushed."""
+    queue = keys.rq_queue(worker_id)
+    op_keys = (
+        intermediate_key(keys, queue), rq_key(keys, "wip", queue), keys.jobs,
+        rq_key(keys, "queue", queue),
+    )  # fmt: skip
+    return Op("give_back", op_keys, (job_id, execution, worker_id), _pushed, keys.pool, worker_id)
+
+
+def withdraw_job(keys: PoolKeys, worker_id: str, job_id: str) -> Op[int]:
+    """Take job ``job_id`` off ``worker_id``'s queue and intermediate queue in one
+    step (``withdraw_job``): it then never starts, if it had not. Result: the
+    copies taken out."""
+    queue = keys.rq_queue(worker_id)
+    op_keys = (rq_key(keys, "queue", queue), intermediate_key(keys, queue))
+    return Op("withdraw_job", op_keys, (job_id,), _count, keys.pool, worker_id, "run")
+
+
+def _pushed(reply: Any) -> bool:
+    return _count(reply) == 1
+
+
+def _count(reply: Any) -> int:
+    if not isinstance(reply, int):
+        raise TypeError("not an integer")  # Op.read names the pool and the operation
+    return reply

@@ -128,6 +128,8 @@ def run_until(
     except (TypeError, ValueError) as exc:
         raise ValueError(f"job arguments must be JSON: {exc}") from None
     _check_active(lease, "run")
+    if given_up is not None and given_up.is_set():  # nothing written yet: nothing to withdraw
+        raise GivenUp(f"pool {lease.pool.name!r}: gave up before job {name} was sent")
     pool = lease.pool
     seconds = max(1, math.ceil(timeout))
     meta = {TOKEN_META: str(lease.token), NONCE_META: lease.nonce}

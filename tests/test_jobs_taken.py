@@ -13,6 +13,7 @@ are told ``WorkerLost``, test_worker.py.)
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from helpers import StartWorkerMain, wait_for, worker_process
 
 from redispool import Lease, Pool, errors, job_records, liveness
 from redispool import jobs as client_jobs
-from redispool.doubler import compute
+from redispool.doubler import compute, double
 from redispool.errors import PoolUnavailable
 from redispool.job_loop import JobLoop
 from redispool.job_process import Outcome
@@ -310,3 +311,17 @@ def test_a_job_its_client_withdraws_around_a_give_back_never_runs(
     assert loop.next_id(0.05) is None
     assert calls.calls == []
 
+
+def test_a_job_given_up_on_before_it_is_sent_is_never_written(
+    make_pool: Callable[..., Pool],
+) -> None:
+    # an asyncio job cancelled while its thread had not yet enqueued it was written
+    # and queued anyway, and only withdrawn at the thread's first look
+    pool, lease, loop, _ = job_loop(make_pool)
+    given_up = threading.Event()
+    given_up.set()
+    with pytest.raises(client_jobs.GivenUp):
+        client_jobs.run_until(lease, double, (21,), timeout=5, given_up=given_up)
+    assert pool.client.llen(loop.queue_key) == 0
+    assert pool.client.keys(rq_key(pool.keys, "job", "*")) == []
+    assert lease.active

@@ -211,6 +211,19 @@ def test_leave_remove_bury_and_the_job_fence_read_their_outcomes() -> None:
     assert fence.read([NOT_HELD]) == protocol.Fenced(NOT_HELD, 0.0)
 
 
+def test_the_job_fence_reads_its_verdict_and_the_seconds_the_lease_holds() -> None:
+    """begin_job's PTTL (ms) becomes the seconds the worker may count on while
+    the job runs; a refusal leaves it none."""
+    fence = protocol_jobs.begin_job(K, ME, "j1", "j1:e1", "t", 1.0, "w1.inc")
+    ran = fence.read([OK, 1500, b"7", b"ab", b"60", b"90", b"[]", b"5", b"", b""])
+    assert ran == protocol_jobs.Begun(OK, 1.5, "7", "ab", 60, 90, b"[]", "5", "", "")
+    assert fence.read([NOT_HELD, -1, b"7", b"ab", b"", b""]) == protocol_jobs.Begun(
+        NOT_HELD, 0.0, "7", "ab"
+    )
+    assert fence.read([WORKER_DEAD, -1, b"7", b"ab", b"", b""]).left == 0.0
+    assert fence.read([UNKNOWN_WORKER]) == protocol_jobs.Begun(UNKNOWN_WORKER)
+
+
 def test_lease_left_is_the_pttl_of_this_leases_key_only() -> None:
     reads = protocol.lease_left(K, "w1", "7", "ab")
     assert reads.commands == (("GET", K.lease("w1")), ("PTTL", K.lease("w1")))

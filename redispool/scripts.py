@@ -69,7 +69,6 @@ SCRIPT_NAMES = (
     "register_worker",
     "remove_worker",
     "renew",
-    "start_job",
     "status",
     "wait_tick",
 )

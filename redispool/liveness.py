@@ -19,8 +19,7 @@ from .lease import LeaseOwner
 from .protocol import Beat, Incarnation
 
 __all__ = [
-    "Incarnation", "OutOfService", "beat", "bury", "fence_job", "lease_left", "leave", "reap",
-    "register", "start_job",
+    "Incarnation", "OutOfService", "beat", "bury", "lease_left", "leave", "reap", "register",
 ]  # fmt: skip
 
 
@@ -79,21 +78,6 @@ def bury(
 
 #: The old name of :func:`bury` (a Reaper reaps: it reclaims and buries).
 reap = bury
-
-
-def start_job(pool: LeaseOwner, me: Incarnation, token: str, nonce: str) -> int:
-    """The job fence, run before each job: a result code (see start_job.lua).
-
-    The job runs only if ``token`` and ``nonce`` are both its worker's current lease's.
-    """
-    return fence_job(pool, me, token, nonce)[0]
-
-
-def fence_job(pool: LeaseOwner, me: Incarnation, token: str, nonce: str) -> tuple[int, float]:
-    """:func:`start_job`, and the seconds the lease surely still holds when the
-    code is OK (0.0 otherwise)."""
-    fenced = pool.sender.send(protocol.fence_job(pool.keys, me, token, nonce))
-    return fenced.code, fenced.left
 
 
 def lease_left(pool: LeaseOwner, worker_id: str, token: str, nonce: str) -> float:

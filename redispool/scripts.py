@@ -70,7 +70,6 @@ SCRIPT_NAMES = (
     "register_worker",
     "remove_worker",
     "renew",
-    "start_job",
     "status",
     "wait_tick",
     "withdraw_job",

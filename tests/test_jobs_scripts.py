@@ -149,6 +149,67 @@ def test_begin_gives_back_a_job_when_another_incarnation_holds_the_id(
     assert fetch(pool, first).get_status() == JobStatus.QUEUED  # untouched
 
 
+def test_begin_runs_a_job_only_on_its_leases_token_and_nonce_in_this_incarnation(
+    pool: Pool, lease: Lease
+) -> None:
+    """However a record got into the queue (RQ's own enqueue writes any meta), it
+    starts only if it carries both the current lease's token and its nonce: not
+    with an older token, nor with the current token and another nonce (the token
+    issued again after a rollback) or an empty one. Nor does a process that no
+    longer holds the worker id start it. None of these is counted as a job, and
+    none disturbs the lease."""
+    token, nonce = str(lease.token), lease.nonce
+    for job_id, carried in (
+        ("older-token", (str(lease.token - 1), nonce)),
+        ("other-nonce", (token, "0" * 32)),
+        ("empty-nonce", (token, "")),
+    ):
+        key = rq_key(pool.keys, "job", job_id)
+        meta = json.dumps({TOKEN_META: carried[0], NONCE_META: carried[1]})
+        pool.client.hset(key, mapping={"data": "[]", "status": "queued", "meta": meta})
+        begun = begin(pool, job_id)
+        assert (begun.code, begun.token, begun.nonce) == (errors.NOT_HELD, *carried), job_id
+        assert pool.client.hget(key, "status") == b"queued"
+    _, job_id = enqueue(pool, lease)
+    old = Incarnation("w1", "inc-old", "host", 99, 1000, False)
+    assert begin(pool, job_id, old).code == errors.UNKNOWN_WORKER
+    assert queue_of(pool).started_job_registry.count == 0
+    assert pool.workers()[0].jobs == 0
+    assert begin(pool, job_id).code == errors.OK
+    assert pool.workers()[0].jobs == 1
+
+
+def test_begin_refuses_a_job_of_a_dead_workers_lease_to_the_ids_next_process_as_worker_dead(
+    pool: Pool, lease: Lease
+) -> None:
+    """A job sent under the lease of a worker that died never runs on the process
+    that registers the id next, and its verdict says the worker died (not merely
+    that the lease ended)."""
+    _, job_id = enqueue(pool, lease)
+    pool.client.delete(pool.keys.alive("w1"))
+    pool.client.zadd(pool.keys.heartbeats, {"w1": 1})
+    assert liveness.bury(pool)[0] == 1
+    after = Incarnation("w1", "inc-b", "host", 124, 1000, False)
+    assert liveness.register(pool, after) is True
+    begun = begin(pool, job_id, after)
+    assert (begun.code, begun.token) == (errors.WORKER_DEAD, str(lease.token))
+    assert begun.nonce == lease.nonce
+    assert fetch(pool, job_id).get_status() == JobStatus.QUEUED
+    assert pool.workers()[0].jobs == 0
+
+
+def test_a_removed_busy_worker_still_begins_the_jobs_of_the_lease_it_serves(
+    pool: Pool, lease: Lease
+) -> None:
+    """Removing a leased worker retires it when the lease ends
+    (test_worker_scripts.py); until then its holder's jobs run."""
+    assert pool.remove_worker("w1") is True
+    code, job_id = enqueue(pool, lease)
+    assert code == errors.OK
+    assert begin(pool, job_id).code == errors.OK
+    assert lease.checkin() is True
+
+
 def test_begin_of_a_record_without_a_lease_or_with_junk_meta_is_not_held(
     pool: Pool, lease: Lease
 ) -> None:

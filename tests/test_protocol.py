@@ -83,7 +83,6 @@ EVERY_OP: list[protocol.Op[Any]] = [
     protocol.beat(K, ME),
     protocol.leave(K, ME, "drain"),
     protocol.bury(K, "w1", 7, "ab"),
-    protocol.fence_job(K, ME, "7", "ab"),
     protocol_jobs.enqueue_job(K, "w1", 7, "ab", "j1", 5, ["status", "queued"]),
     protocol_jobs.begin_job(K, ME, "j1", "j1:e1", "t", 1.0, "w1.inc"),
     protocol_jobs.finish_job(K, "w1", "7", "ab", "j1", job_records.end_of(
@@ -196,7 +195,7 @@ def test_worker_registration_codes_become_the_tables_exceptions() -> None:
     assert register.args[6] == "1", "an overflow worker says so"
 
 
-def test_leave_remove_bury_and_the_job_fence_read_their_outcomes() -> None:
+def test_leave_remove_and_bury_read_their_outcomes() -> None:
     leave = protocol.leave(K, ME, "idle")
     assert [leave.read(r) for r in ([OK, 1], [OK, 2], [FULL], [UNKNOWN_WORKER])] == [1, 2, 0, 0]
     with pytest.raises(ValueError, match="mode must be"):
@@ -206,9 +205,19 @@ def test_leave_remove_bury_and_the_job_fence_read_their_outcomes() -> None:
     assert protocol.bury(K).read([OK, 4, -1]) == protocol.Buried(4, -1, more=False)
     assert protocol.bury(K, limit=4).read([OK, 4, -1]).more
     assert protocol.bury(K).args == (1000, "", "", "")
-    fence = protocol.fence_job(K, ME, "7", "ab")
-    assert fence.read([OK, 1500]) == protocol.Fenced(OK, 1.5)
-    assert fence.read([NOT_HELD]) == protocol.Fenced(NOT_HELD, 0.0)
+
+
+def test_the_job_fence_reads_its_verdict_and_the_seconds_the_lease_holds() -> None:
+    """begin_job's PTTL (ms) becomes the seconds the worker may count on while
+    the job runs; a refusal leaves it none."""
+    fence = protocol_jobs.begin_job(K, ME, "j1", "j1:e1", "t", 1.0, "w1.inc")
+    ran = fence.read([OK, 1500, b"7", b"ab", b"60", b"90", b"[]", b"5", b"", b""])
+    assert ran == protocol_jobs.Begun(OK, 1.5, "7", "ab", 60, 90, b"[]", "5", "", "")
+    assert fence.read([NOT_HELD, -1, b"7", b"ab", b"", b""]) == protocol_jobs.Begun(
+        NOT_HELD, 0.0, "7", "ab"
+    )
+    assert fence.read([WORKER_DEAD, -1, b"7", b"ab", b"", b""]).left == 0.0
+    assert fence.read([UNKNOWN_WORKER]) == protocol_jobs.Begun(UNKNOWN_WORKER)
 
 
 def test_lease_left_is_the_pttl_of_this_leases_key_only() -> None:
@@ -228,8 +237,6 @@ def test_an_unknown_code_or_a_junk_reply_is_corruption_naming_the_pool(
     for junk in ([99, 1, 2, 3, 4], [b"junk"], []):
         if op.script == "renew" and junk and junk[0] == 99:
             continue  # renew's first element is the server time, not a code
-        if op.script == "start_job" and junk and junk[0] == 99:
-            continue  # the fence hands its code to the worker, which refuses the job
         with pytest.raises(PoolCorrupted) as raised:
             op.read(junk)
         assert raised.value.pool == "unit" and raised.value.operation

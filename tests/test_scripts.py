@@ -112,7 +112,8 @@ def exercise_every_script(pool: Pool) -> None:
 
 
 def exercise_worker_scripts(pool: Pool) -> None:
-    """The scripts of worker processes: register, heartbeat, fence, bury, leave."""
+    """The scripts of worker processes: register, heartbeat, a job's (begin_job
+    is the fence), bury, leave."""
     me = Incarnation("wp", "inc-a", "host", 123, 1000, False)
     liveness.register(pool, me)
     liveness.beat(pool, me)
@@ -121,7 +122,6 @@ def exercise_worker_scripts(pool: Pool) -> None:
     )
     assert isinstance(granted, protocol.Granted)
     lease = Lease.granted(pool, granted, "cd34", auto_renew=False, sent=0.0)
-    liveness.start_job(pool, me, str(lease.token), lease.nonce)
     exercise_job_scripts(pool, me, lease)
     liveness.bury(pool, me.worker_id, lease.token, lease.nonce)
     liveness.leave(pool, me, "exit")

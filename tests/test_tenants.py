@@ -161,7 +161,7 @@ def _evil_library() -> str:
     name = library().name
     return (
         f"#!lua name={name}\n"
-        f"redis.register_function('{name}_start_job', function() return {{0}} end)\n"
+        f"redis.register_function('{name}_begin_job', function() return {{0}} end)\n"
     )
 
 

@@ -1,7 +1,9 @@
-"""The worker-process scripts' logic on fakeredis: registration, fence, burial, leaving.
+"""The worker-process scripts' logic on fakeredis: registration, burial, leaving.
 
 Expiry is simulated by deleting the alive key and backdating the heartbeat;
-real expiry and real processes are in test_worker.py.
+real expiry and real processes are in test_worker.py. The fence at a job's
+start (begin_job), dead workers' and retired workers' jobs included, is in
+test_jobs_scripts.py.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from redispool.errors import WorkerIdTaken
 from redispool.liveness import Incarnation
 from redispool.supervisor import BACKOFF_FIRST, Supervisor, SupervisorSettings, _Slot
 
-WORKER_SCRIPTS = ("leave_worker", "reap_workers", "register_worker", "start_job")
+WORKER_SCRIPTS = ("leave_worker", "reap_workers", "register_worker")
 
 
 @pytest.fixture
@@ -36,22 +38,6 @@ def die(pool: Pool, worker_id: str) -> None:
     pool.client.zadd(pool.keys.heartbeats, {worker_id: 1})
 
 
-def test_the_fence_lets_only_the_current_token_of_this_incarnation_run(pool: Pool) -> None:
-    assert liveness.register(pool, me()) is True
-    lease = pool.checkout(block=False, auto_renew=False)
-    token, nonce = str(lease.token), lease.nonce
-    assert liveness.start_job(pool, me(), token, nonce) == errors.OK
-    assert liveness.start_job(pool, me(), str(lease.token - 1), nonce) == errors.NOT_HELD
-    assert liveness.start_job(pool, me(), token, "0" * 32) == errors.NOT_HELD
-    assert liveness.start_job(pool, me(), token, "") == errors.NOT_HELD
-    assert liveness.start_job(pool, me(incarnation="inc-old"), token, nonce) == (
-        errors.UNKNOWN_WORKER
-    )
-    assert pool.workers()[0].jobs == 1
-    assert lease.checkin() is True
-    assert liveness.start_job(pool, me(), token, nonce) == errors.NOT_HELD
-
-
 def test_a_dead_worker_is_buried_and_its_lease_ends_as_worker_lost(pool: Pool) -> None:
     liveness.register(pool, me())
     lease = pool.checkout(block=False, auto_renew=False)
@@ -63,11 +49,6 @@ def test_a_dead_worker_is_buried_and_its_lease_ends_as_worker_lost(pool: Pool) -
     with pytest.raises(WorkerLost):
         lease.renew()
     assert lease.checkin() is False and lease.worker_died
-    # A new incarnation never runs a job sent under the dead one's lease.
-    liveness.register(pool, me(incarnation="inc-b"))
-    assert liveness.start_job(pool, me(incarnation="inc-b"), str(lease.token), lease.nonce) == (
-        errors.WORKER_DEAD
-    )
 
 
 def test_a_live_or_hand_added_id_is_never_taken(pool: Pool) -> None:
@@ -151,7 +132,6 @@ def test_a_removed_busy_worker_serves_its_lease_then_is_gone_for_good(pool: Pool
     lease = pool.checkout(block=False, auto_renew=False)
     assert pool.remove_worker("w1") is True
     assert liveness.beat(pool, me()) == "beat"  # still serving its lease
-    assert liveness.start_job(pool, me(), str(lease.token), lease.nonce) == errors.OK
     assert lease.checkin() is True
     assert liveness.beat(pool, me()) == "gone"
     assert pool.workers() == []

@@ -34,14 +34,13 @@ API (every builder takes the pool's :class:`~redispool.keys.PoolKeys` first)::
     beat(keys, me, *, reregister=True, default_ttl_ms=0)       -> Op[Beat]
     leave(keys, me, mode)                                      -> Op[int]    # 1, 2 or 0
     bury(keys, worker_id="", token=None, nonce="", limit=BURY_BATCH) -> Op[Buried]
-    fence_job(keys, me, token, nonce)                          -> Op[Fenced]
     lease_left(keys, worker_id, token, nonce)                  -> Reads[float]  # GET + PTTL
 
 Vocabulary: *reclaim* returns the workers of expired leases; *bury* removes
 a worker whose process stopped beating (the ``reap_workers`` script; the
 :class:`~redispool.Reaper` does both); the *fence* is the check a worker
 makes before each job that its token and nonce are the current lease's
-(``start_job``); a lease's *token* is its fencing token.
+(``begin_job``, in :mod:`.jobs`); a lease's *token* is its fencing token.
 
 A Lease's life is :class:`LeaseLife` (:mod:`.lease_life`); the time
 arithmetic both clients share (waiter wake times, alive_until, renewal due
@@ -59,7 +58,6 @@ from .pool_ops import configure, reclaim, status
 from .replies import (
     Buried,
     Checkin,
-    Fenced,
     Granted,
     Handoff,
     Queued,
@@ -74,7 +72,6 @@ from .workers import (
     add_worker,
     beat,
     bury,
-    fence_job,
     lease_left,
     leave,
     register,
@@ -87,7 +84,6 @@ __all__ = [
     "Buried",
     "Checkin",
     "Event",
-    "Fenced",
     "Granted",
     "Handoff",
     "Incarnation",
@@ -106,7 +102,6 @@ __all__ = [
     "checkout",
     "clock",
     "configure",
-    "fence_job",
     "lease_left",
     "leave",
     "read_handoff",

@@ -10,7 +10,6 @@ from ..wire import text
 __all__ = [
     "Buried",
     "Checkin",
-    "Fenced",
     "Granted",
     "Handoff",
     "Queued",
@@ -122,12 +121,3 @@ class Buried:
     buried: int
     state: int
     more: bool = False
-
-
-@dataclass(frozen=True)
-class Fenced:
-    """The job fence's verdict (``start_job``): a result code, and the seconds
-    the lease surely still holds when the code is OK (0.0 otherwise)."""
-
-    code: int
-    left: float

@@ -1,5 +1,6 @@
 """The operations on workers: add and remove by hand; a worker process's
-registration, heartbeat, leaving and job fence; burial of dead workers."""
+registration, heartbeat and leaving, and its look at a running job's lease;
+burial of dead workers. (The fence at a job's start is :mod:`.jobs`'s.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..errors import FULL, OK, UNKNOWN_WORKER, OutOfService, raise_for
 from ..keys import PoolKeys
 from ..wire import text
 from .op import Op, Reads, code_of, unexpected
-from .replies import Buried, Fenced
+from .replies import Buried
 
 __all__ = [
     "LEAVE_MODES",
@@ -21,7 +22,6 @@ __all__ = [
     "add_worker",
     "beat",
     "bury",
-    "fence_job",
     "lease_left",
     "leave",
     "register",
@@ -173,20 +173,6 @@ def bury(
     return Op(
         "reap_workers", (*keys.common, *keys.liveness), args, parse, keys.pool, worker_id or None
     )
-
-
-def fence_job(keys: PoolKeys, me: Incarnation, token: str, nonce: str) -> Op[Fenced]:
-    """The job fence (``start_job``): may this job of ``token`` and ``nonce``
-    run on ``me``? Result: :class:`Fenced` (its code is the verdict)."""
-
-    def parse(reply: Any) -> Fenced:
-        code = code_of(reply)
-        left = max(0, int(reply[1])) / 1000 if code == OK and len(reply) > 1 else 0.0
-        return Fenced(code, left)
-
-    op_keys = (keys.lease(me.worker_id), keys.incarnations, keys.dead_leases, keys.jobs)
-    args = (me.worker_id, token, me.incarnation, nonce)
-    return Op("start_job", op_keys, args, parse, keys.pool, me.worker_id)
 
 
 def lease_left(keys: PoolKeys, worker_id: str, token: str, nonce: str) -> Reads[float]:

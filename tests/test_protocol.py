@@ -88,6 +88,8 @@ EVERY_OP: list[protocol.Op[Any]] = [
     protocol_jobs.finish_job(K, "w1", "7", "ab", "j1", job_records.end_of(
         "returned", value=1, execution="j1:e1", now=1.0, result_ttl=5, failure_ttl=5,
         worker_name="w1.inc")),
+    protocol_jobs.give_back(K, "w1", "j1", "j1:e1"),
+    protocol_jobs.withdraw_job(K, "w1", "j1"),
 ]
 
 

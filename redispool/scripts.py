@@ -77,7 +77,7 @@ SCRIPT_NAMES = (
 #: Operations whose KEYS are variadic and whose reply has one entry per key.
 VARIADIC_KEYS = frozenset({"renew"})
 #: The shared helpers, in the order they are defined; each that reads KEYS has a bind_<name>().
-INCLUDES = ("pool", "handoff", "workers", "repair")
+INCLUDES = ("kinds", "pool", "handoff", "workers", "repair")
 
 _INCLUDE = re.compile(r"^-- @include (\w+)$", re.MULTILINE)
 #: The name of every version of the library: ``redispool_`` and 12 hex digits.
@@ -99,9 +99,20 @@ def code_constants() -> str:
 
 def source_of(name: str) -> str:
     """The operation's text, with the result codes and the helpers it includes
-    written out in front (``fence_write``'s too, though not in the library)."""
-    body = _INCLUDE.sub(lambda m: _read(f"includes/{m.group(1)}.lua"), _read(f"{name}.lua"))
-    return code_constants() + "\n" + body
+    (and those they include, each once) written out in place (``fence_write``'s
+    too, though not in the library)."""
+    seen: set[str] = set()
+
+    def expand(text: str) -> str:
+        def include(match: re.Match[str]) -> str:
+            if match.group(1) in seen:
+                return ""
+            seen.add(match.group(1))
+            return expand(_read(f"includes/{match.group(1)}.lua"))
+
+        return _INCLUDE.sub(include, text)
+
+    return code_constants() + "\n" + expand(_read(f"{name}.lua"))
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@
     {NO_JOB}         not in the intermediate queue (withdrawn by its client), or no
                      such job record (expired, deleted): drop the id
 ]]
+-- @include kinds
 local rcall = redis.call
 -- OK, NOT_HELD, UNKNOWN_WORKER, WORKER_DEAD, NO_JOB: generated from redispool/errors.py Code.
 
@@ -52,12 +53,8 @@ local started_at, now, worker_name = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local token_meta, nonce_meta = ARGV[8], ARGV[9]
 
 -- The give-back and the take-out below write lists: checked before any write.
-for _, list in ipairs({taken, queue}) do
-  local kind = rcall('TYPE', list)['ok']
-  if kind ~= 'none' and kind ~= 'list' then
-    return redis.error_reply('CORRUPT ' .. list .. ' is a ' .. kind .. ', not a list (written by hand?)')
-  end
-end
+local bad = mistyped({{taken, 'list'}, {queue, 'list'}})
+if bad then return bad end
 -- A job that is not in the intermediate queue was withdrawn by its client
 -- (or never taken by a wait): it never starts.
 if not rcall('LPOS', taken, job_id) then return {NO_JOB} end

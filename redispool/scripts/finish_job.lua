@@ -40,6 +40,7 @@
     {WORKER_DEAD}  the same, its worker having died
     error CORRUPT  a key it writes has the wrong type; nothing was written
 ]]
+-- @include kinds
 local rcall = redis.call
 -- OK, NOT_HELD, WORKER_DEAD: generated from redispool/errors.py Code.
 
@@ -54,14 +55,9 @@ local verdict_meta = ARGV[16]
 -- Redis keeps the writes of a script that stops halfway: a key of the wrong
 -- type (written by hand?) is named before the first write, and nothing is
 -- written; the job stays started until it is repaired.
-for _, written in ipairs({{wip, 'zset'}, {job, 'hash'}, {finished, 'zset'}, {failed, 'zset'},
-                          {results, 'stream'}, {jobs_failed, 'hash'}}) do
-  local found = rcall('TYPE', written[1])['ok']
-  if found ~= 'none' and found ~= written[2] then
-    return redis.error_reply('CORRUPT ' .. written[1] .. ' is a ' .. found .. ', not a '
-                             .. written[2] .. ' (written by hand?)')
-  end
-end
+local bad = mistyped({{wip, 'zset'}, {job, 'hash'}, {finished, 'zset'}, {failed, 'zset'},
+                      {results, 'stream'}, {jobs_failed, 'hash'}})
+if bad then return bad end
 
 local code = OK
 if kind == 'returned' then

@@ -25,18 +25,14 @@
     0    nothing to give back; nothing written
   A list or registry of the wrong type stops the script having written nothing.
 ]]
+-- @include kinds
 local rcall = redis.call
 
 local taken, wip, jobs, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_id, execution, wid = ARGV[1], ARGV[2], ARGV[3]
 
-for _, key in ipairs({{taken, 'list'}, {queue, 'list'}, {wip, 'zset'}, {jobs, 'hash'}}) do
-  local kind = rcall('TYPE', key[1])['ok']
-  if kind ~= 'none' and kind ~= key[2] then
-    return redis.error_reply('CORRUPT ' .. key[1] .. ' is a ' .. kind .. ', not a ' .. key[2]
-      .. ' (written by hand?)')
-  end
-end
+local bad = mistyped({{taken, 'list'}, {queue, 'list'}, {wip, 'zset'}, {jobs, 'hash'}})
+if bad then return bad end
 if rcall('LREM', taken, 1, job_id) == 0 then
   if rcall('ZREM', wip, execution) == 0 then return 0 end
   -- A junk count (not an integer) is left as it is: the job still goes back.

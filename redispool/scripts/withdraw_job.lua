@@ -15,14 +15,11 @@
     the number of copies taken out (0: it had started, or was never queued)
   A list of the wrong type stops the script having written nothing.
 ]]
+-- @include kinds
 local rcall = redis.call
 
 local queue, taken, job_id = KEYS[1], KEYS[2], ARGV[1]
 
-for _, key in ipairs({queue, taken}) do
-  local kind = rcall('TYPE', key)['ok']
-  if kind ~= 'none' and kind ~= 'list' then
-    return redis.error_reply('CORRUPT ' .. key .. ' is a ' .. kind .. ', not a list (written by hand?)')
-  end
-end
+local bad = mistyped({{queue, 'list'}, {taken, 'list'}})
+if bad then return bad end
 return rcall('LREM', queue, 1, job_id) + rcall('LREM', taken, 1, job_id)

@@ -33,6 +33,8 @@
   server's one thread some 4,600 instructions (callgrind, Redis 7.0): the hot
   paths make only the calls their checks need.
 ]]
+-- @include kinds
+
 -- redis.call and redis.pcall, bound at each call (a library may not touch
 -- them, nor any global, at load).
 local rcall, rpcall, rtype
@@ -148,11 +150,8 @@ end
 -- of a script that fails halfway, so a late error could lose a worker.
 local function wrong_type()
   for _, kind in ipairs(KINDS) do
-    local key = K[kind[1]]
-    local found = rcall('TYPE', key)['ok']
-    if found ~= 'none' and found ~= kind[2] then
-      return corrupt(key, 'is a ' .. found .. ', not a ' .. kind[2])
-    end
+    local bad = wrong_kind(K[kind[1]], kind[2])
+    if bad then return bad end
   end
   return nil
 end

@@ -60,41 +60,58 @@ class Renewer:
 
     def _reset(self) -> None:
         self._leases: dict[int, Lease] = {}
-        # never taken twice by one thread: a plain Lock, cheaper than the default RLock
-        self._cond = threading.Condition(threading.Lock())
+        # Never taken twice by one thread: a plain Lock, cheaper than the default
+        # RLock. Every ``with`` takes the Lock itself, never the Condition: the
+        # Condition's ``__enter__`` is Python code that checks for signals once
+        # its acquire returns, so an interrupt there (a KeyboardInterrupt in the
+        # main thread) left the lock held for ever; a C lock's ``__enter__`` lets
+        # nothing run between the acquire and the block that releases it.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # for wait and notify only
         self._thread: threading.Thread | None = None
-        #: A thread runs and will see new leases; set and cleared under ``_cond``,
+        #: A thread runs and will see new leases; set and cleared under the lock,
         #: so asking costs no ``Thread.is_alive()`` at each registration.
         self._running = False
         self._stopping = False
         self._wake_at = math.inf  # when the thread wakes next (monotonic)
 
     def add(self, lease: Lease) -> None:
-        with self._cond:
+        with self._lock:
             self._leases[id(lease)] = lease  # by identity: tokens can repeat
             if not self._running:
-                self._stopping = False
-                self._wake_at = math.inf
-                self._thread = threading.Thread(
-                    target=self._run, name=f"redispool-renewer-{self.name}", daemon=True
-                )
-                self._thread.start()
-                self._running = True
+                self._start()
             self._idle_nap = min(self._idle_nap, lease.ttl / 3)
             if lease.renew_due() < self._wake_at:
-                self._cond.notify()  # due before the thread would wake: wake it now
+                self._cond.notify_all()  # due before the thread would wake: wake it now
+
+    def _start(self) -> None:
+        """Start a thread (under the lock) and make it the one that renews. If
+        ``start()`` is interrupted, whether the thread began cannot be told:
+        the next registration starts another, and a thread that is no longer
+        the one named here ends at its next look."""
+        self._stopping = False
+        self._wake_at = math.inf
+        thread = threading.Thread(
+            target=self._run, name=f"redispool-renewer-{self.name}", daemon=True
+        )
+        self._thread, self._running = thread, True
+        try:
+            thread.start()
+        except BaseException:
+            self._running = False
+            raise
 
     def discard(self, lease: Lease) -> None:
-        with self._cond:
+        with self._lock:
             self._leases.pop(id(lease), None)
 
     def __len__(self) -> int:
         return len(self._leases)
 
     def stop(self) -> None:
-        with self._cond:
+        with self._lock:
             self._stopping = True
-            self._cond.notify()
+            self._cond.notify_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
@@ -105,17 +122,21 @@ class Renewer:
         return min(lease.renew_due() for lease in self._leases.values())
 
     def _run(self) -> None:
+        me = threading.current_thread()
         try:
-            self._loop()
+            self._loop(me)
         except BaseException:  # the thread dies: the next registration starts another
-            with self._cond:
-                self._running = False
+            with self._lock:
+                if self._thread is me:
+                    self._running = False
             raise
 
-    def _loop(self) -> None:
+    def _loop(self, me: threading.Thread) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while True:
+                    if self._thread is not me:  # replaced (see _start): the other renews
+                        return
                     if self._stopping:
                         self._running = False
                         return

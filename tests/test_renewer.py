@@ -8,6 +8,7 @@ a thread that renews.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -94,3 +95,62 @@ def test_every_registration_of_many_threads_is_renewed() -> None:
     alive = [t for t in threading.enumerate() if t.name == "redispool-renewer-many"]
     assert len(alive) == 1  # one thread, however many registered at once
     renewer.stop()
+
+
+class _Interrupt(BaseException):
+    """What a signal handler raises in the main thread, as Python's SIGINT does."""
+
+
+def test_an_interrupt_anywhere_in_a_registration_never_leaves_the_renewer_locked() -> None:
+    # An interrupt that landed just after Condition.__enter__ took the lock (its
+    # Python frame checks for signals once the acquire returns) left the lock held
+    # for ever: the next checkin (discard) and the renewer thread hung (a waiter
+    # hit by SIGINT around its handoff, test_interrupts, once in ~1,000 rounds).
+    renewer = Renewer("fake", lambda leases: [])
+    main = threading.main_thread()
+    assert threading.current_thread() is main
+    stop = threading.Event()
+    interrupts, armed = [0], [False]
+
+    def on_signal(signum: int, frame: object) -> None:
+        if armed[0]:  # one interrupt per registration, and only inside it
+            armed[0] = False
+            interrupts[0] += 1
+            raise _Interrupt
+
+    def keep_interrupting() -> None:
+        while not stop.wait(0.00005):
+            signal.pthread_kill(main.ident or 0, signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, on_signal)
+    sender = threading.Thread(target=keep_interrupting, daemon=True)
+    sender.start()
+    leases = [lease(60.0) for _ in range(8)]
+    ended = time.monotonic() + 3
+    try:
+        while time.monotonic() < ended and interrupts[0] < 20_000:
+            for each in leases:
+                try:
+                    armed[0] = True
+                    renewer.add(each)
+                    renewer.discard(each)
+                    armed[0] = False
+                except _Interrupt:
+                    pass
+                got = renewer._lock.acquire(timeout=2)  # unarmed: nothing cuts this short
+                if got:
+                    renewer._lock.release()
+                assert got, "an interrupt left the renewer's lock held"
+    finally:
+        stop.set()
+        sender.join()
+        signal.signal(signal.SIGUSR2, previous)
+    assert interrupts[0] > 200, "too few interrupts to say anything"
+
+    def renewers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "redispool-renewer-fake"]
+
+    # a thread whose start was cut short is replaced, and ends once it looks
+    wait_for(lambda: len(renewers()) <= 1, timeout=5, message="one renewer thread")
+    renewer.stop()
+    wait_for(lambda: not renewers(), timeout=5, message="no renewer thread after stop")

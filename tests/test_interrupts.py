@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from helpers import wait_for
 
 from redispool import Pool
@@ -20,6 +22,24 @@ WAITER = Path(__file__).parent / "procs" / "interrupted_waiter.py"
 ROUNDS = 120
 #: SIGINT lands this many seconds around the checkin that hands the worker over.
 SPREAD = (-0.001, 0.003)
+#: Longest a round may take to say how it ended: its checkout times out after 10 s.
+LINE_TIMEOUT = 20
+
+
+def _line(proc: subprocess.Popen[str], what: str) -> str:
+    """The waiter's next line, within its checkout's own timeout and some; a
+    waiter that prints nothing by then hangs: the failure carries its stacks
+    (SIGUSR1: faulthandler) and what it wrote on stderr."""
+    assert proc.stdout is not None and proc.stderr is not None
+    ready, _, _ = select.select([proc.stdout], [], [], LINE_TIMEOUT)
+    if ready:
+        return proc.stdout.readline().strip()
+    proc.send_signal(signal.SIGUSR1)
+    select.select([proc.stderr], [], [], 5)  # the dump has begun
+    time.sleep(0.2)  # a grace for the rest of it: only this failing path waits
+    proc.kill()
+    _, err = proc.communicate(timeout=10)
+    pytest.fail(f"the waiter wrote nothing for {LINE_TIMEOUT} s, waiting for {what}:\n{err}")
 
 
 def _settled(pool: Pool) -> bool:
@@ -33,13 +53,13 @@ def test_a_sigint_around_a_handoff_leaves_the_worker_to_someone(
     pool = make_pool(workers=1, lease_ttl=60)  # a stranded worker would stay busy a minute
     proc = subprocess.Popen(
         [sys.executable, str(WAITER), redis_url, "p"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdin is not None and proc.stdout is not None
     seen: Counter[str] = Counter()
     rng = random.Random(8)
     try:
-        assert proc.stdout.readline().strip() == "ready"
+        assert _line(proc, "ready") == "ready"
         for round_no in range(ROUNDS):
             held = pool.checkout(block=False)
             proc.stdin.write("go\n")
@@ -54,7 +74,7 @@ def test_a_sigint_around_a_handoff_leaves_the_worker_to_someone(
                 held.checkin()
                 time.sleep(delay)
                 proc.send_signal(signal.SIGINT)
-            outcome = proc.stdout.readline().strip()
+            outcome = _line(proc, f"round {round_no}'s outcome (SIGINT at {delay * 1000:+.2f} ms)")
             seen[outcome] += 1
             wait_for(
                 lambda: _settled(pool),
@@ -67,6 +87,8 @@ def test_a_sigint_around_a_handoff_leaves_the_worker_to_someone(
         proc.wait()
         proc.stdin.close()
         proc.stdout.close()
+        assert proc.stderr is not None
+        proc.stderr.close()
     print(f"outcomes over {ROUNDS} rounds: {dict(seen)}")
     assert set(seen) <= {"got", "interrupted"}
     assert seen["got"] > 0 and seen["interrupted"] > 0

@@ -13,6 +13,7 @@ round before it queued.
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 from types import FrameType
@@ -51,6 +52,7 @@ def one_round(pool: Pool) -> str:
 
 def main() -> None:
     signal.signal(signal.SIGINT, _on_sigint)
+    faulthandler.register(signal.SIGUSR1)  # its stacks on stderr, when a round hangs
     url, name = sys.argv[1:3]
     pool = Pool(name, url=url)
     pool.status()  # connected and the library loaded before the first round

@@ -55,7 +55,9 @@ JOB_COMMANDS = frozenset(
 )  # fmt: skip
 EXPIRED_EVENTS = "&__keyevent@*__:expired"
 
-_CALL = re.compile(r"(?:rcall|probe)\('([A-Z]+)'")
+#: A command a script calls: through its local names for redis.call and redis.pcall
+#: (rcall, rpcall, probe) or through redis.call and redis.pcall themselves.
+_CALL = re.compile(r"(?:rcall|rpcall|probe|redis\.call|redis\.pcall)\('([A-Z]+)'")
 
 
 #: The scripts of a job's life (lease.run and worker hosts): their commands are

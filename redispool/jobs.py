@@ -10,8 +10,8 @@ the workers.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import math
 import threading
 import time as mod_time
@@ -35,6 +35,8 @@ __all__ = [
     "function_name",
     "run",
 ]
+
+log = logging.getLogger("redispool.jobs")
 
 #: Functions a worker runs unless configured otherwise.
 DEFAULT_FUNCTIONS = frozenset({"redispool.doubler.double"})
@@ -186,8 +188,10 @@ def _withdraw(lease: Lease, job_id: str) -> None:
     (``withdraw_job``): it then never runs (``begin_job`` starts only a job
     still there). Best effort: a Redis out of reach leaves it queued."""
     op = protocol_jobs.withdraw_job(lease.pool.keys, lease.worker_id, job_id)
-    with contextlib.suppress(PoolError, redis.RedisError):
+    try:
         lease.pool.sender.send(op)
+    except (PoolError, redis.RedisError) as exc:  # the error that brought us here goes on
+        log.warning("pool %s: job %s not withdrawn: %s", lease.pool.name, job_id, exc)
 
 
 def _check_active(lease: Lease, operation: str) -> None:

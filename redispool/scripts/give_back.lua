@@ -3,7 +3,10 @@
   (begin_job) got no reply: if that start never ran, or ran and said OK. Not
   if it refused the job, gave it back itself (another process holds the
   worker id, and may have started it: a second copy would run it twice), or
-  if the job's client withdrew it meanwhile (it must never start then).
+  if the job's client withdrew it from the intermediate queue meanwhile (it
+  must never start then). A start that said OK is past any withdrawal (its
+  client finds it in neither queue, as for a job that runs): given back, the
+  job runs once, under its lease, as a started one would.
 
   One script, so no withdrawal falls between its look and its push: with the
   look and the push as two calls, a client that withdrew the job in between

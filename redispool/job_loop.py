@@ -57,6 +57,10 @@ class JobLoop:
         #: id's last process took and never started (it died), or one whose
         #: move's reply was lost with the connection. True until it is empty.
         self._left_over = True
+        #: A give-back that could not be sent, (job id, execution): sent again
+        #: at the next wait (a start that said OK left the job only in RQ's
+        #: StartedJobRegistry, where no wait looks).
+        self._give_back_due: tuple[str, str] | None = None
 
     def next_id(self, wait: float) -> str | None:
         """The next job id on this worker's queue, waiting up to ``wait`` seconds.
@@ -65,6 +69,8 @@ class JobLoop:
         which the job's start (``begin_job``) empties: a job taken but not
         started, whatever happened meanwhile, is taken up again from there.
         """
+        if self._give_back_due is not None:
+            self.give_back(*self._give_back_due)
         wire = self.pool.sender.wire
         where = f"dequeue ({self.queue_key} to {self.taken_key})"
         with self.pool.sender.errors(where, self.me.worker_id):
@@ -108,14 +114,18 @@ class JobLoop:
         RQ's StartedJobRegistry, which only this process can have written; that
         entry and its count are taken back. One script (``give_back``) looks and
         pushes, so a client's withdrawal comes wholly before or after it. If
-        Redis cannot be reached for this either, the id stays where it is, for
-        the next wait."""
+        Redis cannot be reached for this either, the next wait sends it again
+        (a second give-back finds nothing to give back)."""
         self._left_over = True
         op = protocol_jobs.give_back(self.pool.keys, self.me.worker_id, job_id, execution)
         try:
             self.pool.sender.send(op)
         except PoolError as exc:
-            log.warning("worker %s: job %s not given back: %s", self.me.worker_id, job_id, exc)
+            self._give_back_due = (job_id, execution)
+            log.warning("worker %s: job %s not given back (again at the next wait): %s",
+                        self.me.worker_id, job_id, exc)  # fmt: skip
+        else:
+            self._give_back_due = None
 
     def drop(self, job_id: str) -> None:
         """Forget a job that cannot be handled (its start failed on junk)."""

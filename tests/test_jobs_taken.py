@@ -325,3 +325,35 @@ def test_a_job_given_up_on_before_it_is_sent_is_never_written(
     assert pool.client.llen(loop.queue_key) == 0
     assert pool.client.keys(rq_key(pool.keys, "job", "*")) == []
     assert lease.active
+
+
+def test_a_start_that_ran_whose_reply_and_give_back_were_lost_is_given_back_at_the_next_wait(
+    make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the start said OK (the job only in RQ's StartedJobRegistry, marked started)
+    # and neither its reply nor the give-back got through: no wait looks there, so
+    # the job never ran and its client waited out its whole timeout
+    pool, lease, loop, calls = job_loop(make_pool)
+    job_id = enqueue(pool, lease)
+    send = pool.sender.send
+
+    def start_reply_and_give_back_lost(op: Any) -> Any:
+        if op.name == "give_back":
+            raise unreachable(op.name)  # never sent
+        reply = send(op)
+        if op.name == "begin_job":
+            raise unreachable(op.name)  # it ran: its reply is lost
+        return reply
+
+    assert loop.next_id(1) == job_id
+    monkeypatch.setattr(pool.sender, "send", start_reply_and_give_back_lost)
+    with pytest.raises(PoolUnavailable):
+        loop.handle(job_id)
+    monkeypatch.undo()
+    wip = rq_key(pool.keys, "wip", pool.keys.rq_queue("w1"))
+    assert pool.client.zcard(wip) == 1 and pool.client.llen(loop.queue_key) == 0
+    assert loop.next_id(1) == job_id  # given back first, then taken
+    assert pool.client.zcard(wip) == 0
+    assert loop.handle(job_id) == errors.OK
+    assert len(calls.calls) == 1
+    assert loop.next_id(0.05) is None  # once only

@@ -26,20 +26,26 @@ SPREAD = (-0.001, 0.003)
 LINE_TIMEOUT = 20
 
 
-def _line(proc: subprocess.Popen[str], what: str) -> str:
-    """The waiter's next line, within its checkout's own timeout and some; a
+def _line(proc: subprocess.Popen[str], err: Path, what: str) -> str:
+    """The waiter's next line, within its checkout's own timeout and some. A
     waiter that prints nothing by then hangs: the failure carries its stacks
-    (SIGUSR1: faulthandler) and what it wrote on stderr."""
-    assert proc.stdout is not None and proc.stderr is not None
+    (SIGUSR1: faulthandler); one that ended, what it wrote on stderr (``err``)."""
+    assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], LINE_TIMEOUT)
     if ready:
-        return proc.stdout.readline().strip()
+        line = proc.stdout.readline()
+        if line:
+            return line.strip()
+        proc.wait(timeout=10)
+        pytest.fail(f"the waiter ended ({proc.returncode}) waiting for {what}:\n{err.read_text()}")
+    size = err.stat().st_size
     proc.send_signal(signal.SIGUSR1)
-    select.select([proc.stderr], [], [], 5)  # the dump has begun
-    time.sleep(0.2)  # a grace for the rest of it: only this failing path waits
+    wait_for(lambda: err.stat().st_size > size, timeout=5, message="the waiter's stacks")
+    time.sleep(0.2)  # a grace for the rest of the dump: only this failing path waits
     proc.kill()
-    _, err = proc.communicate(timeout=10)
-    pytest.fail(f"the waiter wrote nothing for {LINE_TIMEOUT} s, waiting for {what}:\n{err}")
+    proc.wait(timeout=10)
+    pytest.fail(f"the waiter wrote nothing for {LINE_TIMEOUT} s, waiting for {what}:\n"
+                f"{err.read_text()}")  # fmt: skip
 
 
 def _settled(pool: Pool) -> bool:
@@ -48,18 +54,20 @@ def _settled(pool: Pool) -> bool:
 
 
 def test_a_sigint_around_a_handoff_leaves_the_worker_to_someone(
-    make_pool: MakePool, redis_url: str
+    make_pool: MakePool, redis_url: str, tmp_path: Path
 ) -> None:
     pool = make_pool(workers=1, lease_ttl=60)  # a stranded worker would stay busy a minute
-    proc = subprocess.Popen(
-        [sys.executable, str(WAITER), redis_url, "p"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    err = tmp_path / "waiter.err"
+    with err.open("w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, str(WAITER), redis_url, "p"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err_file, text=True,
+        )  # fmt: skip
     assert proc.stdin is not None and proc.stdout is not None
     seen: Counter[str] = Counter()
     rng = random.Random(8)
     try:
-        assert _line(proc, "ready") == "ready"
+        assert _line(proc, err, "ready") == "ready"
         for round_no in range(ROUNDS):
             held = pool.checkout(block=False)
             proc.stdin.write("go\n")
@@ -74,7 +82,8 @@ def test_a_sigint_around_a_handoff_leaves_the_worker_to_someone(
                 held.checkin()
                 time.sleep(delay)
                 proc.send_signal(signal.SIGINT)
-            outcome = _line(proc, f"round {round_no}'s outcome (SIGINT at {delay * 1000:+.2f} ms)")
+            at = f"SIGINT at {delay * 1000:+.2f} ms"
+            outcome = _line(proc, err, f"round {round_no}'s outcome ({at})")
             seen[outcome] += 1
             wait_for(
                 lambda: _settled(pool),
@@ -87,8 +96,6 @@ def test_a_sigint_around_a_handoff_leaves_the_worker_to_someone(
         proc.wait()
         proc.stdin.close()
         proc.stdout.close()
-        assert proc.stderr is not None
-        proc.stderr.close()
     print(f"outcomes over {ROUNDS} rounds: {dict(seen)}")
     assert set(seen) <= {"got", "interrupted"}
     assert seen["got"] > 0 and seen["interrupted"] > 0

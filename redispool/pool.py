@@ -237,8 +237,11 @@ class Pool:
             return False
         try:
             result, acks = self.sender.send_acked(op)
-        except BaseException:  # unreachable, or interrupted (Ctrl-C): it may not have run
+        except Exception:  # unreachable, or refused: it may not have run
             lease.reopen()
+            raise
+        except BaseException:  # interrupted (Ctrl-C): finished first, then it goes on
+            self._finish_interrupted(lease, op)
             raise
         if result.returned:
             if acks < self.min_replicas:
@@ -248,6 +251,21 @@ class Pool:
             return True
         lease.end(worker_died=result.worker_died)
         return False
+
+    def _finish_interrupted(self, lease: Lease, op: protocol.Op[protocol.Checkin]) -> None:
+        """Send ``lease``'s checkin ``op`` again, the first having been cut short by
+        an interrupt: it may never have gone out, and the worker would then stay
+        out, unrenewed, until its TTL (a ``with pool.lease()`` block left by a
+        Ctrl-C never checks in again). A checkin that had run answers no to the
+        second and nothing changes. If this one fails or is interrupted too, the
+        lease stays open, for a checkin later."""
+        try:
+            result, acks = self.sender.send_acked(op)
+        except BaseException:  # the interrupt that brought us here goes on, not this
+            lease.reopen()
+            return
+        if result.returned and acks < self.min_replicas:
+            lease.reopen()
 
     def renew(self, lease: Lease) -> None:
         """Extend ``lease`` by its TTL; raise :class:`LeaseLost` if it has ended.

@@ -334,3 +334,34 @@ def test_bad_url_is_a_value_error() -> None:
         Pool("p", url="localhost:6379")
     with pytest.raises(ValueError, match="exactly one"):
         Pool("p")
+
+
+@pytest.mark.parametrize("cut", ["before it went out", "after it went out", "twice"])
+def test_a_checkin_cut_short_by_an_interrupt_is_finished_before_the_interrupt_goes_on(
+    cut: str, make_pool: MakePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an interrupt between the renewer letting go and the command going out left
+    # the lease open and unrenewed: a `with pool.lease()` block left by a Ctrl-C
+    # there never checked in again, and the worker stayed out for its whole TTL
+    pool = make_pool(workers=1, lease_ttl=60)
+    lease = pool.checkout()
+    call_packed, cuts = pool.sender.wire.call_packed, []
+
+    def interrupted(packed: bytes, command: Callable[[], tuple[object, ...]]) -> object:
+        if len(cuts) < (2 if cut == "twice" else 1):
+            cuts.append(command()[1])
+            if cut == "after it went out":
+                call_packed(packed, command)
+            raise KeyboardInterrupt
+        return call_packed(packed, command)
+
+    monkeypatch.setattr(pool.sender.wire, "call_packed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lease.checkin()
+    monkeypatch.undo()
+    assert len(cuts) == (2 if cut == "twice" else 1)
+    if cut == "twice":  # the second try cut short too: open, for a checkin later
+        assert pool.status().busy == 1 and lease.active
+        assert lease.checkin() is True
+    assert pool.status().idle == 1
+    assert not lease.active and not lease.lost.is_set()

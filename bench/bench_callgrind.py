@@ -13,7 +13,9 @@ replying) per cycle of:
 - each library's checkout+checkin of one client (a worker idle, no waiter),
 - each library's contended cycle as a server sees it with two clients and one worker:
   a checkout that queues, the holder's checkin that hands the worker over, the
-  waiter's BLMOVE peek and its cancel_wait that takes the handoff.
+  waiter's BLMOVE peek (and, for a library saved from main before the waiter took
+  its handoff without a claim, its cancel_wait that takes the handoff; this one's
+  checkin deletes the handoff its own lease came in instead).
 
 Unlike Redis time, the count does not move with the machine's load: the same binary,
 inputs and commands give the same figure. Stops the server it started, by pid.
@@ -78,6 +80,10 @@ class Shapes:
             return (self.k.prefix,)
         return (*common(self.k), self.k.lease(wid), self.k.dead_leases)
 
+    def wake_arg(self, ticket: str) -> tuple[str, ...]:
+        """checkin's ARGV[4] (the handoff to delete), which a saved library lacks."""
+        return (ticket,) if self.current else ()
+
     def cancel_wait(self, ticket: str) -> tuple[str, ...]:
         return protocol.cancel_wait(self.k, ticket).keys if self.current else (
             *common(self.k), self.k.wake(ticket))  # fmt: skip
@@ -92,7 +98,8 @@ def alone(r: redis.Redis, lib: str, pool: str, current: bool) -> Callable[[], No
     def cycle() -> None:
         got = r.fcall(f"{lib}_checkout", len(out), *out, 0, "h:1", "", 1000, NONCE)
         assert got[0] == 0, got
-        back = r.fcall(f"{lib}_checkin", len(back_keys), *back_keys, "w1", got[2], NONCE)
+        back = r.fcall(f"{lib}_checkin", len(back_keys), *back_keys, "w1", got[2], NONCE,
+                       *shape.wake_arg(""))  # fmt: skip
         assert back[0] == 0, back
 
     return cycle
@@ -104,7 +111,7 @@ def contended(r: redis.Redis, lib: str, pool: str, current: bool) -> Callable[[]
     r.fcall(f"{lib}_add_worker", 9, *keys, "w1", "|", LONG_TTL, "lifo")
     out, back_keys = shape.checkout(), shape.checkin("w1")
     first = r.fcall(f"{lib}_checkout", len(out), *out, LONG_TTL, "h:1", "", 1000, NONCE)
-    held = {"token": first[2], "nonce": NONCE, "n": 0}
+    held = {"token": first[2], "nonce": NONCE, "n": 0, "ticket": ""}
 
     def cycle() -> None:
         held["n"] += 1
@@ -113,14 +120,16 @@ def contended(r: redis.Redis, lib: str, pool: str, current: bool) -> Callable[[]
                          nonce)  # fmt: skip
         assert queued[0] == 2, queued
         back = r.fcall(f"{lib}_checkin", len(back_keys), *back_keys, "w1", held["token"],
-                       held["nonce"])  # fmt: skip
+                       held["nonce"], *shape.wake_arg(str(held["ticket"])))  # fmt: skip
         assert back[0] == 0, back
         wake = k.wake(ticket)
         peeked: bytes = r.blmove(wake, wake, 1, "LEFT", "LEFT")  # type: ignore[assignment]
-        wait_keys = shape.cancel_wait(ticket)
-        taken = r.fcall(f"{lib}_cancel_wait", len(wait_keys), *wait_keys, ticket)
-        assert taken[0] == 0 and taken[1] == peeked, (taken, peeked)
+        if not current:  # a saved library's waiter claims its handoff
+            wait_keys = shape.cancel_wait(ticket)
+            taken = r.fcall(f"{lib}_cancel_wait", len(wait_keys), *wait_keys, ticket)
+            assert taken[0] == 0 and taken[1] == peeked, (taken, peeked)
         held["token"], held["nonce"] = int(peeked.split(b"|")[0]), nonce
+        held["ticket"] = ticket
 
     return cycle
 

@@ -61,6 +61,11 @@ class Lease(LeaseLife[threading.Event]):
     jobs that carry a token or nonce other than their current lease's.
     """
 
+    #: The ticket of the waiter this lease was handed to while its handoff is
+    #: still in the waiter's wake key (taken without a claim): the checkin
+    #: deletes it. A class default: most leases have none.
+    wake_ticket = ""
+
     def __init__(
         self,
         pool: LeaseOwner,

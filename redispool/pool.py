@@ -232,8 +232,9 @@ class Pool:
         # can land) between close() and the try that reopens it, else a Ctrl-C there
         # leaves a closed lease whose checkin never went out (the worker stranded).
         op = protocol.checkin(
-            self.keys, worker_id=lease.worker_id, token=lease.token, nonce=lease.nonce
-        )
+            self.keys, worker_id=lease.worker_id, token=lease.token, nonce=lease.nonce,
+            wake_ticket=lease.wake_ticket,
+        )  # fmt: skip
         if not lease.close():
             return False
         try:

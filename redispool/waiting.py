@@ -9,8 +9,9 @@ Giving up (timeout, interrupt, error) is one script that also returns anything
 handed over meanwhile, so no worker is ever leaked to a caller that left.
 
 A handoff stays in Redis until the waiter has made its Lease: the wait only
-peeks at it, and the script that then takes it (``cancel_wait``) runs after
-the Lease exists. So a waiter interrupted at any moment of a handoff (a
+peeks at it, and it leaves Redis only after the Lease exists (at the lease's
+checkin; with ``min_replicas``, through ``cancel_wait``, which also waits for
+the replicas). So a waiter interrupted at any moment of a handoff (a
 ``KeyboardInterrupt``, a timeout firing) either finds the handoff still in
 Redis or holds the Lease: it checks the worker in before the exception goes
 on, and the worker goes to the next waiter. (A worker that a ``wait_tick`` or
@@ -150,8 +151,19 @@ class Waiter:
 
     def _claim(self, handoff: Handoff) -> Lease | None:
         """Take the handoff seen in the wake key; None if it was gone (then the
-        waiter has left the queue and rejoins it)."""
+        waiter has left the queue and rejoins it).
+
+        Without ``min_replicas`` there is nothing to ask Redis: the handoff's
+        script already took this waiter out of the queue, so the Lease is made
+        from what the wait saw, and the handoff stays in the wake key until the
+        lease's checkin deletes it (or its TTL, the lease's own, ends it). An
+        interrupt before the Lease is returned still finds it there. With
+        ``min_replicas``, ``cancel_wait`` takes it and ``WAIT`` says whether
+        enough replicas have the handoff."""
         self.claiming = self._handed(handoff)  # before Redis lets go of it
+        if not self.sender.need:
+            self.claiming.wake_ticket = self.ticket
+            return self._register(self.claiming, 0)
         cancel, acks = self.sender.send_acked(protocol.cancel_wait(self.keys, self.ticket))
         if cancel is None:  # only this waiter takes its handoff: cannot happen
             self.claiming = None

@@ -265,3 +265,36 @@ def test_a_wait_takes_nothing_from_the_wake_list_whenever_its_clock_ends(
         pusher.join()
         assert r.lrange(key, 0, -1) == [b"handoff"]
     assert len(pool.sender.wire) <= 1
+
+
+def test_a_waiter_takes_its_handoff_without_a_claim_and_its_checkin_clears_it(
+    make_pool: MakePool, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a handed worker cost the waiter a fourth call (cancel_wait, its claim) that
+    # only deleted the handoff: the handoff now stays in the wake key, under the
+    # lease's own TTL, until the lease's checkin deletes it
+    pool = make_pool(workers=1, lease_ttl=30)
+    held = pool.checkout(auto_renew=False)
+    waiter = make_pool()
+    sent: list[str] = []
+    send = waiter.sender.send_acked
+
+    def record(op: object) -> object:
+        sent.append(op.script)  # type: ignore[attr-defined]
+        return send(op)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(waiter.sender, "send_acked", record)
+    results: list[object] = []
+    thread = in_thread(lambda: waiter.checkout(timeout=5, auto_renew=False), results)
+    wait_for(lambda: pool.status().waiting == 1, message="the waiter queued")
+    assert held.checkin() is True  # handed over
+    thread.join(5)
+    (lease,) = results
+    assert isinstance(lease, Lease), lease
+    assert lease.worker_id == held.worker_id and "cancel_wait" not in sent
+    wake = waiter.keys.wake(lease.wake_ticket)
+    assert r.exists(wake) and 0 < r.pttl(wake) <= 30_000  # gone by itself with the lease
+    assert pool.status().waiting == 0
+    assert lease.checkin() is True
+    assert not r.keys(waiter.keys.prefix + "wake:*")
+    assert pool.status().idle == 1

@@ -87,9 +87,13 @@ def cancel_wait(keys: PoolKeys, ticket: str) -> Op[Handoff | None]:
     return Op("cancel_wait", (keys.prefix,), (ticket,), parse, keys.pool)  # names the rest
 
 
-def checkin(keys: PoolKeys, *, worker_id: str, token: int, nonce: str) -> Op[Checkin]:
+def checkin(
+    keys: PoolKeys, *, worker_id: str, token: int, nonce: str, wake_ticket: str = ""
+) -> Op[Checkin]:
     """End the lease and return its worker. Result: :class:`Checkin`
-    (``returned`` False when the lease had already ended)."""
+    (``returned`` False when the lease had already ended). ``wake_ticket``: the
+    ticket of the waiter the lease was handed to, if the handoff is still in its
+    wake key (the checkin deletes it)."""
 
     def parse(reply: Any) -> Checkin:
         code = int(reply[0])  # code_of, inline: the hot path
@@ -100,7 +104,8 @@ def checkin(keys: PoolKeys, *, worker_id: str, token: int, nonce: str) -> Op[Che
         unexpected(code, pool=keys.pool, operation="checkin", worker_id=worker_id)
 
     op_keys = (keys.prefix,)  # the script names the lease and the pool's keys from it
-    return Op("checkin", op_keys, (worker_id, token, nonce), parse, keys.pool, worker_id)
+    args = (worker_id, token, nonce, wake_ticket)
+    return Op("checkin", op_keys, args, parse, keys.pool, worker_id)
 
 
 def renew(keys: PoolKeys, leases: Sequence[tuple[str, int, str, int]]) -> Op[Renewal]:

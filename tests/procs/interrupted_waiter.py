@@ -53,6 +53,7 @@ def one_round(pool: Pool) -> str:
 def main() -> None:
     signal.signal(signal.SIGINT, _on_sigint)
     faulthandler.register(signal.SIGUSR1)  # its stacks on stderr, when a round hangs
+    faulthandler.enable()  # and when it crashes
     url, name = sys.argv[1:3]
     pool = Pool(name, url=url)
     pool.status()  # connected and the library loaded before the first round

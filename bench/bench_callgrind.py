@@ -13,9 +13,9 @@ replying) per cycle of:
 - each library's checkout+checkin of one client (a worker idle, no waiter),
 - each library's contended cycle as a server sees it with two clients and one worker:
   a checkout that queues, the holder's checkin that hands the worker over, the
-  waiter's BLMOVE peek (and, for a library saved from main before the waiter took
-  its handoff without a claim, its cancel_wait that takes the handoff; this one's
-  checkin deletes the handoff its own lease came in instead).
+  waiter's BLMOVE peek, and (for a library whose waiter claims its handoff) its
+  cancel_wait that takes the handoff; a library whose waiter does not claim has
+  each checkin delete the handoff its own lease came in instead.
 
 Unlike Redis time, the count does not move with the machine's load: the same binary,
 inputs and commands give the same figure. Stops the server it started, by pid.
@@ -65,33 +65,37 @@ def minimal(r: redis.Redis) -> Callable[[], None]:
 
 
 class Shapes:
-    """The KEYS each hot operation is sent with: this checkout's are the protocol
-    layer's; a library saved from main before this change took the nine common keys
-    (and the lease, dead_leases or wake key after them)."""
+    """The KEYS and ARGV each hot operation is sent with, for a library's source: the
+    protocol layer's for one whose hot scripts take the pool's prefix alone (else the
+    nine common keys, and the lease, dead_leases or wake key after them); and whether
+    its waiter claims its handoff (cancel_wait) or its checkin deletes it (ARGV[4])."""
 
-    def __init__(self, k: PoolKeys, current: bool) -> None:
-        self.k, self.current = k, current
+    def __init__(self, k: PoolKeys, source: str) -> None:
+        self.k = k
+        self.prefix_only = "local pools, pools_kept" in source
+        self.claims = "local wake = ARGV[4]" not in source
 
     def checkout(self) -> tuple[str, ...]:
-        return (self.k.prefix,) if self.current else common(self.k)
+        return (self.k.prefix,) if self.prefix_only else common(self.k)
 
     def checkin(self, wid: str) -> tuple[str, ...]:
-        if self.current:
+        if self.prefix_only:
             return (self.k.prefix,)
         return (*common(self.k), self.k.lease(wid), self.k.dead_leases)
 
     def wake_arg(self, ticket: str) -> tuple[str, ...]:
-        """checkin's ARGV[4] (the handoff to delete), which a saved library lacks."""
-        return (ticket,) if self.current else ()
+        """checkin's ARGV[4] (the handoff to delete), for a library whose waiter does
+        not claim."""
+        return () if self.claims else (ticket,)
 
     def cancel_wait(self, ticket: str) -> tuple[str, ...]:
-        return protocol.cancel_wait(self.k, ticket).keys if self.current else (
+        return protocol.cancel_wait(self.k, ticket).keys if self.prefix_only else (
             *common(self.k), self.k.wake(ticket))  # fmt: skip
 
 
-def alone(r: redis.Redis, lib: str, pool: str, current: bool) -> Callable[[], None]:
+def alone(r: redis.Redis, lib: str, pool: str, source: str) -> Callable[[], None]:
     k = PoolKeys(pool)
-    keys, shape = common(k), Shapes(k, current)
+    keys, shape = common(k), Shapes(k, source)
     r.fcall(f"{lib}_add_worker", 9, *keys, "w1", "|", LONG_TTL, "lifo")
     out, back_keys = shape.checkout(), shape.checkin("w1")
 
@@ -105,9 +109,9 @@ def alone(r: redis.Redis, lib: str, pool: str, current: bool) -> Callable[[], No
     return cycle
 
 
-def contended(r: redis.Redis, lib: str, pool: str, current: bool) -> Callable[[], None]:
+def contended(r: redis.Redis, lib: str, pool: str, source: str) -> Callable[[], None]:
     k = PoolKeys(pool)
-    keys, shape = common(k), Shapes(k, current)
+    keys, shape = common(k), Shapes(k, source)
     r.fcall(f"{lib}_add_worker", 9, *keys, "w1", "|", LONG_TTL, "lifo")
     out, back_keys = shape.checkout(), shape.checkin("w1")
     first = r.fcall(f"{lib}_checkout", len(out), *out, LONG_TTL, "h:1", "", 1000, NONCE)
@@ -124,7 +128,7 @@ def contended(r: redis.Redis, lib: str, pool: str, current: bool) -> Callable[[]
         assert back[0] == 0, back
         wake = k.wake(ticket)
         peeked: bytes = r.blmove(wake, wake, 1, "LEFT", "LEFT")  # type: ignore[assignment]
-        if not current:  # a saved library's waiter claims its handoff
+        if shape.claims:  # the waiter takes its handoff
             wait_keys = shape.cancel_wait(ticket)
             taken = r.fcall(f"{lib}_cancel_wait", len(wait_keys), *wait_keys, ticket)
             assert taken[0] == 0 and taken[1] == peeked, (taken, peeked)
@@ -185,11 +189,10 @@ def main() -> int:
                 name = re.search(r"#!lua name=(\S+)", source)
                 assert name is not None, f"{label}: not a library"
                 r.function_load(source, replace=True)
-                current = i == 0
-                one = count(server.pid, out, f"alone{i}", alone(r, name[1], f"a{i}", current),
+                one = count(server.pid, out, f"alone{i}", alone(r, name[1], f"a{i}", source),
                             args.cycles)  # fmt: skip
                 busy = count(server.pid, out, f"busy{i}",
-                             contended(r, name[1], f"c{i}", current), args.cycles)  # fmt: skip
+                             contended(r, name[1], f"c{i}", source), args.cycles)  # fmt: skip
                 print(f"  {label + ': checkout+checkin':<44} {one:>10,.0f}"
                       f"  {one / anchor:5.2f}x minimal")  # fmt: skip
                 print(f"  {label + ': contended cycle':<44} {busy:>10,.0f}"

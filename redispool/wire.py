@@ -30,16 +30,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import hiredis
 import redis
 from redis.connection import AbstractConnection
 from redis.exceptions import AskError, MovedError, ReadOnlyError, TryAgainError
 
 from . import direct_io
+from .packing import pack_command as _pack_command
 from .slot_client import SlotConnectionPool
-
-#: hiredis packs a command in C (its stub types the argument as a 1-tuple: widened here)
-_pack_command: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 
 __all__ = ["Wire", "number", "text"]
 

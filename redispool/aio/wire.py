@@ -40,6 +40,8 @@ import redis.asyncio
 from redis._parsers.base import BaseParser
 from redis.asyncio.connection import AbstractConnection
 
+from ..packing import pack_command
+
 __all__ = ["Line", "Orphan", "Wire"]
 
 log = logging.getLogger("redispool.aio")
@@ -66,7 +68,7 @@ def _error(reply: hiredis.ReplyError) -> redis.RedisError:
 
 def pack(*commands: Sequence[Any]) -> bytes:
     """The RESP bytes of ``commands``, back to back."""
-    return b"".join(hiredis.pack_command(tuple(command)) for command in commands)
+    return b"".join(pack_command(tuple(command)) for command in commands)
 
 
 class _Replies(asyncio.Protocol):
@@ -244,7 +246,7 @@ class Wire:
     @staticmethod
     def pack(command: Sequence[Any]) -> bytes:
         """The RESP bytes of one command."""
-        packed: bytes = hiredis.pack_command(tuple(command))
+        packed: bytes = pack_command(tuple(command))
         return packed
 
     def ready_line(self) -> Line | None:
@@ -300,7 +302,7 @@ class Wire:
         never lost with the task that asked.
         """
         line = self.ready_line() or await self.line()
-        (future,) = line.send(hiredis.pack_command(args), orphan=orphan)
+        (future,) = line.send(pack_command(args), orphan=orphan)
         return await settle(future, orphan)
 
     async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:

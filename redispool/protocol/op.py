@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
 
-import hiredis
-
 from .. import errors, scripts
 from ..errors import Code, PoolCorrupted
+from ..packing import pack_command
 
 __all__ = ["Op", "Reads", "code_of", "unexpected"]
 
@@ -26,8 +25,6 @@ T = TypeVar("T")
 #: Each operation's library function (the name ``FCALL`` takes), computed once.
 FUNCTIONS = {name: scripts.library().function(name) for name in scripts.SCRIPT_NAMES}
 
-#: hiredis packs a command in C (its stub's argument type is a 1-tuple: widened here).
-pack_command: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 
 #: How many packed heads (``FCALL function numkeys *keys``) are kept; all are
 #: forgotten when full (a pool of many workers has a checkin head per worker).

@@ -9,6 +9,7 @@ marked lost too, since it has ended whatever the server says later.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -114,7 +115,9 @@ class Renewer:
             self._cond.notify_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+            # RuntimeError: its start() was interrupted before it began; none to join
+            with contextlib.suppress(RuntimeError):
+                thread.join(timeout=5)
 
     def _next_due(self) -> float | None:
         if not self._leases:

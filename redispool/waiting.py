@@ -92,7 +92,7 @@ class Waiter:
                         raise
                     self._through_a_move(exc)
             if isinstance(result, Granted):
-                self.claiming = lease = self._granted(result, sent)
+                lease = self._granted(result, sent)
                 return lease if acks >= self.sender.need else self._confirmed(lease, acks)
             if not block:
                 raise full(self.owner.name)
@@ -172,7 +172,9 @@ class Waiter:
         return self._register(self.claiming, acks)
 
     def _register(self, lease: Lease, acks: int) -> Lease:
-        """``lease`` confirmed by enough replicas, renewed if asked."""
+        """``lease`` confirmed by enough replicas, renewed if asked (kept as
+        ``claiming`` first: an interrupt from here on checks it in)."""
+        self.claiming = lease
         lease = self._confirmed(lease, acks)
         if self.auto_renew:
             self.renewer.add(lease)
@@ -216,13 +218,13 @@ class Waiter:
         """Leave the queue after an error or interrupt; check in anything
         handed meanwhile, whether still in Redis or already made a Lease."""
         try:
-            handed = []
+            handed: list[Lease] = []
+            claiming = self.claiming  # the Lease made (and maybe being renewed): checked in
             if self.ticket:
                 cancel = self.sender.send(protocol.cancel_wait(self.keys, self.ticket))
-                if cancel is not None:
+                if cancel is not None and (claiming is None or cancel.token != claiming.token):
                     handed.append(self._handed(cancel))
-            claiming = self.claiming
-            if claiming is not None and all(h.token != claiming.token for h in handed):
+            if claiming is not None:
                 handed.append(claiming)
             for lease in handed:
                 lease.checkin()
@@ -233,6 +235,7 @@ class Waiter:
         """The Lease of an idle worker taken by a checkout or tick sent at ``sent``."""
         auto_renew = self.auto_renew
         lease = Lease.granted(self.owner, granted, self.nonce, auto_renew=auto_renew, sent=sent)
+        self.claiming = lease  # before the renewer has it: an interrupt from here checks it in
         if self.auto_renew:
             self.renewer.add(lease)
         return lease

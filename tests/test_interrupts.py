@@ -7,15 +7,17 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import in_thread, wait_for
 
-from redispool import Pool
+from redispool import Lease, Pool
+from redispool import renewer as renewer_module
 
 MakePool = Callable[..., Pool]
 WAITER = Path(__file__).parent / "procs" / "interrupted_waiter.py"
@@ -99,3 +101,88 @@ def test_a_sigint_around_a_handoff_leaves_the_worker_to_someone(
     print(f"outcomes over {ROUNDS} rounds: {dict(seen)}")
     assert set(seen) <= {"got", "interrupted"}
     assert seen["got"] > 0 and seen["interrupted"] > 0
+
+
+def _cut_after(add: Callable[[Lease], None], cuts: list[int]) -> Callable[[Lease], None]:
+    """``add``, after which the first registration is interrupted (as a Ctrl-C landing
+    at the end of Renewer.add, or in its notify, would)."""
+
+    def interrupted_add(lease: Lease) -> None:
+        add(lease)
+        if not cuts:
+            cuts.append(lease.token)
+            raise KeyboardInterrupt
+
+    return interrupted_add
+
+
+def _nothing_left(pool: Pool, waiter: Pool) -> None:
+    status = pool.status()
+    assert (status.idle, status.busy, status.waiting) == (1, 0, 0), status
+    assert len(waiter.renewer) == 0, "a lease checked in is still renewed"
+
+
+@pytest.mark.parametrize("way", ["granted", "ticked", "handed"])
+def test_an_interrupt_in_the_registration_of_a_lease_checks_it_in(
+    way: str, make_pool: MakePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the Lease was made and registered before it was kept to be checked in: an
+    # interrupt at the end of its registration left it renewed for ever, and the
+    # worker out for good (granted; ticked: the tick had taken the handoff out of
+    # Redis). A handoff peeked without a claim was checked in, but its Lease stayed
+    # registered and was later logged "lost"
+    pool = make_pool(workers=1, lease_ttl=60)
+    waiter = make_pool() if way != "granted" else pool
+    held = None if way == "granted" else pool.checkout(auto_renew=False)
+    cuts: list[int] = []
+    monkeypatch.setattr(waiter.renewer, "add", _cut_after(waiter.renewer.add, cuts))
+    if way == "ticked":  # no peek sees the handoff: each comes through a wait_tick
+        def clock_first(key: str, timeout: float) -> None:
+            time.sleep(min(timeout, 0.01))
+
+        monkeypatch.setattr(waiter.sender, "peek_wait", clock_first)
+    if held is None:
+        with pytest.raises(KeyboardInterrupt):
+            waiter.checkout(block=False)
+    else:
+        results: list[object] = []
+        thread = in_thread(lambda: _interrupted(waiter), results)
+        wait_for(lambda: pool.status().waiting == 1, message="the waiter queued")
+        assert held.checkin() is True  # handed to the waiter
+        thread.join(10)
+        assert results == ["interrupted"], results
+    assert cuts, "no registration was interrupted"
+    monkeypatch.undo()
+    _nothing_left(pool, waiter)
+
+
+def _interrupted(pool: Pool) -> str:
+    try:
+        pool.checkout(timeout=5)
+    except KeyboardInterrupt:
+        return "interrupted"
+    return "leased"
+
+
+@pytest.mark.parametrize("began", [True, False])
+def test_an_interrupted_start_of_the_renewer_leaks_nothing_and_the_pool_closes(
+    began: bool, make_pool: MakePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the renewer's thread.start() cut short by an interrupt, after the thread began
+    # or before: the lease was left renewed for ever (began), and Pool.close() raised
+    # RuntimeError joining a thread never started, before closing its connections
+    pool = make_pool(workers=1, lease_ttl=60)
+
+    class CutStart(threading.Thread):
+        def start(self) -> None:
+            if began:
+                super().start()
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(renewer_module.threading, "Thread", CutStart)
+    with pytest.raises(KeyboardInterrupt):
+        pool.checkout(block=False)
+    monkeypatch.undo()
+    _nothing_left(pool, pool)
+    pool.close()
+    assert pool.checkout(block=False).checkin() is True  # and it starts again

@@ -19,9 +19,14 @@ a cluster slot's; a custom one) goes through its own methods.
 
 from __future__ import annotations
 
+import os
+import socket
+import ssl
 from typing import Any
 
 import redis
+import redis._parsers
+import redis.connection
 from redis.connection import AbstractConnection
 
 _Parser: Any
@@ -37,7 +42,13 @@ try:
 except ImportError:  # pragma: no cover - hiredis < 3.2 hands push messages over as lists
     _Push = None
 
-__all__ = ["direct", "read", "send"]
+__all__ = ["awaited", "direct", "read", "send"]
+
+#: Where a client waits on its server: redis-py's connections and parsers, sockets, TLS.
+_WAITING = (
+    os.path.dirname(redis._parsers.__file__), redis.connection.__file__, socket.__file__,
+    ssl.__file__,
+)  # fmt: skip
 
 _CLOSED = "Connection closed by server."
 #: Per connection class: whether it sends and reads as redis-py's base class does.
@@ -119,6 +130,21 @@ def read(conn: Any) -> Any:
             raise reply[0]
         return reply
     return _checked(conn, reply)
+
+
+def awaited(exc: BaseException) -> bool:
+    """Whether ``exc`` (an interrupt) came while the client waited on the server:
+    connecting or reading a reply, as its traceback shows (this module's read,
+    or redis-py's connection or parser code, or the socket or ssl module, on its
+    way). A command cut there may have gone out, and one sent again would wait
+    on the same server as long."""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code is read.__code__ or code.co_filename.startswith(_WAITING):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _checked(conn: Any, reply: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 
 from redis import Redis
 
-from . import jobs, nonces, protocol
+from . import direct_io, jobs, nonces, protocol
 from .connect import Client, client_from_url, close_client
 from .defaults import (
     DEFAULT_LEASE_TTL,
@@ -31,6 +31,7 @@ from .defaults import (
 from .errors import LeaseLost, WorkerLost
 from .keys import PoolKeys, validate_pool_name, validate_worker_id
 from .lease import Lease
+from .protocol import Checkin, Op
 from .protocol.lease_life import HERE
 from .renewer import Renewer
 from .replicas import DEFAULT_REPLICA_TIMEOUT, Replicas
@@ -242,8 +243,8 @@ class Pool:
         except Exception:  # unreachable, or refused: it may not have run
             lease.reopen()
             raise
-        except BaseException:  # interrupted (Ctrl-C): finished first, then it goes on
-            self._finish_interrupted(lease, op)
+        except BaseException as exc:  # interrupted (Ctrl-C): finished first, then it goes on
+            self._finish_interrupted(lease, op, exc)
             raise
         if result.returned:
             if acks < self.min_replicas:
@@ -254,13 +255,15 @@ class Pool:
         lease.end(worker_died=result.worker_died)
         return False
 
-    def _finish_interrupted(self, lease: Lease, op: protocol.Op[protocol.Checkin]) -> None:
-        """Send ``lease``'s checkin ``op`` again, the first having been cut short by
-        an interrupt: it may never have gone out, and the worker would then stay
-        out, unrenewed, until its TTL (a ``with pool.lease()`` block left by a
-        Ctrl-C never checks in again). A checkin that had run answers no to the
-        second and nothing changes. If this one fails or is interrupted too, the
-        lease stays open, for a checkin later."""
+    def _finish_interrupted(self, lease: Lease, op: Op[Checkin], cut: BaseException) -> None:
+        """Send ``lease``'s checkin ``op`` again if the interrupt ``cut`` came before it
+        went out: else the worker stays out, unrenewed, until its TTL (a ``with
+        pool.lease()`` left by a Ctrl-C never checks in again). A checkin that had run
+        answers no. Cut while connecting or awaiting its reply (a second would wait as
+        long), or failing again, the lease stays open, for a later one."""
+        if direct_io.awaited(cut):
+            lease.reopen()
+            return
         try:
             result, acks = self.sender.send_acked(op)
         except BaseException:  # the interrupt that brought us here goes on, not this

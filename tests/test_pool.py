@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import signal
+import socket
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
 import redis
 
-from redispool import CheckoutTimeout, LeaseLost, Pool, PoolCorrupted, PoolFull, PoolUnavailable
+from redispool import (
+    CheckoutTimeout,
+    LeaseLost,
+    Pool,
+    PoolCorrupted,
+    PoolFull,
+    PoolUnavailable,
+    direct_io,
+)
 from redispool.keys import PoolKeys
 
 MakePool = Callable[..., Pool]
@@ -365,3 +376,58 @@ def test_a_checkin_cut_short_by_an_interrupt_is_finished_before_the_interrupt_go
         assert lease.checkin() is True
     assert pool.status().idle == 1
     assert not lease.active and not lease.lost.is_set()
+
+
+def test_a_checkin_interrupted_while_its_reply_was_awaited_is_not_sent_again(
+    make_pool: MakePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # it went out: it ran (a second would answer no) or Redis is stuck (a second
+    # would wait as long); the lease stays open, as an unreachable Redis leaves it
+    pool = make_pool(workers=1, lease_ttl=60)
+    lease = pool.checkout()
+    read, reads = direct_io.read, []
+
+    def reply_then_interrupt(conn: object) -> object:
+        reads.append(read(conn))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(direct_io, "read", reply_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        lease.checkin()
+    monkeypatch.undo()
+    assert len(reads) == 1, "sent again"
+    assert lease.active and pool.status().idle == 1
+    assert lease.checkin() is False  # it had run
+
+
+def test_one_ctrl_c_ends_a_checkin_stuck_on_a_redis_that_never_answers(
+    make_pool: MakePool,
+) -> None:
+    # a partition: the connection is accepted and nothing comes back; the second
+    # try of an interrupted checkin waited as long (for ever on a client without a
+    # socket timeout), so one Ctrl-C no longer ended it (found by a review)
+    pool = make_pool(workers=1, lease_ttl=60)
+    lease = pool.checkout(auto_renew=False)
+    with socket.socket() as stalled:
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(16)  # accepts (the backlog), never reads nor answers
+        client = redis.Redis(host="127.0.0.1", port=stalled.getsockname()[1])
+        cut_off = Pool("p", redis=client)  # the same pool, across the partition
+        main = threading.main_thread().ident or 0
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        timers = [threading.Timer(t, signal.pthread_kill, (main, signal.SIGINT)) for t in (0.3, 5)]
+        for timer in timers:
+            timer.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                cut_off.checkin(lease)
+            took = time.monotonic() - started
+        finally:
+            for timer in timers:
+                timer.cancel()
+            signal.signal(signal.SIGINT, previous)
+            cut_off.close()
+            client.close()
+    assert took < 2, f"the first Ctrl-C (at 0.3 s) ended the checkin only after {took:.1f} s"
+    assert lease.active and lease.checkin() is True  # open, for a checkin that can be heard

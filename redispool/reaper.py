@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time as mod_time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -95,7 +96,8 @@ class Reaper:
 
     ``run()`` works in the foreground until :meth:`stop`; ``start()`` runs it
     in a daemon thread. Counts what it returned in ``by_event`` and
-    ``by_sweep``.
+    ``by_sweep``, and the expired leases it heard of, by pool, in ``heard``
+    (whether a sweep had returned their workers first or not).
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class Reaper:
         self.sweep_interval = sweep_interval
         self.by_event = 0
         self.by_sweep = 0
+        self.heard: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.listening = threading.Event()
@@ -157,6 +160,7 @@ class Reaper:
                 observe.swept(pool, 0, buried, pool.keys.alive_worker(key) or "")
                 self.by_event += buried
             return
+        self.heard[name] += 1
         returned = pool.reclaim_expired()
         observe.swept(pool, returned, 0, worker)
         if returned:

@@ -207,12 +207,12 @@ class Pool:
         """Return ``lease``'s worker. True if this call returned it; False if
         the lease had already ended (it sets ``lease.lost``) or was checked in.
 
-        If Redis cannot be asked (:class:`PoolUnavailable` and the like), the
-        lease stays open so that checkin can be tried again (a retry of one
-        that did run answers False); it is no longer renewed, so otherwise it
-        ends after its TTL. A checkin cut short by an interrupt
-        (``KeyboardInterrupt``) is sent once more before the interrupt goes
-        on; only if that fails too does the lease stay open. With ``min_replicas``, a
+        If Redis cannot be asked (:class:`PoolUnavailable` and the like), the lease
+        stays open so that checkin can be tried again (a retry of one that did run
+        answers False); no longer renewed, it otherwise ends after its TTL. One cut
+        by an interrupt (``KeyboardInterrupt``) before it went out is sent once more
+        first; cut while connecting or awaiting its reply, or failing again, it
+        leaves the lease open too. With ``min_replicas``, a
         checkin the master made but too few replicas acknowledged raises
         :class:`PoolUnavailable` too, and the lease also stays open: after a
         failover to a replica that missed it, checkin again returns the worker

@@ -217,17 +217,19 @@ class Waiter:
     def _abandon(self) -> None:
         """Leave the queue after an error or interrupt; check in anything
         handed meanwhile, whether still in Redis or already made a Lease."""
+        handed: list[Lease] = []
+        claiming = self.claiming  # the Lease made (and maybe being renewed): checked in
         try:
-            handed: list[Lease] = []
-            claiming = self.claiming  # the Lease made (and maybe being renewed): checked in
-            if self.ticket:
-                cancel = self.sender.send(protocol.cancel_wait(self.keys, self.ticket))
-                if cancel is not None and (claiming is None or cancel.token != claiming.token):
-                    handed.append(self._handed(cancel))
-            if claiming is not None:
-                handed.append(claiming)
-            for lease in handed:
-                lease.checkin()
+            try:
+                if self.ticket:
+                    cancel = self.sender.send(protocol.cancel_wait(self.keys, self.ticket))
+                    if cancel is not None and (claiming is None or cancel.token != claiming.token):
+                        handed.append(self._handed(cancel))
+            finally:  # even if leaving the queue failed: the renewer lets go of it at least
+                if claiming is not None:
+                    handed.append(claiming)
+                for lease in handed:
+                    lease.checkin()
         except PoolError as exc:
             log.warning("pool %s: could not leave the wait queue: %s", self.owner.name, exc)
 

@@ -12,11 +12,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import in_thread, wait_for
 
-from redispool import Lease, Pool
+from redispool import Lease, Pool, PoolUnavailable
 from redispool import renewer as renewer_module
 
 MakePool = Callable[..., Pool]
@@ -186,3 +187,32 @@ def test_an_interrupted_start_of_the_renewer_leaks_nothing_and_the_pool_closes(
     _nothing_left(pool, pool)
     pool.close()
     assert pool.checkout(block=False).checkin() is True  # and it starts again
+
+
+def test_a_lease_whose_waiter_could_not_leave_the_queue_is_still_checked_in(
+    make_pool: MakePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the interrupted registration's Lease was checked in only after cancel_wait
+    # succeeded: with Redis failing that one call, it stayed renewed for ever
+    # (found by a review)
+    pool = make_pool(workers=1, lease_ttl=60)
+    waiter = make_pool()
+    held = pool.checkout(auto_renew=False)
+    cuts: list[int] = []
+    monkeypatch.setattr(waiter.renewer, "add", _cut_after(waiter.renewer.add, cuts))
+    send = waiter.sender.send
+
+    def cancel_fails(op: Any) -> Any:
+        if op.name == "cancel_wait":
+            raise PoolUnavailable("pool 'p': cancel_wait: Redis unreachable", pool="p")
+        return send(op)
+
+    monkeypatch.setattr(waiter.sender, "send", cancel_fails)
+    results: list[object] = []
+    thread = in_thread(lambda: _interrupted(waiter), results)
+    wait_for(lambda: pool.status().waiting == 1, message="the waiter queued")
+    assert held.checkin() is True  # handed to the waiter
+    thread.join(10)
+    assert results == ["interrupted"] and cuts, results
+    monkeypatch.undo()
+    _nothing_left(pool, waiter)

@@ -195,7 +195,10 @@ def test_scripts_are_loaded_again_after_a_restart(fresh_server: StartServer) -> 
 def test_a_checkin_that_could_not_reach_redis_can_be_tried_again(
     fresh_server: StartServer,
 ) -> None:
-    srv = fresh_server(appendonly=True)  # the lease survives the restart
+    # The lease must survive the crash: with appendfsync everysec (the default) Redis
+    # postpones its AOF write while the last fsync runs, replies anyway, and a SIGKILL
+    # then loses the checkout (CI: the retry answered False, the lease never written).
+    srv = fresh_server(appendonly=True, extra_args=("--appendfsync", "always"))
     pool = Pool("p", url=srv.url)
     pool.add_worker("w1")
     lease = pool.checkout(auto_renew=False)

@@ -12,8 +12,8 @@ client runs. With ``jobs=True`` it adds what ``lease.run`` and worker hosts
 need: RQ's commands (RQ keeps a pool's jobs under the pool's own keys, see
 :mod:`redispool.rqkeys`, so no other key pattern) and the Reaper's
 expired-events channel (the events must already be on: the user cannot
-``CONFIG SET`` them). Operators paste the line into ``redis-cli`` or an ACL
-file.
+``CONFIG SET`` them), and on a cluster its probes of that subscription.
+Operators paste the line into ``redis-cli`` or an ACL file.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from .cluster import PROBE_CHANNEL_PREFIX
 from .keys import PoolKeys, validate_pool_name
 from .scripts import SCRIPT_NAMES, source_of
 
@@ -48,12 +49,15 @@ JOB_COMMANDS = frozenset(
         "client|setname", "client|info", "info",  # RQ worker registration
         "subscribe",  # the Reaper: expired events (turned on by an operator; no CONFIG
         # rights at all: CONFIG GET would show the server's passwords)
+        "publish",  # the Reaper on a cluster: probes of its subscriptions (PROBE_CHANNELS)
         # history and events (redispool.history, redispool.events), written by worker
         # hosts and the Reaper, read by `redispool events` and the web view
         "hincrby", "hget", "set", "del", "xrevrange", "exists", "time",
     }
 )  # fmt: skip
 EXPIRED_EVENTS = "&__keyevent@*__:expired"
+#: The channels of the probes a cluster's Reaper sends itself (redispool.cluster).
+PROBE_CHANNELS = f"&{PROBE_CHANNEL_PREFIX}*"
 
 #: A command a script calls: through its local names for redis.call and redis.pcall
 #: (rcall, rpcall, probe) or through redis.call and redis.pcall themselves.
@@ -90,7 +94,7 @@ def acl_rules(pools: Iterable[str], *, jobs: bool = False) -> list[str]:
     channels: list[str] = []
     if jobs:
         commands |= JOB_COMMANDS
-        channels.append(EXPIRED_EVENTS)
+        channels += [EXPIRED_EVENTS, PROBE_CHANNELS]
     return [
         "resetkeys", *keys, "resetchannels", *channels, "-@all",
         *(f"+{c}" for c in sorted(commands)),

@@ -118,6 +118,7 @@ class Reaper:
         self.heard: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._events: ExpiredEvents | None = None  # a cluster's, while listening
         self.listening = threading.Event()
         self._lost = ""  # why the last connection was lost, until it is back
 
@@ -196,7 +197,7 @@ class Reaper:
         """``_listen`` on every master of a cluster, following its topology at
         each sweep (a promoted replica, a new master: events turned on there)."""
         enabled = _enable_on_masters(client, refresh=True)
-        events = ExpiredEvents(client)
+        events = self._events = ExpiredEvents(client)
         try:
             self.sweep()
             self.listening.set()
@@ -210,15 +211,18 @@ class Reaper:
                 now = mod_time.monotonic()
                 if now >= next_look:
                     next_look = now + FOLLOW_EVERY
-                    if events.follow():  # new masters: events on there, and sweep
-                        log.info("cluster masters now %s", ", ".join(sorted(events.masters)))
+                    before = events.masters
+                    if events.follow():  # new masters, or events maybe lost: sweep
                         next_sweep = now
+                    if events.masters != before:  # and events on there
+                        log.info("cluster masters now %s", ", ".join(sorted(events.masters)))
                     if not events.masters <= enabled:  # a new master, or one that failed
                         enabled = _enable_on_masters(client, done=enabled & events.masters)
                 if now >= next_sweep:
                     self.sweep()
                     next_sweep = mod_time.monotonic() + self.sweep_interval
         finally:
+            self._events = None
             events.close()
 
     def _listen(self, channel: str) -> None:

@@ -136,14 +136,15 @@ def test_a_master_killed_its_pools_come_back_no_stale_holder_acts_others_never_s
             # the Reaper followed: a lease on the promoted master expires, its event comes
             with Pool(_on_master_of(cluster, stale_pool), redis=rc, lease_ttl=0.3) as on_new:
                 on_new.add_worker("w1")
-                on_new.checkout(block=False, auto_renew=False)
-                # Redis's own expiry of the lease (and so its event) can come late: on
-                # the promoted master, with ~250 keys of job records under a TTL, an
-                # outside subscriber saw no event 15 s after a 0.3 s lease's end in 3 of
-                # 4 runs (the sweep returns such a worker; this Reaper sweeps hourly).
-                # A read expires the key at once and publishes the event.
                 port = int(on_new.client.connection_pool.route.address()[1])
-                with cluster.node(port) as node:
+                with cluster.node(port) as node, node.pubsub() as outside:
+                    outside.subscribe("__keyevent@0__:expired")  # was the event published?
+                    on_new.checkout(block=False, auto_renew=False)
+                    # Redis's own expiry of the lease (and so its event) can come late: on
+                    # the promoted master, with ~250 keys of job records under a TTL, an
+                    # outside subscriber saw no event 15 s after a 0.3 s lease's end in 3
+                    # of 4 runs (the sweep returns such a worker; this Reaper sweeps
+                    # hourly). A read expires the key at once and publishes the event.
                     wait_for(lambda: node.exists(on_new.keys.lease("w1")) == 0, timeout=5,
                              interval=0.05, message="the lease to expire")  # fmt: skip
                     try:
@@ -152,7 +153,11 @@ def test_a_master_killed_its_pools_come_back_no_stale_holder_acts_others_never_s
                         wait_for(lambda: reaper.heard[on_new.name] > 0, timeout=15,
                                  message="an expired event from the promoted master")  # fmt: skip
                     except AssertionError as exc:
-                        raise AssertionError(f"{exc}: {_events_at(node, reaper)}") from None
+                        seen = [outside.get_message(timeout=0.1) for _ in range(20)]
+                        raise AssertionError(
+                            f"{exc}: {_events_at(node, reaper)}; an outside subscriber got "
+                            f"{[m for m in seen if m]}"
+                        ) from None
         finally:
             load.finish()
             reaper.stop()
@@ -192,13 +197,27 @@ def test_a_master_killed_its_pools_come_back_no_stale_holder_acts_others_never_s
 def _events_at(node: redis.Redis, reaper: Reaper) -> str:
     """What a missing expired event is owed to, as the promoted master sees it."""
     channel = "__keyevent@0__:expired"
+    clients = [(c["addr"], c["cmd"], c["sub"]) for c in node.client_list()]
+    events = reaper._events
     return (
         f"the promoted master {node.connection_pool.connection_kwargs['port']} has "
         f"notify-keyspace-events {node.config_get('notify-keyspace-events')}, "
         f"{node.pubsub_numsub(channel)} subscribers; the Reaper heard {dict(reaper.heard)} expired "
-        f"leases, returned {reaper.by_event} by event and {reaper.by_sweep} by sweep; its "
-        f"thread is at:\n{_stack_of(reaper)}"
+        f"leases, returned {reaper.by_event} by event and {reaper.by_sweep} by sweep, made "
+        f"{events.remade if events else '?'} subscriptions again; its subscriptions (master, "
+        f"local address, peer): {_subscriptions(reaper)}; the node's clients (address, "
+        f"command, subscriptions): {clients}; its thread is at:\n{_stack_of(reaper)}"
     )
+
+
+def _subscriptions(reaper: Reaper) -> list[tuple[str, object, object]]:
+    events = reaper._events
+    found: list[tuple[str, object, object]] = []
+    for name, pubsub in dict(events._subs if events else {}).items():
+        sock = getattr(pubsub.connection, "_sock", None)
+        ends = (sock.getsockname(), sock.getpeername()) if sock is not None else (None, None)
+        found.append((name, *ends))
+    return found
 
 
 def _stack_of(reaper: Reaper) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .cluster import PROBE_CHANNEL_PREFIX
+from .cluster_events import PROBE_CHANNEL_PREFIX
 from .keys import PoolKeys, validate_pool_name
 from .scripts import SCRIPT_NAMES, source_of
 
@@ -35,6 +35,7 @@ CLIENT_COMMANDS = frozenset(
         "blpop",  # redispool.aio: one wait for the handoffs of all of a Pool's waiters
         "lpush", "pexpire",  # redispool.aio: its bell, which ends that wait (no CLIENT UNBLOCK)
         "ping", "hello",  # connection set-up and health
+        "cluster|slots", "command",  # a cluster client: the topology, and how commands name keys
         "hgetall", "zrange", "smembers", "mget", "get", "pttl", "zscore",  # workers(), leases()
         "multi", "exec",  # consistent reads of several keys
     }

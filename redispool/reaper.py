@@ -20,7 +20,8 @@ import redis
 from redis.cluster import RedisCluster
 
 from . import liveness, observe
-from .cluster import ExpiredEvents, named_masters
+from .cluster import named_masters
+from .cluster_events import ExpiredEvents
 from .connect import Client
 from .discovery import find_pools
 from .errors import PoolError
@@ -216,6 +217,7 @@ class Reaper:
                         next_sweep = now
                     if events.masters != before:  # and events on there
                         log.info("cluster masters now %s", ", ".join(sorted(events.masters)))
+                    enabled -= events.renewed()  # a master restarted may have them off
                     if not events.masters <= enabled:  # a new master, or one that failed
                         enabled = _enable_on_masters(client, done=enabled & events.masters)
                 if now >= next_sweep:

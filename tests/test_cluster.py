@@ -25,6 +25,7 @@ from redispool import (
     Reaper,
     install,
 )
+from redispool.acl import PROBE_CHANNELS, acl_rules
 from redispool.cluster import guard_key, masters
 from redispool.connect import client_from_url, close_client
 from redispool.keys import PoolKeys
@@ -274,6 +275,43 @@ def test_a_reaper_whose_connection_to_a_master_was_killed_listens_there_again(
         # the other masters' subscriptions were kept throughout: no whole reconnect
         assert reaper._events is events
         assert {n: sub for n, sub in events._subs.items() if n != name} == others
+
+
+@pytest.mark.parametrize("probes", [True, False], ids=["acl-of-now", "acl-without-probes"])
+def test_a_job_users_reaper_hears_every_master_with_or_without_the_right_to_probe(
+    cluster: Cluster, rc: RedisCluster, pools: list[Pool], probes: bool
+) -> None:
+    # a job user's ACL made before the probes (no PUBLISH, no probe channels): the
+    # refused probe must not end the Reaper, nor cost the expired events
+    rules = acl_rules(["aclpool"], jobs=True)
+    if not probes:
+        rules = [r for r in rules if r not in ("+publish", PROBE_CHANNELS)]
+    servers = [srv for srv in cluster.servers if srv.running]
+    for srv in servers:
+        with cluster.node(srv) as node:
+            node.execute_command("ACL", "SETUSER", "reaperu", "on", ">pw", *rules)
+    user = client_from_url(cluster.url.replace("://", "://reaperu:pw@", 1))
+    try:
+        pool = _pool(rc, pools, "aclpool", workers=1, lease_ttl=0.2)
+        with Reaper(user, pools=["aclpool"], sweep_interval=60) as reaper:
+            events = reaper._events
+            assert events is not None and len(events.subscribed()) == 3
+            if probes:
+                wait_for(lambda: events.answered >= 3, timeout=10,
+                         message="a probe answered on every master")  # fmt: skip
+            else:
+                wait_for(lambda: events._unprobed == events.subscribed(), timeout=10,
+                         message="the probe refused on every master")  # fmt: skip
+            pool.checkout(block=False, auto_renew=False)
+            wait_for(lambda: reaper.heard["aclpool"] > 0, timeout=10,
+                     message="the expired event")  # fmt: skip
+            assert reaper._thread is not None and reaper._thread.is_alive()
+            assert events.remade == 0 and reaper._events is events
+    finally:
+        close_client(user)
+        for srv in servers:
+            with cluster.node(srv) as node:
+                node.execute_command("ACL", "DELUSER", "reaperu")
 
 
 def test_a_reaper_that_could_not_turn_events_on_at_a_master_asks_it_again(

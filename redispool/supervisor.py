@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time as mod_time
 import uuid
 from dataclasses import dataclass, field
@@ -100,16 +99,20 @@ class Supervisor:
         self._numbers = itertools.count(1)
         self._slots: list[_Slot] = []
         self._pool: Pool | None = None  # while running: for the event log
-        self._drain = threading.Event()
+        self._drain_signal: int | None = None  # set by request_drain
         self._next_overflow_check = 0.0
         self._last_overflow_start = -OVERFLOW_COOLDOWN
 
     def request_drain(self, signum: int = 0, frame: FrameType | None = None) -> None:
-        """Drain every worker and stop (the SIGTERM/SIGINT handler)."""
+        """Drain every worker and stop (the SIGTERM/SIGINT handler).
+
+        It takes no lock, and logs nothing: a handler runs in the main thread
+        between two of its bytecodes, and one that waits for a lock the main
+        thread holds (an Event's, logging's) hangs it for good (seen: SIGTERM
+        landing in the supervisor's ``Event.wait``). The loop logs it."""
         del frame
-        if not self._drain.is_set():
-            log.info("supervisor got signal %d: draining the workers", signum)
-        self._drain.set()
+        if self._drain_signal is None:
+            self._drain_signal = signum
 
     def run(self) -> int:
         """Supervise until drained; the exit code."""
@@ -126,9 +129,11 @@ class Supervisor:
         try:
             for _ in range(self.settings.workers):
                 self._slots.append(self._start(_Slot(self._new_id(), overflow=False)))
-            while not self._drain.wait(TICK):
+            while self._drain_signal is None:
                 self._check_children()
                 self._maybe_overflow(pool)
+                mod_time.sleep(TICK)  # a signal's handler runs, and the sleep goes on (PEP 475)
+            log.info("supervisor got signal %d: draining the workers", self._drain_signal)
             self._stop_all()
         finally:
             reaper.stop()

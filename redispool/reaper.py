@@ -250,6 +250,12 @@ class Reaper:
         finally:
             pubsub.close()
 
+    def hearing(self) -> frozenset[str]:
+        """On a cluster, the masters (``host:port``) whose expired events it hears
+        now: it follows a failover within a second or two of its client seeing it."""
+        events = self._events
+        return events.subscribed() if events is not None else frozenset()
+
     def start(self) -> Reaper:
         """Run in a daemon thread; returns self once it listens."""
         self._stop.clear()

@@ -227,50 +227,36 @@ def test_a_reaper_of_every_pool_listens_on_while_one_master_does_not_answer(
         wait_for(lambda: reaper.by_event >= 3, timeout=10, message="an event from each master")
 
 
-def test_a_reaper_whose_subscription_on_a_master_went_deaf_subscribes_again(
-    cluster: Cluster, rc: RedisCluster, pools: list[Pool]
+@pytest.mark.parametrize("how", ["deaf", "killed"])
+def test_a_reaper_whose_subscription_on_a_master_broke_listens_there_again(
+    cluster: Cluster, rc: RedisCluster, pools: list[Pool], how: str
 ) -> None:
-    # Valkey 8.1 after a failover: the promoted master listed the Reaper's connection
-    # as subscribed, the connection was open and read, and no event came (an outside
-    # subscriber's did). Here the server stops sending to it the same way: the
-    # connection leaves its channels behind the client's back.
-    pool = _pool(rc, pools, "deafpool", workers=1, lease_ttl=0.2)
-    name = f"127.0.0.1:{_master_port(pool)}"
-    with Reaper(rc, sweep_interval=60) as reaper:
-        events = reaper._events
-        assert events is not None and name in events.subscribed()
-        deaf = events._subs[name]
-        assert deaf.connection is not None
-        deaf.connection.send_command("UNSUBSCRIBE")  # the client still thinks it listens
-        with cluster.node(_master_port(pool)) as node:
-            wait_for(lambda: node.pubsub_numsub(events.channel)[0][1] == 0, timeout=5,
-                     message="the server to stop sending to the Reaper")  # fmt: skip
-        wait_for(lambda: events._subs.get(name) not in (None, deaf), timeout=10,
-                 message="a new subscription")  # fmt: skip
-        assert events.remade == 1
-        pool.checkout(block=False, auto_renew=False)
-        wait_for(lambda: reaper.heard["deafpool"] > 0, timeout=10,
-                 message="the expired event on the new subscription")  # fmt: skip
-
-
-def test_a_reaper_whose_connection_to_a_master_was_killed_listens_there_again(
-    cluster: Cluster, rc: RedisCluster, pools: list[Pool]
-) -> None:
-    pool = _pool(rc, pools, "killedsub", workers=1, lease_ttl=0.2)
-    name = f"127.0.0.1:{_master_port(pool)}"
+    # deaf: as on Valkey 8.1 after a failover, the promoted master no longer counted
+    # the Reaper's open, polled connection among the subscribers, and no event came
+    # (an outside subscriber's did); here the connection leaves its channels behind
+    # the client's back. killed: the connection is cut (CLIENT KILL).
+    pool = _pool(rc, pools, f"{how}sub", workers=1, lease_ttl=0.2)
+    port = _master_port(pool)
+    name = f"127.0.0.1:{port}"
     with Reaper(rc, sweep_interval=60) as reaper:
         events = reaper._events
         assert events is not None
-        cut = events._subs[name]
+        broken = events._subs[name]
         others = {n: sub for n, sub in events._subs.items() if n != name}
-        assert cut.connection is not None and len(others) == 2
-        local = cut.connection._sock.getsockname()  # type: ignore[attr-defined]
-        with cluster.node(_master_port(pool)) as node:
-            node.client_kill(f"{local[0]}:{local[1]}")
-        wait_for(lambda: events._subs.get(name) not in (None, cut), timeout=10,
+        assert broken.connection is not None and len(others) == 2
+        with cluster.node(port) as node:
+            if how == "deaf":
+                broken.connection.send_command("UNSUBSCRIBE")  # the client thinks it listens
+                wait_for(lambda: node.pubsub_numsub(events.channel)[0][1] == 0, timeout=5,
+                         message="the server to stop sending to the Reaper")  # fmt: skip
+            else:
+                local = broken.connection._sock.getsockname()  # type: ignore[attr-defined]
+                node.client_kill(f"{local[0]}:{local[1]}")
+        wait_for(lambda: events._subs.get(name) not in (None, broken), timeout=10,
                  message="a new subscription")  # fmt: skip
+        assert events.remade == (1 if how == "deaf" else 0)  # killed: seen as it broke
         pool.checkout(block=False, auto_renew=False)
-        wait_for(lambda: reaper.heard["killedsub"] > 0, timeout=10,
+        wait_for(lambda: reaper.heard[pool.name] > 0, timeout=10,
                  message="the expired event on the new subscription")  # fmt: skip
         # the other masters' subscriptions were kept throughout: no whole reconnect
         assert reaper._events is events

@@ -137,6 +137,11 @@ def test_a_master_killed_its_pools_come_back_no_stale_holder_acts_others_never_s
             with Pool(_on_master_of(cluster, stale_pool), redis=rc, lease_ttl=0.3) as on_new:
                 on_new.add_worker("w1")
                 port = int(on_new.client.connection_pool.route.address()[1])
+                # the pools follow the failover by MOVED and failed connections, the
+                # Reaper by reading the topology each second: a lease that ends before
+                # it subscribes there is returned by a sweep, its event unheard (seen)
+                wait_for(lambda: f"127.0.0.1:{port}" in reaper.hearing(), timeout=10,
+                         message="the Reaper to hear the promoted master")  # fmt: skip
                 with cluster.node(port) as node, node.pubsub() as outside:
                     outside.subscribe("__keyevent@0__:expired")  # was the event published?
                     on_new.checkout(block=False, auto_renew=False)

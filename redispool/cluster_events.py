@@ -32,6 +32,8 @@ from redis.client import PubSub
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 
+from .wire import text
+
 __all__ = ["PROBE_CHANNEL_PREFIX", "PROBE_DEADLINE", "PROBE_TIMEOUT", "ExpiredEvents"]
 
 log = logging.getLogger(__name__)
@@ -130,9 +132,9 @@ class ExpiredEvents:
             return False, None
         if message.get("type") != "message":
             return True, None
-        channel = _text(message["channel"])
+        channel = text(message["channel"])
         if channel == self.channel:
-            return True, _text(message["data"])
+            return True, text(message["data"])
         if channel == self._probe_prefix + name:
             self._probed.pop(name, None)  # this subscription hears its master
             self.answered += 1
@@ -243,7 +245,3 @@ class ExpiredEvents:
     def close(self) -> None:
         for name in list(self._subs):
             self._drop(name)
-
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
